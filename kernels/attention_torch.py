@@ -1,0 +1,172 @@
+"""Plain-PyTorch twin of the flash attention kernel: exact attention forward, AttnLRP backward.
+
+This is the `backend="torch"` path of `lrp_triton.ops.lrp_attention` (the CPU fallback and the
+second reference of `attention.py`). It computes the same gradient form as the Triton kernel,
+query chunk by query chunk, so memory is O(chunk * M) and never the full N x M matrix for long N.
+
+Attention, per head, with queries the last N of M positions (bottom-right alignment):
+
+    S_raw = scale * Q K^T
+    S     = softcap(S_raw) + bias + mask        softcap(x) = c * tanh(x / c); mask is 0 or -inf
+    P     = softmax(S)                           (rows whose keys are all masked: P = 0)
+    O     = P V
+
+Backward, in gradient form (x * x.grad is the relevance of x), with D = rowsum(dO * O):
+
+    dV     = rule.dv  * P^T dO
+    dS     = P * (dO V^T - D)                    the exact softmax gradient
+    dS_raw = dS * softcap'(S_raw)                identity rule: softcap(S_raw) / S_raw
+    dQ     = rule.dqk * scale * dS_raw K
+    dK     = rule.dqk * scale * dS_raw^T Q       summed over the query heads of a kv group
+
+AttnLRP: dqk = 1/4 (half of O = P V goes to P, half of S = Q K^T to each of Q and K), dv = 1/2.
+CP-LRP: dqk = 0, dv = 1. Gradient: both 1, softcap by its true derivative.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import NamedTuple
+
+import torch
+
+
+class AttentionRule(NamedTuple):
+    """The constant factors one mode folds into the exact attention gradient."""
+
+    dqk: float  # factor on dQ and dK
+    dv: float  # factor on dV
+    softcap_identity: bool  # soft-capping by the identity-rule ratio instead of its derivative
+
+
+ATTENTION_RULES = {
+    "attnlrp": AttentionRule(dqk=0.25, dv=0.5, softcap_identity=True),
+    "cp-lrp": AttentionRule(dqk=0.0, dv=1.0, softcap_identity=False),
+    "gradient": AttentionRule(dqk=1.0, dv=1.0, softcap_identity=False),
+}
+
+# Entries of one [B, H, chunk, M] float32 score block the PyTorch path allows itself.
+_CHUNK_ELEMENTS = 1 << 24
+
+
+def tanh_over_x(x: torch.Tensor) -> torch.Tensor:
+    """tanh(x) / x, equal to 1 at x = 0 (the identity-rule ratio of soft-capping)."""
+    small = x.abs() < 1e-4
+    safe = torch.where(small, torch.ones_like(x), x)
+    return torch.where(small, 1.0 - x * x / 3.0, torch.tanh(safe) / safe)
+
+
+def softcap_backward_factor(s_raw: torch.Tensor, softcap: float, identity: bool) -> torch.Tensor:
+    """What dS is multiplied by to pass soft-capping: the ratio (identity rule) or the derivative."""
+    ratio = tanh_over_x(s_raw / softcap)
+    if identity:
+        return ratio
+    t = ratio * (s_raw / softcap)
+    return 1.0 - t * t
+
+
+def _chunk_size(batch: int, heads: int, n: int, m: int) -> int:
+    return max(1, min(n, _CHUNK_ELEMENTS // max(1, batch * heads * m)))
+
+
+def _scores(qc, k, n0, n, *, causal, scale, key_padding_mask, sliding_window, softcap, bias):
+    """Scores of the query chunk `qc` [B, Hkv, G, c, D] starting at query n0: (S_raw, S), float32.
+
+    S has -inf wherever a key is invisible to a query (causal, window, padding).
+    """
+    m = k.shape[2]
+    c = qc.shape[3]
+    s_raw = torch.einsum("bkgnd,bkmd->bkgnm", qc.float(), k.float()) * scale
+    s = s_raw * tanh_over_x(s_raw / softcap) if softcap is not None else s_raw
+    if bias is not None:
+        s = s + bias[:, :, :, n0:n0 + c, :].float()
+    q_pos = torch.arange(n0, n0 + c, device=qc.device) + (m - n)
+    k_pos = torch.arange(m, device=qc.device)
+    visible = torch.ones(c, m, dtype=torch.bool, device=qc.device)
+    if causal:
+        visible &= k_pos[None, :] <= q_pos[:, None]
+    if sliding_window is not None:
+        visible &= (q_pos[:, None] - k_pos[None, :]) < sliding_window
+    visible = visible[None, None, None]
+    if key_padding_mask is not None:
+        visible = visible & key_padding_mask[:, None, None, None, :]
+    return s_raw, s.masked_fill(~visible, float("-inf"))
+
+
+def _grouped(q, k, bias):
+    """Views q as [B, Hkv, G, N, D] and bias as [B, Hkv, G, N, M] (no copies of k or v)."""
+    b, h, n, d = q.shape
+    hkv, m = k.shape[1], k.shape[2]
+    qg = q.view(b, hkv, h // hkv, n, d) if q.is_contiguous() else q.reshape(b, hkv, h // hkv, n, d)
+    bg = None
+    if bias is not None:
+        bg = bias.expand(b, h, n, m).view(b, hkv, h // hkv, n, m)
+    return qg, bg
+
+
+def attention_forward_torch(q, k, v, *, causal, scale, key_padding_mask=None, sliding_window=None,
+                            softcap=None, bias=None):
+    """Exact attention. Returns (out [B, H, N, D] in q's dtype, lse [B, H, N] float32).
+
+    `lse` is the natural log-sum-exp of each score row, +inf for rows with no visible key.
+    """
+    b, h, n, d = q.shape
+    hkv, m = k.shape[1], k.shape[2]
+    qg, bias_g = _grouped(q, k, bias)
+    out = torch.empty(b, hkv, h // hkv, n, v.shape[3], dtype=q.dtype, device=q.device)
+    lse = torch.empty(b, hkv, h // hkv, n, dtype=torch.float32, device=q.device)
+    step = _chunk_size(b, h, n, m)
+    for n0 in range(0, n, step):
+        n1 = min(n, n0 + step)
+        _, s = _scores(qg[:, :, :, n0:n1], k, n0, n, causal=causal, scale=scale,
+                       key_padding_mask=key_padding_mask, sliding_window=sliding_window,
+                       softcap=softcap, bias=bias_g)
+        row_lse = torch.logsumexp(s, dim=-1)
+        empty = torch.isneginf(row_lse)
+        row_lse = row_lse.masked_fill(empty, float("inf"))
+        p = torch.exp(s - row_lse[..., None])
+        out[:, :, :, n0:n1] = torch.einsum("bkgnm,bkmd->bkgnd", p, v.float()).to(q.dtype)
+        lse[:, :, :, n0:n1] = row_lse
+    return out.view(b, h, n, -1), lse.view(b, h, n)
+
+
+def attention_backward_torch(do, q, k, v, out, lse, *, causal, scale, mode, key_padding_mask=None,
+                             sliding_window=None, softcap=None, bias=None):
+    """The mode's gradient form (module docstring) for (q, k, v), each in its input's dtype."""
+    rule = ATTENTION_RULES[mode]
+    b, h, n, d = q.shape
+    hkv, m = k.shape[1], k.shape[2]
+    g = h // hkv
+    qg, bias_g = _grouped(q, k, bias)
+    dog = do.reshape(b, hkv, g, n, -1).float()
+    lse_g = lse.view(b, hkv, g, n)
+    delta = (dog * out.reshape(b, hkv, g, n, -1).float()).sum(-1)  # D = rowsum(dO * O)
+    dq = torch.zeros(b, hkv, g, n, d, dtype=torch.float32, device=q.device)
+    dk = torch.zeros(b, hkv, m, d, dtype=torch.float32, device=q.device)
+    dv = torch.zeros(b, hkv, m, v.shape[3], dtype=torch.float32, device=q.device)
+    step = _chunk_size(b, h, n, m)
+    for n0 in range(0, n, step):
+        n1 = min(n, n0 + step)
+        qc = qg[:, :, :, n0:n1]
+        s_raw, s = _scores(qc, k, n0, n, causal=causal, scale=scale,
+                           key_padding_mask=key_padding_mask, sliding_window=sliding_window,
+                           softcap=softcap, bias=bias_g)
+        p = torch.exp(s - lse_g[:, :, :, n0:n1, None])  # recomputed attention weights
+        doc = dog[:, :, :, n0:n1]
+        dv += torch.einsum("bkgnm,bkgnd->bkmd", p, doc)
+        if rule.dqk == 0.0:
+            continue
+        dp = torch.einsum("bkgnd,bkmd->bkgnm", doc, v.float())
+        ds = p * (dp - delta[:, :, :, n0:n1, None])
+        if softcap is not None:
+            ds = ds * softcap_backward_factor(s_raw, softcap, rule.softcap_identity)
+        dq[:, :, :, n0:n1] = torch.einsum("bkgnm,bkmd->bkgnd", ds, k.float())
+        dk += torch.einsum("bkgnm,bkgnd->bkmd", ds, qc.float())
+    factor = scale * rule.dqk
+    return ((dq * factor).view(b, h, n, d).to(q.dtype), (dk * factor).to(k.dtype),
+            (dv * rule.dv).to(v.dtype))
+
+
+def default_scale(head_dim: int) -> float:
+    """The usual softmax temperature, head_dim ** -0.5."""
+    return 1.0 / math.sqrt(head_dim)

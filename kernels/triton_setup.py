@@ -1,0 +1,29 @@
+"""What every Triton kernel module shares: the interpreter flag and the autotune config lists.
+
+`triton.jit` decides at decoration time whether a kernel is interpreted (TRITON_INTERPRET=1) or
+compiled. This module is imported by each kernel module before its kernels are decorated, so
+`INTERPRETING` tells how they were built.
+"""
+
+import triton
+
+from lrp_triton.backend import interpreter_requested
+
+INTERPRETING = interpreter_requested()
+
+
+def autotune_configs(gpu_configs, interpreter_config):
+    """The full list on a GPU; exactly one config under the interpreter (no tuning runs there)."""
+    return [interpreter_config] if INTERPRETING else list(gpu_configs)
+
+
+def check_can_run_on_cpu() -> None:
+    """Raises when CPU tensors reach kernels that were compiled for CUDA (interpreter set too late)."""
+    if not INTERPRETING:
+        raise RuntimeError(
+            "the Triton kernels were imported before TRITON_INTERPRET=1 was set, so they cannot run "
+            "on the CPU in this process: set the variable before the first use of backend='triton', "
+            "or use backend='torch'")
+
+
+__all__ = ["INTERPRETING", "autotune_configs", "check_can_run_on_cpu", "triton"]

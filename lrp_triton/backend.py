@@ -1,0 +1,56 @@
+"""Choice of compute backend for every op: "auto", "triton" or "torch".
+
+- "torch": the pure-PyTorch path (same rules; the CPU fallback and the second reference).
+- "triton": the fused Triton kernels. They need a CUDA device, or, on the CPU, the Triton
+  interpreter (`TRITON_INTERPRET=1` set before triton is first imported).
+- "auto": Triton for CUDA tensors when triton is installed and the op supports the input,
+  otherwise the PyTorch path.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import sys
+
+import torch
+
+BACKENDS = ("auto", "triton", "torch")
+
+
+def triton_available() -> bool:
+    """True when the `triton` package can be imported."""
+    return "triton" in sys.modules or importlib.util.find_spec("triton") is not None
+
+
+def interpreter_requested() -> bool:
+    """True when the Triton interpreter is switched on in this process's environment."""
+    return os.environ.get("TRITON_INTERPRET", "0").strip().lower() in ("1", "true", "on", "yes")
+
+
+def resolve_backend(backend: str, device: torch.device, *, triton_supports: bool = True) -> str:
+    """Returns "triton" or "torch" for tensors on `device`, or raises a ValueError saying why not.
+
+    `triton_supports` is the op's own verdict on the input (e.g. a head dim the kernel handles);
+    "auto" falls back to torch when it is False, "triton" raises instead.
+    """
+    if backend not in BACKENDS:
+        raise ValueError(f"unknown backend {backend!r}: expected one of {', '.join(BACKENDS)}")
+    if backend == "torch":
+        return "torch"
+    on_cuda = device.type == "cuda"
+    if backend == "auto":
+        return "triton" if (on_cuda and triton_supports and triton_available()) else "torch"
+    if not triton_available():
+        raise RuntimeError("backend='triton' needs the `triton` package, which is not installed; "
+                           "use backend='torch' or 'auto'")
+    if not on_cuda and not interpreter_requested():
+        raise RuntimeError(
+            f"backend='triton' got tensors on {device.type}: the Triton kernels run on CUDA, or on "
+            "the CPU only under the Triton interpreter (set TRITON_INTERPRET=1 before triton is "
+            "imported); use backend='torch' or 'auto' for the PyTorch path")
+    if not on_cuda:
+        from lrp_triton.kernels import triton_setup
+
+        triton_setup.check_can_run_on_cpu()
+    return "triton"

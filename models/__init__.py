@@ -1,0 +1,1 @@
+"""Architecture adapters (installed as `lrp_triton.models`), one module per model family."""

@@ -1,0 +1,43 @@
+"""Test setup: the Triton interpreter on CPU-only machines, and the `gpu` marker.
+
+TRITON_INTERPRET=1 must be set before triton is imported (triton.jit reads it when a kernel is
+decorated), so it is set here, at collection, when no CUDA device is present.
+"""
+
+import os
+import sys
+
+import pytest
+import torch
+
+if not torch.cuda.is_available():
+    if "triton" in sys.modules and os.environ.get("TRITON_INTERPRET") != "1":
+        raise RuntimeError("triton was imported before the test setup could enable its interpreter")
+    os.environ["TRITON_INTERPRET"] = "1"
+
+HAS_CUDA = torch.cuda.is_available()
+
+
+def pytest_collection_modifyitems(config, items):
+    skip = pytest.mark.skip(reason="needs a CUDA GPU")
+    for item in items:
+        if "gpu" in item.keywords and not HAS_CUDA:
+            item.add_marker(skip)
+
+
+@pytest.fixture(autouse=True)
+def _fresh_seed(request):
+    """A different, reported seed per test: inputs are fresh random draws, reproducible by seed."""
+    seed = int.from_bytes(os.urandom(4), "little") if os.environ.get("LRP_TEST_SEED") is None \
+        else int(os.environ["LRP_TEST_SEED"])
+    torch.manual_seed(seed)
+    request.node.user_properties.append(("seed", seed))
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    outcome = yield
+    rep = outcome.get_result()
+    if rep.when == "call" and rep.failed:
+        seeds = [v for k, v in item.user_properties if k == "seed"]
+        rep.sections.append(("seed", f"rerun with LRP_TEST_SEED={seeds[0]}" if seeds else "?"))
