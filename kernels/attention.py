@@ -33,6 +33,7 @@ import torch
 import triton
 import triton.language as tl
 
+from lrp_triton.kernels import attention_torch
 from lrp_triton.kernels.attention_torch import ATTENTION_RULES
 from lrp_triton.kernels.triton_setup import INTERPRETING, autotune_configs
 
@@ -430,8 +431,8 @@ def attention_forward(q, k, v, *, causal, scale, key_padding_mask=None, sliding_
     """Exact attention. Returns (out [B, H, N, D] in q's dtype, lse [B, H, N] float32, log2 units)."""
     b, h, n, d = q.shape
     hkv, m = k.shape[1], k.shape[2]
-    out = torch.empty((b, h, n, d), dtype=q.dtype, device=q.device)
-    lse = torch.empty((b, h, n), dtype=torch.float32, device=q.device)
+    out = attention_torch.new_output((b, h, n, d), q.dtype, q.device)
+    lse = attention_torch.new_output((b, h, n), torch.float32, q.device)
     kpm, kpm_stride, bias_t, bias_strides, scalars, meta = _common(q, k, key_padding_mask, bias, sliding_window, softcap)
     grid = lambda META: (triton.cdiv(n, META["BLOCK_M"]), b * h)  # noqa: E731
     _attn_fwd[grid](
@@ -450,13 +451,13 @@ def attention_backward(do, q, k, v, out, lse, *, causal, scale, mode, key_paddin
     block_d = meta["BLOCK_D"]
     compute_dqk = rule.dqk != 0.0
 
-    delta = torch.empty((b, h, n), dtype=torch.float32, device=q.device)
+    delta = attention_torch.new_output((b, h, n), torch.float32, q.device)
     if compute_dqk:
         _attn_bwd_delta[(triton.cdiv(n, 32), b * h)](
             out, do, delta, *out.stride(), *do.stride(), h, n, HEAD_DIM=d, BLOCK_D=block_d, BLOCK_M=32)
 
-    dk = torch.empty((b, hkv, m, d), dtype=k.dtype, device=q.device)
-    dv = torch.empty((b, hkv, m, d), dtype=v.dtype, device=q.device)
+    dk = attention_torch.new_output((b, hkv, m, d), k.dtype, q.device)
+    dv = attention_torch.new_output((b, hkv, m, d), v.dtype, q.device)
     _attn_bwd_dkdv[lambda META: (triton.cdiv(m, META["BLOCK_N"]), b * hkv)](
         q, k, v, do, lse, delta, dk, dv, kpm, bias_t,
         *q.stride(), *k.stride(), *v.stride(), *do.stride(), kpm_stride, *bias_strides,
@@ -466,7 +467,7 @@ def attention_backward(do, q, k, v, out, lse, *, causal, scale, mode, key_paddin
 
     if not compute_dqk:
         return torch.zeros_like(q), dk, dv
-    dq = torch.empty((b, h, n, d), dtype=q.dtype, device=q.device)
+    dq = attention_torch.new_output((b, h, n, d), q.dtype, q.device)
     _attn_bwd_dq[lambda META: (triton.cdiv(n, META["BLOCK_M"]), b * h)](
         q, k, v, do, lse, delta, dq, kpm, bias_t,
         *q.stride(), *k.stride(), *v.stride(), *do.stride(), kpm_stride, *bias_strides,

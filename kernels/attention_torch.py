@@ -49,6 +49,11 @@ ATTENTION_RULES = {
 _CHUNK_ELEMENTS = 1 << 24
 
 
+def new_output(shape, dtype, device) -> torch.Tensor:
+    """Uninitialised output buffer of both attention paths (tests fill it with NaN to catch gaps)."""
+    return torch.empty(shape, dtype=dtype, device=device)
+
+
 def tanh_over_x(x: torch.Tensor) -> torch.Tensor:
     """tanh(x) / x, equal to 1 at x = 0 (the identity-rule ratio of soft-capping)."""
     small = x.abs() < 1e-4
@@ -113,8 +118,8 @@ def attention_forward_torch(q, k, v, *, causal, scale, key_padding_mask=None, sl
     b, h, n, d = q.shape
     hkv, m = k.shape[1], k.shape[2]
     qg, bias_g = _grouped(q, k, bias)
-    out = torch.empty(b, hkv, h // hkv, n, v.shape[3], dtype=q.dtype, device=q.device)
-    lse = torch.empty(b, hkv, h // hkv, n, dtype=torch.float32, device=q.device)
+    out = new_output((b, hkv, h // hkv, n, v.shape[3]), q.dtype, q.device)
+    lse = new_output((b, hkv, h // hkv, n), torch.float32, q.device)
     step = _chunk_size(b, h, n, m)
     for n0 in range(0, n, step):
         n1 = min(n, n0 + step)

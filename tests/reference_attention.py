@@ -1,0 +1,104 @@
+"""Explicit float64 AttnLRP / CP-LRP relevance of one attention call, written as relevance formulas.
+
+This is the oracle for the attention kernels: it never uses the gradient trick. It materialises
+the full score matrix (small inputs only) and walks the layer backwards rule by rule:
+
+    O_id = sum_j P_ij V_jd            epsilon rule on the terms z_ijd = P_ij V_jd:
+                                      R(z_ijd) = z_ijd / O_id * R_O_id, then half to P, half to V
+                                      (CP-LRP: everything to V, P is a constant)
+    P = softmax(S)                    softmax rule: R_S = S * (R_P - P * sum_j R_P)
+    S = S_cap + bias                  epsilon rule: R_Scap = S_cap / S * R_S (the bias keeps the rest)
+    S_cap = c tanh(S_raw / c)         identity rule: R_Sraw = R_Scap
+    S_raw_ij = sum_d scale Q_id K_jd  epsilon rule on the terms, half to Q, half to K
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+
+def visibility(b, n, m, *, causal, sliding_window, key_padding_mask, device):
+    """[B, 1, N, M] bool: which key each query sees (queries are the last N of M positions)."""
+    q_pos = torch.arange(n, device=device)[:, None] + (m - n)
+    k_pos = torch.arange(m, device=device)[None, :]
+    vis = torch.ones(n, m, dtype=torch.bool, device=device)
+    if causal:
+        vis &= k_pos <= q_pos
+    if sliding_window is not None:
+        vis &= (q_pos - k_pos) < sliding_window
+    vis = vis.expand(b, 1, n, m)
+    if key_padding_mask is not None:
+        vis = vis & key_padding_mask[:, None, None, :]
+    return vis
+
+
+def _safe_div(num, den):
+    return torch.where(den != 0, num / torch.where(den != 0, den, torch.ones_like(den)), torch.zeros_like(num))
+
+
+def attention_forward_reference(q, k, v, *, causal, scale=None, key_padding_mask=None, sliding_window=None,
+                                softcap=None, bias=None):
+    """float64 eager attention; returns a dict of every intermediate (S_raw, S_cap, S, P, O)."""
+    q, k, v = q.double(), k.double(), v.double()
+    b, h, n, d = q.shape
+    m = k.shape[2]
+    g = h // k.shape[1]
+    scale = 1.0 / math.sqrt(d) if scale is None else scale
+    kr, vr = k.repeat_interleave(g, dim=1), v.repeat_interleave(g, dim=1)
+    s_raw = scale * torch.einsum("bhid,bhjd->bhij", q, kr)
+    s_cap = softcap * torch.tanh(s_raw / softcap) if softcap is not None else s_raw
+    s = s_cap + bias.double() if bias is not None else s_cap
+    vis = visibility(b, n, m, causal=causal, sliding_window=sliding_window,
+                     key_padding_mask=key_padding_mask, device=q.device).expand(b, h, n, m)
+    s_masked = s.masked_fill(~vis, float("-inf"))
+    row_max = s_masked.amax(-1, keepdim=True)
+    row_max = torch.where(torch.isfinite(row_max), row_max, torch.zeros_like(row_max))
+    e = torch.exp(s_masked - row_max)
+    denom = e.sum(-1, keepdim=True)
+    p = _safe_div(e, denom.expand_as(e))
+    out = torch.einsum("bhij,bhjd->bhid", p, vr)
+    return dict(q=q, kr=kr, vr=vr, s_raw=s_raw, s_cap=s_cap, s=s, vis=vis, p=p, out=out, scale=scale, g=g)
+
+
+def attention_relevance_reference(q, k, v, grad_out, *, mode, causal, scale=None, key_padding_mask=None,
+                                  sliding_window=None, softcap=None, bias=None):
+    """(R_q, R_k, R_v) in float64 for the upstream relevance R_O = O * grad_out (AttnLRP or CP-LRP)."""
+    assert mode in ("attnlrp", "cp-lrp")
+    f = attention_forward_reference(q, k, v, causal=causal, scale=scale, key_padding_mask=key_padding_mask,
+                                    sliding_window=sliding_window, softcap=softcap, bias=bias)
+    b, h, n, d = f["q"].shape
+    hkv, m = k.shape[1], k.shape[2]
+    out, p, vr = f["out"], f["p"], f["vr"]
+    r_out = out * grad_out.double()
+
+    # O = P V, epsilon rule on z_ijd = P_ij V_jd: R(z_ijd) = z_ijd / O_id * R_O_id
+    z = torch.einsum("bhij,bhjd->bhijd", p, vr)
+    r_z = z * _safe_div(r_out, out)[:, :, :, None, :]
+    share_v, share_p = (0.5, 0.5) if mode == "attnlrp" else (1.0, 0.0)
+    r_v = share_v * r_z.sum(2).view(b, hkv, h // hkv, m, d).sum(2)
+    if share_p == 0.0:
+        return torch.zeros_like(f["q"]), torch.zeros(b, hkv, m, d, dtype=torch.float64), r_v
+    r_p = share_p * r_z.sum(-1)
+
+    # softmax rule on the visible scores: R_S = S * (R_P - P * sum_j R_P)
+    s = torch.where(f["vis"], f["s"], torch.zeros_like(f["s"]))
+    r_s = s * (r_p - p * r_p.sum(-1, keepdim=True))
+    r_s = torch.where(f["vis"], r_s, torch.zeros_like(r_s))
+    # S = S_cap + bias: the bias keeps its epsilon share; soft-capping passes it on unchanged
+    r_s_raw = _safe_div(f["s_cap"] * r_s, s) if bias is not None else r_s
+    # S_raw = sum_d scale Q_id K_jd, epsilon rule on the terms, half to Q and half to K
+    zq = f["scale"] * torch.einsum("bhid,bhjd->bhijd", f["q"], f["kr"])
+    r_zq = zq * _safe_div(r_s_raw, f["s_raw"])[..., None]
+    r_q = 0.5 * r_zq.sum(3)
+    r_k = (0.5 * r_zq.sum(2)).view(b, hkv, h // hkv, m, d).sum(2)
+    return r_q, r_k, r_v
+
+
+def attention_gradient_reference(q, k, v, grad_out, **kwargs):
+    """(x * dL/dx for q, k, v) in float64 by autograd through the eager reference: Input x Gradient."""
+    q64, k64, v64 = (t.detach().double().requires_grad_() for t in (q, k, v))
+    out = attention_forward_reference(q64, k64, v64, **kwargs)["out"]
+    out.backward(grad_out.double())
+    return q64 * q64.grad, k64 * k64.grad, v64 * v64.grad

@@ -1,0 +1,245 @@
+"""lrp_attention (Triton under the interpreter, and PyTorch) against the explicit float64 references."""
+
+from __future__ import annotations
+
+import math
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from lrp_triton.kernels import attention_torch
+from lrp_triton.ops import lrp_attention
+from reference_attention import (attention_forward_reference, attention_gradient_reference,
+                                 attention_relevance_reference, visibility)
+
+BACKENDS = ("triton", "torch")
+MODES = ("attnlrp", "cp-lrp", "gradient")
+
+
+@pytest.fixture(autouse=True)
+def poisoned_outputs(monkeypatch):
+    """Every output buffer starts as NaN, so a value the kernel forgets to write fails the test."""
+    def nan_filled(shape, dtype, device):
+        return torch.full(shape, float("nan"), dtype=dtype, device=device)
+
+    monkeypatch.setattr(attention_torch, "new_output", nan_filled)
+
+
+def make_case(name, dtype=torch.float32, head_dim=80):
+    """Fresh random inputs for one named mask/shape case: (q, k, v, grad_out, kwargs)."""
+    b, h, hkv, n, m = 2, 4, 2, 37, 37
+    kw = dict(causal=True)
+    if name == "noncausal_cross":  # encoder-decoder cross attention: N != M, no causality
+        n, m, kw = 23, 41, dict(causal=False)
+    elif name == "cached_prefix":  # causal with queries the last N of M positions
+        n, m = 19, 50
+    elif name == "mqa_padding":  # one kv head, left padding in one row
+        hkv = 1
+    elif name == "window":
+        kw["sliding_window"] = 7
+    elif name == "softcap":
+        kw["softcap"] = 2.0
+    elif name == "bias":
+        n, m, kw = 29, 45, dict(causal=False)
+    q = torch.randn(b, h, n, head_dim, dtype=torch.float32)
+    if name == "softcap":
+        q = q * 3.0  # logits large enough that the tanh cap matters
+    k = torch.randn(b, hkv, m, head_dim)
+    v = torch.randn(b, hkv, m, head_dim)
+    if name == "mqa_padding":
+        mask = torch.ones(b, m, dtype=torch.bool)
+        mask[1, :11] = False  # left padding
+        mask[0, torch.randperm(m)[:5]] = False  # scattered holes
+        kw["key_padding_mask"] = mask
+    if name == "bias":
+        kw["bias"] = torch.randn(1, h, n, m) + torch.randn(b, 1, 1, m)
+    grad_out = torch.randn(b, h, n, head_dim)
+    return (q.to(dtype), k.to(dtype), v.to(dtype), grad_out.to(dtype), kw)
+
+
+CASES = ("causal", "noncausal_cross", "cached_prefix", "mqa_padding", "window", "softcap", "bias")
+
+
+def run_op(q, k, v, grad_out, backend, mode, **kw):
+    """Relevance x * x.grad of q, k, v through lrp_attention, and its output."""
+    q, k, v = (t.clone().requires_grad_() for t in (q, k, v))
+    out = lrp_attention(q, k, v, mode=mode, backend=backend, **kw)
+    out.backward(grad_out)
+    return out, q * q.grad, k * k.grad, v * v.grad
+
+
+def reference(q, k, v, grad_out, mode, **kw):
+    if mode == "gradient":
+        return attention_gradient_reference(q, k, v, grad_out, **kw)
+    return attention_relevance_reference(q, k, v, grad_out, mode=mode, **kw)
+
+
+def assert_relevance_close(actual, expected, rel_tol, name):
+    expected = expected.to(torch.float64)
+    actual = actual.to(torch.float64)
+    scale = expected.abs().max().item()
+    assert scale > 0, f"{name}: the reference relevance is all zero, the case tests nothing"
+    err = (actual - expected).abs().max().item()
+    assert torch.isfinite(actual).all(), f"{name}: non-finite relevance"
+    assert err <= rel_tol * scale, f"{name}: max error {err:.3e} vs max |R| {scale:.3e} (tol {rel_tol})"
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("case", CASES)
+def test_relevance_fp32_matches_explicit_reference(case, mode, backend):
+    q, k, v, grad_out, kw = make_case(case)
+    out, rq, rk, rv = run_op(q, k, v, grad_out, backend, mode, **kw)
+    ref_out = attention_forward_reference(q, k, v, **kw)["out"]
+    torch.testing.assert_close(out.double(), ref_out, atol=2e-5, rtol=1e-5)
+    eq, ek, ev = reference(q, k, v, grad_out, mode, **kw)
+    assert_relevance_close(rv, ev, 1e-5, "R_v")
+    if mode == "cp-lrp":
+        assert rq.abs().max() == 0 and rk.abs().max() == 0
+    else:
+        assert_relevance_close(rq, eq, 1e-5, "R_q")
+        assert_relevance_close(rk, ek, 1e-5, "R_k")
+
+
+@pytest.mark.parametrize("dtype", (torch.float16, torch.bfloat16))
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("case", ("causal", "cached_prefix", "softcap", "mqa_padding"))
+def test_relevance_half_precision(case, backend, dtype):
+    q, k, v, grad_out, kw = make_case(case, dtype=dtype)
+    out, rq, rk, rv = run_op(q, k, v, grad_out, backend, "attnlrp", **kw)
+    assert out.dtype == dtype and rq.dtype == dtype
+    eq, ek, ev = attention_relevance_reference(q, k, v, grad_out, mode="attnlrp", **kw)
+    tol = 2e-2 if dtype == torch.float16 else 6e-2
+    for actual, expected, name in ((rq, eq, "R_q"), (rk, ek, "R_k"), (rv, ev, "R_v")):
+        assert_relevance_close(actual, expected, tol, name)
+
+
+@pytest.mark.parametrize("head_dim", (16, 64, 96, 128, 256))
+def test_head_dims_triton(head_dim):
+    q, k, v, grad_out, kw = make_case("cached_prefix", head_dim=head_dim)
+    _, rq, rk, rv = run_op(q, k, v, grad_out, "triton", "attnlrp", **kw)
+    eq, ek, ev = attention_relevance_reference(q, k, v, grad_out, mode="attnlrp", **kw)
+    for actual, expected, name in ((rq, eq, "R_q"), (rk, ek, "R_k"), (rv, ev, "R_v")):
+        assert_relevance_close(actual, expected, 1e-5, name)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("case", ("causal", "cached_prefix", "window", "mqa_padding", "bias"))
+def test_forward_matches_sdpa(case, backend):
+    q, k, v, _, kw = make_case(case)
+    b, h, n, _ = q.shape
+    m, g = k.shape[2], q.shape[1] // k.shape[1]
+    vis = visibility(b, n, m, causal=kw.get("causal", True), sliding_window=kw.get("sliding_window"),
+                     key_padding_mask=kw.get("key_padding_mask"), device=q.device)
+    attn_mask = torch.zeros(b, 1, n, m).masked_fill(~vis, float("-inf"))
+    if "bias" in kw:
+        attn_mask = attn_mask + kw["bias"]
+    expected = F.scaled_dot_product_attention(q, k.repeat_interleave(g, 1), v.repeat_interleave(g, 1),
+                                              attn_mask=attn_mask)
+    out = lrp_attention(q, k, v, backend=backend, **kw)
+    rows = vis.any(-1).expand(b, h, n)  # SDPA gives NaN on rows with no visible key
+    torch.testing.assert_close(out[rows], expected[rows], atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_gradient_mode_equals_torch_autograd(backend):
+    """mode='gradient' is the exact gradient: compare with autograd through SDPA (float32)."""
+    q, k, v, grad_out, kw = make_case("causal")
+    _, rq, rk, rv = run_op(q, k, v, grad_out, backend, "gradient", **kw)
+    qa, ka, va = (t.clone().requires_grad_() for t in (q, k, v))
+    F.scaled_dot_product_attention(qa, ka, va, is_causal=True, enable_gqa=True).backward(grad_out)
+    for actual, t in ((rq, qa), (rk, ka), (rv, va)):
+        torch.testing.assert_close(actual, t.detach() * t.grad, atol=1e-5, rtol=1e-4)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("mode", MODES)
+def test_fully_masked_rows_give_zeros_not_nan(backend, mode):
+    b, h, n, m, d = 2, 2, 21, 13, 32
+    q, k, v = torch.randn(b, h, n, d), torch.randn(b, 1, m, d), torch.randn(b, 1, m, d)
+    mask = torch.ones(b, m, dtype=torch.bool)
+    mask[1] = False  # batch row 1 sees no key at all
+    # causal with N > M: the first N - M queries sit before every key
+    out, rq, rk, rv = run_op(q, k, v, torch.randn(b, h, n, d), backend, mode, causal=True,
+                             key_padding_mask=mask)
+    for t in (out, rq, rk, rv):
+        assert torch.isfinite(t).all()
+    assert out[1].abs().max() == 0 and rq[1].abs().max() == 0 and rk[1].abs().max() == 0
+    assert out[0, :, : n - m].abs().max() == 0
+    assert out[0, :, n - m:].abs().min() > 0
+
+
+def test_triton_and_torch_backends_agree_on_long_odd_input():
+    """Several key and query blocks, causal with a window: the two backends against each other."""
+    q, k, v = torch.randn(1, 2, 75, 48), torch.randn(1, 1, 101, 48), torch.randn(1, 1, 101, 48)
+    g = torch.randn(1, 2, 75, 48)
+    a = run_op(q, k, v, g, "triton", "attnlrp", causal=True, sliding_window=40)
+    b = run_op(q, k, v, g, "torch", "attnlrp", causal=True, sliding_window=40)
+    for x, y in zip(a, b):
+        torch.testing.assert_close(x, y, atol=1e-5, rtol=1e-4)
+
+
+def test_auto_backend_on_cpu_uses_torch(monkeypatch):
+    import lrp_triton.ops.attention as op_module
+
+    chosen = []
+    real = op_module._implementation
+    monkeypatch.setattr(op_module, "_implementation", lambda backend: chosen.append(backend) or real(backend))
+    q = torch.randn(1, 2, 5, 16)
+    lrp_attention(q, q, q)
+    assert chosen == ["torch"]
+
+
+@pytest.mark.parametrize("args, kwargs, error, match", [
+    (((1, 4, 5, 16), (1, 3, 5, 16), (1, 3, 5, 16)), {}, ValueError, "multiple of the number of key/value heads"),
+    (((1, 4, 5, 16), (1, 2, 5, 16), (1, 2, 6, 16)), {}, ValueError, "same shape"),
+    (((1, 4, 5, 16), (2, 2, 5, 16), (2, 2, 5, 16)), {}, ValueError, "batch and head_dim"),
+    (((1, 4, 5, 16), (1, 2, 5, 32), (1, 2, 5, 32)), {}, ValueError, "batch and head_dim"),
+    (((4, 5, 16), (1, 2, 5, 16), (1, 2, 5, 16)), {}, ValueError, "4-D"),
+    (((1, 4, 5, 16),) * 3, {"mode": "lrp"}, ValueError, "unknown mode"),
+    (((1, 4, 5, 16),) * 3, {"backend": "cuda"}, ValueError, "unknown backend"),
+    (((1, 4, 5, 8),) * 3, {"backend": "triton"}, ValueError, "head_dim 8"),
+    (((1, 4, 5, 320),) * 3, {"backend": "triton"}, ValueError, "head_dim 320"),
+    (((1, 4, 5, 16),) * 3, {"sliding_window": 0}, ValueError, "sliding_window"),
+    (((1, 4, 5, 16),) * 3, {"softcap": -1.0}, ValueError, "softcap"),
+    (((1, 4, 5, 16),) * 3, {"key_padding_mask": torch.ones(1, 5)}, TypeError, "bool"),
+    (((1, 4, 5, 16),) * 3, {"key_padding_mask": torch.ones(1, 4, dtype=torch.bool)}, ValueError, r"shape \(1, 5\)"),
+    (((1, 4, 5, 16),) * 3, {"bias": torch.ones(1, 3, 5, 5)}, ValueError, "does not broadcast"),
+    (((1, 4, 5, 16),) * 3, {"bias": torch.ones(1, 4, 5, 5, dtype=torch.bool)}, TypeError, "floating-point"),
+])
+def test_bad_input_errors(args, kwargs, error, match):
+    q, k, v = (torch.randn(s) for s in args)
+    with pytest.raises(error, match=match):
+        lrp_attention(q, k, v, **kwargs)
+
+
+def test_bad_dtype_and_device_errors():
+    q = torch.randn(1, 2, 5, 16)
+    with pytest.raises(TypeError, match="unsupported dtype torch.float64"):
+        lrp_attention(q.double(), q.double(), q.double())
+    with pytest.raises(TypeError, match="share a dtype"):
+        lrp_attention(q, q.half(), q.half())
+    with pytest.raises(ValueError, match="is on meta"):
+        lrp_attention(q, q.to("meta"), q)
+
+
+def test_triton_on_cpu_without_interpreter_says_how_to_fix():
+    code = ("import torch; from lrp_triton.ops import lrp_attention\n"
+            "q = torch.randn(1, 1, 4, 16)\n"
+            "try:\n    lrp_attention(q, q, q, backend='triton')\n"
+            "except RuntimeError as e:\n    print('ERR', e)\n")
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300)
+    assert "ERR" in res.stdout and "TRITON_INTERPRET=1" in res.stdout, res.stdout + res.stderr
+
+
+def test_default_scale_is_inverse_sqrt_head_dim():
+    q, k, v = torch.randn(1, 1, 6, 36), torch.randn(1, 1, 6, 36), torch.randn(1, 1, 6, 36)
+    out = lrp_attention(q, k, v, causal=False)
+    expected = F.scaled_dot_product_attention(q, k, v, scale=1 / math.sqrt(36))
+    torch.testing.assert_close(out, expected, atol=1e-5, rtol=1e-5)
+    assert not torch.allclose(lrp_attention(q, k, v, causal=False, scale=1.0), out)
