@@ -12,7 +12,7 @@ setup(
     version="0.1.0",
     description="AttnLRP relevance for HuggingFace transformers with fused Triton kernels",
     python_requires=">=3.10",
-    packages=["lrp_triton", "lrp_triton.ops", "lrp_triton.kernels", "lrp_triton.models"],
+    packages=["lrp_triton", "lrp_triton.ops", "lrp_triton.modules", "lrp_triton.kernels", "lrp_triton.models"],
     package_dir={
         "lrp_triton": "lrp_triton",
         "lrp_triton.kernels": "kernels",

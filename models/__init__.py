@@ -1,1 +1,30 @@
-"""Architecture adapters (installed as `lrp_triton.models`), one module per model family."""
+"""Architecture adapters (installed as `lrp_triton.models`), one module per model family.
+
+`adapter_for(model)` picks the adapter from `model.config.model_type`.
+"""
+
+from __future__ import annotations
+
+from lrp_triton.models import gemma2, gemma3, gpt2, llama, mistral, mixtral, phi3, qwen2, qwen3
+from lrp_triton.models.base import DecoderAdapter
+
+ADAPTERS: dict[str, DecoderAdapter] = {
+    model_type: module.ADAPTER
+    for module in (llama, mistral, mixtral, qwen2, qwen3, gemma2, gemma3, phi3, gpt2)
+    for model_type in module.ADAPTER.model_types
+}
+
+
+def supported_model_types() -> list[str]:
+    return sorted(ADAPTERS)
+
+
+def adapter_for(model) -> DecoderAdapter:
+    """The adapter of `model`'s family, or a NotImplementedError naming the type and the supported ones."""
+    config = getattr(model, "config", None)
+    model_type = getattr(config, "model_type", None)
+    if model_type not in ADAPTERS:
+        raise NotImplementedError(
+            f"lrp_triton does not support model type {model_type!r} ({type(model).__name__}); "
+            f"supported model types: {', '.join(supported_model_types())}")
+    return ADAPTERS[model_type]

@@ -65,21 +65,25 @@ def attention_forward_reference(q, k, v, *, causal, scale=None, key_padding_mask
 def attention_relevance_reference(q, k, v, grad_out, *, mode, causal, scale=None, key_padding_mask=None,
                                   sliding_window=None, softcap=None, bias=None):
     """(R_q, R_k, R_v) in float64 for the upstream relevance R_O = O * grad_out (AttnLRP or CP-LRP)."""
-    assert mode in ("attnlrp", "cp-lrp")
     f = attention_forward_reference(q, k, v, causal=causal, scale=scale, key_padding_mask=key_padding_mask,
                                     sliding_window=sliding_window, softcap=softcap, bias=bias)
+    return attention_relevance_from(f, f["out"] * grad_out.double(), mode=mode, has_bias=bias is not None)
+
+
+def attention_relevance_from(f, r_out, *, mode, has_bias=False):
+    """(R_q, R_k, R_v) from the forward record `f` of attention_forward_reference and R_O."""
+    assert mode in ("attnlrp", "cp-lrp")
     b, h, n, d = f["q"].shape
-    hkv, m = k.shape[1], k.shape[2]
+    hkv, m = h // f["g"], f["kr"].shape[2]
     out, p, vr = f["out"], f["p"], f["vr"]
-    r_out = out * grad_out.double()
 
     # O = P V, epsilon rule on z_ijd = P_ij V_jd: R(z_ijd) = z_ijd / O_id * R_O_id
     z = torch.einsum("bhij,bhjd->bhijd", p, vr)
     r_z = z * _safe_div(r_out, out)[:, :, :, None, :]
     share_v, share_p = (0.5, 0.5) if mode == "attnlrp" else (1.0, 0.0)
-    r_v = share_v * r_z.sum(2).view(b, hkv, h // hkv, m, d).sum(2)
+    r_v = share_v * r_z.sum(2).view(b, hkv, h // hkv, m, -1).sum(2)
     if share_p == 0.0:
-        return torch.zeros_like(f["q"]), torch.zeros(b, hkv, m, d, dtype=torch.float64), r_v
+        return torch.zeros_like(f["q"]), torch.zeros_like(r_v), r_v
     r_p = share_p * r_z.sum(-1)
 
     # softmax rule on the visible scores: R_S = S * (R_P - P * sum_j R_P)
@@ -87,7 +91,7 @@ def attention_relevance_reference(q, k, v, grad_out, *, mode, causal, scale=None
     r_s = s * (r_p - p * r_p.sum(-1, keepdim=True))
     r_s = torch.where(f["vis"], r_s, torch.zeros_like(r_s))
     # S = S_cap + bias: the bias keeps its epsilon share; soft-capping passes it on unchanged
-    r_s_raw = _safe_div(f["s_cap"] * r_s, s) if bias is not None else r_s
+    r_s_raw = _safe_div(f["s_cap"] * r_s, s) if has_bias else r_s
     # S_raw = sum_d scale Q_id K_jd, epsilon rule on the terms, half to Q and half to K
     zq = f["scale"] * torch.einsum("bhid,bhjd->bhijd", f["q"], f["kr"])
     r_zq = zq * _safe_div(r_s_raw, f["s_raw"])[..., None]

@@ -1,0 +1,12 @@
+"""Layers that read like the torch / HuggingFace layers they replace, with LRP backward rules.
+
+Each shares the parameters of the module it replaces (no copies) and is built from it with
+`from_hf(module, ...)`.
+"""
+
+from lrp_triton.modules.mlp import LRPFusedGatedMLP, LRPGatedMLP, LRPMLP, activation_name
+from lrp_triton.modules.moe import LRPMoEExperts
+from lrp_triton.modules.norms import LRPLayerNorm, LRPRMSNorm
+
+__all__ = ["LRPFusedGatedMLP", "LRPGatedMLP", "LRPLayerNorm", "LRPMLP", "LRPMoEExperts", "LRPRMSNorm",
+           "activation_name"]

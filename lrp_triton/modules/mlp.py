@@ -1,0 +1,110 @@
+"""Transformer MLP layers with LRP rules on the nonlinearity.
+
+- Gated MLP `down(act(gate(x)) * up(x))`: identity rule on the activation and uniform rule on the
+  product (AttnLRP: g_gate = g * up * act(gate)/gate / 2, g_up = g * act(gate) / 2); CP-LRP detaches
+  the gate branch (g_up = g * act(gate), g_gate = 0).
+- Plain MLP `proj(act(fc(x)))`: identity rule on the activation, g_x = g * act(x)/x.
+The linear projections keep their exact gradient (epsilon rule).
+
+A layer whose `recorder` is set appends its intermediate activation (the neuron outputs) to it,
+with `retain_grad()`, for latent (neuron) relevance.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from lrp_triton.ops.mlp import lrp_activation, lrp_glu
+
+# HuggingFace activation classes -> the activation names of lrp_triton.ops.mlp
+_ACTIVATIONS = {
+    "SiLU": "silu", "SiLUActivation": "silu",
+    "GELUTanh": "gelu_tanh", "NewGELUActivation": "gelu_tanh", "PytorchGELUTanh": "gelu_tanh",
+    "GELUActivation": "gelu", "ReLU": "relu",
+}
+
+
+def activation_name(act: nn.Module) -> str:
+    """The lrp_triton name of a HuggingFace / torch activation module, or a clear error."""
+    name = type(act).__name__
+    if name == "GELU":
+        return "gelu_tanh" if getattr(act, "approximate", "none") == "tanh" else "gelu"
+    if name == "GELUTanh" and getattr(act, "use_gelu_tanh_python", False):
+        return "gelu_tanh"
+    if name not in _ACTIVATIONS:
+        raise NotImplementedError(f"activation {name} has no LRP rule here; supported: "
+                                  f"{', '.join(sorted(_ACTIVATIONS))}, nn.GELU")
+    return _ACTIVATIONS[name]
+
+
+class _RecordingMixin:
+    recorder = None  # a list while latent relevance is being collected
+
+    def _record(self, neurons: torch.Tensor) -> None:
+        if self.recorder is not None and neurons.requires_grad:
+            neurons.retain_grad()
+            self.recorder.append(neurons)
+
+
+def gated_product(gate: torch.Tensor, up: torch.Tensor, activation: str, mode: str, backend: str):
+    """act(gate) * up with the mode's rule (see the module docstring)."""
+    if mode == "cp-lrp":
+        return lrp_activation(gate, activation, backend=backend).detach() * up
+    return lrp_glu(gate, up, activation, backend=backend)
+
+
+class LRPGatedMLP(_RecordingMixin, nn.Module):
+    """Drop-in for LlamaMLP-style layers (gate_proj, up_proj, down_proj, act_fn)."""
+
+    def __init__(self, gate_proj, up_proj, down_proj, activation: str, mode: str = "attnlrp", backend: str = "auto"):
+        super().__init__()
+        self.gate_proj, self.up_proj, self.down_proj = gate_proj, up_proj, down_proj
+        self.activation, self.mode, self.backend = activation, mode, backend
+
+    @classmethod
+    def from_hf(cls, module, *, mode="attnlrp", backend="auto"):
+        return cls(module.gate_proj, module.up_proj, module.down_proj, activation_name(module.act_fn), mode, backend)
+
+    def forward(self, x):
+        neurons = gated_product(self.gate_proj(x), self.up_proj(x), self.activation, self.mode, self.backend)
+        self._record(neurons)
+        return self.down_proj(neurons)
+
+
+class LRPFusedGatedMLP(_RecordingMixin, nn.Module):
+    """Drop-in for Phi-3's MLP: one gate_up_proj whose output halves are (gate, up)."""
+
+    def __init__(self, gate_up_proj, down_proj, activation: str, mode: str = "attnlrp", backend: str = "auto"):
+        super().__init__()
+        self.gate_up_proj, self.down_proj = gate_up_proj, down_proj
+        self.activation, self.mode, self.backend = activation, mode, backend
+
+    @classmethod
+    def from_hf(cls, module, *, mode="attnlrp", backend="auto"):
+        return cls(module.gate_up_proj, module.down_proj, activation_name(module.activation_fn), mode, backend)
+
+    def forward(self, x):
+        gate, up = self.gate_up_proj(x).chunk(2, dim=-1)
+        neurons = gated_product(gate, up, self.activation, self.mode, self.backend)
+        self._record(neurons)
+        return self.down_proj(neurons)
+
+
+class LRPMLP(_RecordingMixin, nn.Module):
+    """Drop-in for GPT-2's MLP (c_fc, act, c_proj, dropout)."""
+
+    def __init__(self, fc, proj, activation: str, dropout=None, backend: str = "auto"):
+        super().__init__()
+        self.fc, self.proj, self.dropout = fc, proj, dropout
+        self.activation, self.backend = activation, backend
+
+    @classmethod
+    def from_hf(cls, module, *, mode="attnlrp", backend="auto"):
+        return cls(module.c_fc, module.c_proj, activation_name(module.act), getattr(module, "dropout", None), backend)
+
+    def forward(self, x):
+        neurons = lrp_activation(self.fc(x), self.activation, backend=self.backend)
+        self._record(neurons)
+        out = self.proj(neurons)
+        return self.dropout(out) if self.dropout is not None else out

@@ -1,0 +1,61 @@
+"""RMSNorm and LayerNorm layers with the LRP identity / constant-std rules.
+
+- RMSNorm `y = (offset + w) * x / rms(x)`: identity rule, rms held constant:
+  g_x = g_y * (offset + w) / rms(x).
+- LayerNorm `y = w * (x - mean) / std + b`: std held constant, centring stays linear:
+  g_x = (g_y*w - mean(g_y*w)) / std.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from lrp_triton.ops.norms import lrp_layer_norm, lrp_rms_norm
+
+
+class LRPRMSNorm(nn.Module):
+    """Drop-in for LlamaRMSNorm (offset 0) and Gemma's `(1 + w)` RMSNorm (offset 1)."""
+
+    def __init__(self, weight: nn.Parameter, eps: float, offset: float = 0.0, backend: str = "auto"):
+        super().__init__()
+        self.weight = weight  # the replaced module's own Parameter
+        self.eps = eps
+        self.offset = offset
+        self.backend = backend
+
+    @classmethod
+    def from_hf(cls, module: nn.Module, *, offset: float = 0.0, backend: str = "auto") -> "LRPRMSNorm":
+        eps = getattr(module, "variance_epsilon", getattr(module, "eps", None))
+        if eps is None:
+            raise TypeError(f"cannot read the epsilon of {type(module).__name__}")
+        return cls(module.weight, float(eps), offset, backend)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return lrp_rms_norm(x, self.weight, self.eps, offset=self.offset, backend=self.backend)
+
+    def extra_repr(self) -> str:
+        return f"{tuple(self.weight.shape)}, eps={self.eps}, offset={self.offset}"
+
+
+class LRPLayerNorm(nn.Module):
+    """Drop-in for torch.nn.LayerNorm over the last dimension."""
+
+    def __init__(self, weight, bias, eps: float, backend: str = "auto"):
+        super().__init__()
+        self.weight = weight
+        self.bias = bias
+        self.eps = eps
+        self.backend = backend
+
+    @classmethod
+    def from_hf(cls, module: nn.LayerNorm, *, backend: str = "auto") -> "LRPLayerNorm":
+        if len(module.normalized_shape) != 1:
+            raise TypeError(f"LayerNorm over {module.normalized_shape} is not supported (last dim only)")
+        return cls(module.weight, module.bias, float(module.eps), backend)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return lrp_layer_norm(x, self.weight, self.bias, self.eps, backend=self.backend)
+
+    def extra_repr(self) -> str:
+        return f"eps={self.eps}"

@@ -1,0 +1,9 @@
+"""Mistral adapter: as Llama, plus the sliding window, which the attention kernel applies."""
+
+from lrp_triton.models.base import DecoderAdapter, gated_mlp, rms_norm
+
+ADAPTER = DecoderAdapter(
+    family="Mistral",
+    model_types=("mistral",),
+    replacements={"MistralRMSNorm": rms_norm(), "MistralMLP": gated_mlp()},
+)

@@ -1,0 +1,384 @@
+"""Explicit float64 LRP references for whole HuggingFace decoder models, written as relevance formulas.
+
+Each primitive computes its forward in float64 and returns `(y, back)`, where `back(R_y)` applies the
+layer's explicit relevance rule (epsilon rule as `z_ij / y_j * R_j` summed over outputs, identity,
+uniform split, softmax rule, ...). Never the gradient trick. The walkers read the weights of an
+unmodified HuggingFace model and re-implement its forward, so the reference logits are checked
+against the model's own (a reference that computed something else would fail that check).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from reference_attention import attention_forward_reference, attention_relevance_from
+
+
+def _div(num, den):
+    safe = torch.where(den != 0, den, torch.ones_like(den))
+    return torch.where(den != 0, num / safe, torch.zeros_like(num))
+
+
+def d64(t):
+    return None if t is None else t.detach().to(torch.float64)
+
+
+# ------------------------------------------------------------------------------------------------
+# Primitives: forward in float64, back(R) = explicit relevance rule
+# ------------------------------------------------------------------------------------------------
+def linear(x, weight, bias=None):
+    """y_j = sum_i x_i W_ji + b_j; epsilon rule R_x_i = sum_j (x_i W_ji) / y_j * R_j (bias keeps its share)."""
+    w = d64(weight)
+    y = x @ w.T + (d64(bias) if bias is not None else 0.0)
+    return y, lambda r: torch.einsum("...i,ji,...j->...i", x, w, _div(r, y))
+
+
+def conv1d(x, module):
+    """GPT-2 Conv1D: y = x W + b with W stored [in, out]."""
+    return linear(x, module.weight.T, module.bias)
+
+
+def add(a, b):
+    """y = a + b; epsilon rule R_a = a / y * R, R_b = b / y * R."""
+    y = a + b
+    return y, lambda r: (a * _div(r, y), b * _div(r, y))
+
+
+def identity(fn, x):
+    """Elementwise activation, RMSNorm (rms held constant), soft-capping: R_x = R_y."""
+    return fn(x), lambda r: r
+
+
+def rms_norm(x, module, offset=0.0):
+    eps = getattr(module, "variance_epsilon", getattr(module, "eps", None))
+    w = d64(module.weight) + offset
+    return identity(lambda t: w * t * torch.rsqrt(t.pow(2).mean(-1, keepdim=True) + eps), x)
+
+
+def layer_norm(x, module):
+    """y_i = w_i (x_i - mean) / std + b_i with std constant: z_ij = w_i (delta_ij - 1/n) x_j / std."""
+    n = x.shape[-1]
+    std = torch.sqrt(x.var(-1, unbiased=False, keepdim=True) + module.eps)
+    w, b = d64(module.weight), d64(module.bias)
+    y = w * (x - x.mean(-1, keepdim=True)) / std + b
+    centre = torch.eye(n, dtype=x.dtype) - 1.0 / n  # [i, j]
+
+    def back(r):
+        z = w[:, None] * centre * (x / std)[..., None, :]  # [..., i, j]
+        return torch.einsum("...ij,...i->...j", z, _div(r, y))
+    return y, back
+
+
+def uniform_product(a, b, mode="attnlrp"):
+    """y = a * b; uniform rule R_a = R_b = R / 2 (CP-LRP: a is a constant gate, R_b = R)."""
+    if mode == "cp-lrp":
+        return a * b, lambda r: (torch.zeros_like(r), r)
+    return a * b, lambda r: (r / 2, r / 2)
+
+
+def rope(x, cos, sin):
+    """y = x cos + rotate_half(x) sin on the first cos.shape[-1] dims (the rest pass through).
+
+    Epsilon rule on the two terms: the `x cos` term returns to x_i itself, the rotated term to the
+    partner coordinate (the other half)."""
+    rd = cos.shape[-1]
+    xr, xp = x[..., :rd], x[..., rd:]
+    half = rd // 2
+    rot = torch.cat([-xr[..., half:], xr[..., :half]], dim=-1)
+    z_self, z_cross = xr * cos, rot * sin
+    y = torch.cat([z_self + z_cross, xp], dim=-1)
+
+    def back(r):
+        rr = r[..., :rd]
+        frac = _div(rr, z_self + z_cross)
+        r_cross = z_cross * frac
+        return torch.cat([z_self * frac + torch.cat([r_cross[..., half:], r_cross[..., :half]], -1), r[..., rd:]], -1)
+    return y, back
+
+
+ACTIVATIONS = {
+    "silu": lambda t: t * torch.sigmoid(t),
+    "gelu": lambda t: 0.5 * t * (1 + torch.erf(t / math.sqrt(2))),
+    "gelu_tanh": lambda t: 0.5 * t * (1 + torch.tanh(math.sqrt(2 / math.pi) * (t + 0.044715 * t ** 3))),
+    "relu": torch.relu,
+}
+
+
+def act_kind(module):
+    from lrp_triton.modules.mlp import activation_name
+    return activation_name(module)
+
+
+# ------------------------------------------------------------------------------------------------
+# Blocks
+# ------------------------------------------------------------------------------------------------
+def split_heads(t, n_heads):
+    b, n, _ = t.shape
+    return t.view(b, n, n_heads, -1).transpose(1, 2)
+
+
+def merge_heads(t):
+    b, h, n, d = t.shape
+    return t.transpose(1, 2).reshape(b, n, h * d)
+
+
+def attention_core(q, k, v, mode, **kw):
+    """Attention on head tensors; back(R_out) -> (R_q, R_k, R_v) by the explicit attention rules."""
+    f = attention_forward_reference(q, k, v, **kw)
+    return f["out"], lambda r: attention_relevance_from(f, r, mode=mode, has_bias=kw.get("bias") is not None)
+
+
+def llama_attention(attn, x, cos, sin, mask, cfg, mode):
+    """Llama-family self-attention (fused qkv for Phi-3, q/k norms for Qwen3 / Gemma 3)."""
+    n_heads, n_kv = cfg.num_attention_heads, cfg.num_key_value_heads
+    d = attn.head_dim
+    if hasattr(attn, "qkv_proj"):
+        qkv, back_qkv = linear(x, attn.qkv_proj.weight, attn.qkv_proj.bias)
+        q, k, v = qkv.split([n_heads * d, n_kv * d, n_kv * d], dim=-1)
+    else:
+        q, bq = linear(x, attn.q_proj.weight, attn.q_proj.bias)
+        k, bk = linear(x, attn.k_proj.weight, attn.k_proj.bias)
+        v, bv = linear(x, attn.v_proj.weight, attn.v_proj.bias)
+    q, k, v = split_heads(q, n_heads), split_heads(k, n_kv), split_heads(v, n_kv)
+    backs_norm = []
+    if hasattr(attn, "q_norm"):
+        offset = 1.0 if "Gemma" in type(attn.q_norm).__name__ else 0.0
+        q, bqn = rms_norm(q, attn.q_norm, offset)
+        k, bkn = rms_norm(k, attn.k_norm, offset)
+        backs_norm = [bqn, bkn]
+    q, b_rq = rope(q, cos[:, None], sin[:, None])
+    k, b_rk = rope(k, cos[:, None], sin[:, None])
+    window = attn.sliding_window if hasattr(attn, "sliding_window") else getattr(cfg, "sliding_window", None)
+    o, b_core = attention_core(q, k, v, mode, causal=True, scale=attn.scaling, key_padding_mask=mask,
+                               sliding_window=window, softcap=getattr(attn, "attn_logit_softcapping", None))
+    y, b_o = linear(merge_heads(o), attn.o_proj.weight, attn.o_proj.bias)
+
+    def back(r):
+        r_q, r_k, r_v = b_core(split_heads(b_o(r), n_heads))
+        r_q, r_k = b_rq(r_q), b_rk(r_k)
+        if backs_norm:
+            r_q, r_k = backs_norm[0](r_q), backs_norm[1](r_k)
+        r_q, r_k, r_v = merge_heads(r_q), merge_heads(r_k), merge_heads(r_v)
+        if hasattr(attn, "qkv_proj"):
+            return back_qkv(torch.cat([r_q, r_k, r_v], dim=-1))
+        return bq(r_q) + bk(r_k) + bv(r_v)
+    return y, back
+
+
+def gated_mlp(x, gate_w, up_w, down_w, act, mode):
+    """down(act(gate x) * up x): epsilon on the projections, identity on act, uniform on the product."""
+    g, bg = linear(x, gate_w)
+    u, bu = linear(x, up_w)
+    a, ba = identity(ACTIVATIONS[act], g)
+    p, bp = uniform_product(a, u, mode)
+    y, bd = linear(p, down_w)
+
+    def back(r):
+        r_a, r_u = bp(bd(r))
+        return bg(ba(r_a)) + bu(r_u)
+    return y, back
+
+
+def mlp_block(mlp, x, mode):
+    if hasattr(mlp, "gate_up_proj") and isinstance(mlp.gate_up_proj, torch.nn.Linear):  # Phi-3
+        gate_w, up_w = mlp.gate_up_proj.weight.chunk(2, dim=0)
+        return gated_mlp(x, gate_w, up_w, mlp.down_proj.weight, act_kind(mlp.activation_fn), mode)
+    return gated_mlp(x, mlp.gate_proj.weight, mlp.up_proj.weight, mlp.down_proj.weight, act_kind(mlp.act_fn), mode)
+
+
+def moe_block(moe, x, mode):
+    """Mixtral sparse MoE: y = sum_k w_k E_k(x), w = renorm(topk(softmax(router x))).
+
+    Rules: epsilon rule over the sum terms t_k = w_k E_k; uniform split of each product (CP-LRP:
+    w_k constant); renormalisation w = p / sum_topk(p) in the exact-gradient form of its epsilon
+    rule, R_p_j = R_w_j - w_j sum_k R_w_k; softmax rule on the router logits; epsilon on the router.
+    """
+    b, n, hdim = x.shape
+    flat = x.reshape(-1, hdim)
+    s, b_router = linear(flat, moe.gate.weight)
+    p = torch.softmax(s, dim=-1)
+    top_p, top_i = torch.topk(p, moe.gate.top_k, dim=-1)
+    w = top_p / top_p.sum(-1, keepdim=True)
+    experts = moe.experts
+    act = act_kind(experts.act_fn)
+    terms, backs = [], []
+    for slot in range(top_i.shape[1]):
+        term = torch.zeros_like(flat)
+        slot_backs = []
+        for e in top_i[:, slot].unique().tolist():
+            rows = (top_i[:, slot] == e).nonzero().flatten()
+            gate_w, up_w = experts.gate_up_proj[e].chunk(2, dim=0)
+            eo, be = gated_mlp(flat[rows], gate_w, up_w, experts.down_proj[e], act, mode)
+            term[rows] = w[rows, slot, None] * eo
+            slot_backs.append((rows, eo, be))
+        terms.append(term)
+        backs.append(slot_backs)
+    y = sum(terms)
+
+    def back(r):
+        r = r.reshape(-1, hdim)
+        r_x = torch.zeros_like(flat)
+        r_w = torch.zeros_like(w)
+        for slot, slot_backs in enumerate(backs):
+            r_term = terms[slot] * _div(r, y)  # epsilon rule over the sum
+            for rows, eo, be in slot_backs:
+                rt = r_term[rows]
+                if mode == "cp-lrp":
+                    r_x[rows] += be(rt)
+                else:
+                    r_x[rows] += be(rt / 2)
+                    r_w[rows, slot] = rt.sum(-1) / 2
+        if mode != "cp-lrp":
+            r_top = r_w - w * r_w.sum(-1, keepdim=True)  # renormalisation
+            r_p = torch.zeros_like(p).scatter(-1, top_i, r_top)
+            r_s = s * (r_p - p * r_p.sum(-1, keepdim=True))  # softmax rule
+            r_x = r_x + b_router(r_s)
+        return r_x.view(b, n, hdim)
+    return y.view(b, n, hdim), back
+
+
+def llama_layer(layer, x, cos, sin, mask, cfg, mode):
+    """Pre-norm decoder layer; Gemma's extra post-attention / post-feedforward norms included."""
+    gemma = hasattr(layer, "pre_feedforward_layernorm")
+    offset = 1.0 if gemma else 0.0
+    a, _ = rms_norm(x, layer.input_layernorm, offset)
+    o, b_attn = llama_attention(layer.self_attn, a, cos, sin, mask, cfg, mode)
+    if gemma:
+        o, _ = rms_norm(o, layer.post_attention_layernorm, offset)
+    x2, b_add1 = add(x, o)
+    c, _ = rms_norm(x2, layer.pre_feedforward_layernorm if gemma else layer.post_attention_layernorm, offset)
+    if hasattr(layer, "mlp"):
+        m, b_mlp = mlp_block(layer.mlp, c, mode)
+    else:
+        raise AssertionError("unknown MLP layout")
+    if gemma:
+        m, _ = rms_norm(m, layer.post_feedforward_layernorm, offset)
+    y, b_add2 = add(x2, m)
+
+    def back(r):  # norms take the identity rule: relevance passes them unchanged
+        r_x2, r_m = b_add2(r)
+        r_x2 = r_x2 + b_mlp(r_m)
+        r_x, r_o = b_add1(r_x2)
+        return r_x + b_attn(r_o)
+    return y, back
+
+
+def _moe_aware_mlp(layer):
+    """Mixtral keeps its MoE under `mlp` in transformers 5: route it to moe_block."""
+    return hasattr(layer.mlp, "experts")
+
+
+def head_relevance(h_final, lm_head, positions, target, contrast, softcap):
+    """Relevance at the final hidden states from the explained score at `positions`.
+
+    Scores z = W h (+ b); soft-capping c tanh(z / c) takes the identity rule; the start is
+    R = z'_target (and -z'_contrast), then the epsilon rule of lm_head back to h.
+    """
+    b = h_final.shape[0]
+    rows = torch.arange(b)
+    sel = h_final[rows, positions]
+    z, back = linear(sel, lm_head.weight, lm_head.bias)
+    zc = softcap * torch.tanh(z / softcap) if softcap else z
+    r = torch.zeros_like(z)
+    r[rows, target] = zc[rows, target]
+    score = zc[rows, target].clone()
+    if contrast is not None:
+        r[rows, contrast] -= zc[rows, contrast]
+        score = score - zc[rows, contrast]
+    r_h = torch.zeros_like(h_final)
+    r_h[rows, positions] = back(r)
+    return r_h, score, zc
+
+
+def decoder_reference(model, input_ids, attention_mask, positions, target, contrast=None, mode="attnlrp"):
+    """Token relevance [B, N] (float64), explained score [B] and logits at the positions, by the rules.
+
+    `positions` are indices into the padded sequence; `target` / `contrast` token ids per row.
+    """
+    cfg = model.config
+    base = model.model
+    mask = attention_mask.bool()
+    position_ids = (mask.long().cumsum(-1) - 1).clamp(min=0)
+    emb = d64(base.embed_tokens(input_ids))  # includes Gemma's embedding scale (a linear factor)
+    layer_types = getattr(cfg, "layer_types", None)
+    x = emb
+    backs = []
+    rotary_cache = {}
+    for i, layer in enumerate(base.layers):
+        kind = layer_types[i] if layer_types is not None else None
+        if kind not in rotary_cache:
+            args = (emb, position_ids) if "gemma3" not in cfg.model_type else (emb, position_ids, kind)
+            cos, sin = base.rotary_emb(*args)
+            rotary_cache[kind] = (d64(cos), d64(sin))
+        cos, sin = rotary_cache[kind]
+        if _moe_aware_mlp(layer):
+            x, back = _mixtral_layer(layer, x, cos, sin, mask, cfg, mode)
+        else:
+            x, back = llama_layer(layer, x, cos, sin, mask, cfg, mode)
+        backs.append(back)
+    offset = 1.0 if cfg.model_type.startswith("gemma") else 0.0
+    h, _ = rms_norm(x, base.norm, offset)
+    r, score, z = head_relevance(h, model.lm_head, positions, target, contrast,
+                                 getattr(cfg, "final_logit_softcapping", None))
+    for back in reversed(backs):
+        r = back(r)
+    return r.sum(-1), score, z
+
+
+def _mixtral_layer(layer, x, cos, sin, mask, cfg, mode):
+    a, _ = rms_norm(x, layer.input_layernorm)
+    o, b_attn = llama_attention(layer.self_attn, a, cos, sin, mask, cfg, mode)
+    x2, b_add1 = add(x, o)
+    c, _ = rms_norm(x2, layer.post_attention_layernorm)
+    m, b_moe = moe_block(layer.mlp, c, mode)
+    y, b_add2 = add(x2, m)
+
+    def back(r):
+        r_x2, r_m = b_add2(r)
+        r_x2 = r_x2 + b_moe(r_m)
+        r_x, r_o = b_add1(r_x2)
+        return r_x + b_attn(r_o)
+    return y, back
+
+
+def gpt2_reference(model, input_ids, attention_mask, positions, target, contrast=None, mode="attnlrp"):
+    """GPT-2: returns (token relevance, position-embedding relevance, score, logits)."""
+    cfg = model.config
+    base = model.transformer
+    mask = attention_mask.bool()
+    position_ids = (mask.long().cumsum(-1) - 1).clamp(min=0)
+    tok, pos = d64(base.wte(input_ids)), d64(base.wpe(position_ids))
+    x, b_emb = add(tok, pos)
+    backs = []
+    for block in base.h:
+        attn = block.attn
+        a, b_ln1 = layer_norm(x, block.ln_1)
+        qkv, b_qkv = conv1d(a, attn.c_attn)
+        q, k, v = (split_heads(t, cfg.n_head) for t in qkv.split(cfg.n_embd, dim=-1))
+        o, b_core = attention_core(q, k, v, mode, causal=True, scale=attn.scaling, key_padding_mask=mask)
+        o, b_proj = conv1d(merge_heads(o), attn.c_proj)
+        x2, b_add1 = add(x, o)
+        c, b_ln2 = layer_norm(x2, block.ln_2)
+        f, b_fc = conv1d(c, block.mlp.c_fc)
+        g, _ = identity(ACTIVATIONS[act_kind(block.mlp.act)], f)
+        m, b_mproj = conv1d(g, block.mlp.c_proj)
+        x, b_add2 = add(x2, m)
+
+        def back(r, b_ln1=b_ln1, b_qkv=b_qkv, b_core=b_core, b_proj=b_proj, b_add1=b_add1, b_ln2=b_ln2,
+                 b_fc=b_fc, b_mproj=b_mproj, b_add2=b_add2):
+            r_x2, r_m = b_add2(r)
+            r_x2 = r_x2 + b_ln2(b_fc(b_mproj(r_m)))
+            r_x, r_o = b_add1(r_x2)
+            r_q, r_k, r_v = b_core(split_heads(b_proj(r_o), cfg.n_head))
+            r_a = b_qkv(torch.cat([merge_heads(r_q), merge_heads(r_k), merge_heads(r_v)], dim=-1))
+            return r_x + b_ln1(r_a)
+        backs.append(back)
+    h, b_lnf = layer_norm(x, base.ln_f)
+    r, score, z = head_relevance(h, model.lm_head, positions, target, contrast, None)
+    r = b_lnf(r)
+    for back in reversed(backs):
+        r = back(r)
+    r_tok, r_pos = b_emb(r)
+    return r_tok.sum(-1), r_pos.sum(-1), score, z
