@@ -5,7 +5,8 @@ Plain-PyTorch twin (same rules, same signature): `attention_torch.py` beside thi
 Per (batch, head), queries are the last N of M positions (query i sits at position i + M - N):
 
     S_raw = scale * Q K^T
-    S     = c * tanh(S_raw / c) [if softcap] + bias [if bias], -inf where a key is invisible
+    S     = c * tanh(S_raw / c) [if softcap] + bias [if bias] + rel[h, j - i + N - 1] [if relative
+            bias], -inf where a key is invisible
     P     = softmax(S),   O = P V
 
 Forward (FlashAttention-2): one program per block of queries walks the visible key blocks with an
@@ -69,8 +70,8 @@ def _visible(q_idx, k_idx, N, M, window, CAUSAL: tl.constexpr, HAS_WINDOW: tl.co
 
 
 @triton.jit
-def _scores(qk, q_idx, k_idx, vis, bias_base, stride_bn, stride_bm, scale, softcap,
-            HAS_SOFTCAP: tl.constexpr, HAS_BIAS: tl.constexpr):
+def _scores(qk, q_idx, k_idx, vis, bias_base, stride_bn, stride_bm, rel_base, stride_rm, N, scale, softcap,
+            HAS_SOFTCAP: tl.constexpr, HAS_BIAS: tl.constexpr, HAS_REL: tl.constexpr):
     """(S_raw, S) of one tile from the raw dot products qk; S is -inf where not visible."""
     s_raw = qk * scale
     s = s_raw
@@ -78,6 +79,9 @@ def _scores(qk, q_idx, k_idx, vis, bias_base, stride_bn, stride_bm, scale, softc
         s = s_raw * _tanh_over_x(s_raw / softcap)  # c * tanh(S_raw / c)
     if HAS_BIAS:
         s = s + tl.load(bias_base + q_idx * stride_bn + k_idx * stride_bm, mask=vis, other=0.0).to(tl.float32)
+    if HAS_REL:  # relative-position bias of this head: one value per key - query offset (T5)
+        rel = k_idx - q_idx + (N - 1)
+        s = s + tl.load(rel_base + rel * stride_rm, mask=vis, other=0.0).to(tl.float32)
     return s_raw, tl.where(vis, s, _NEG_INF)
 
 
@@ -142,7 +146,7 @@ _FWD_CONFIGS = _configs(
     [(128, 64, 8, 3), (128, 128, 8, 3), (128, 32, 4, 3), (64, 64, 4, 3), (64, 32, 4, 2), (64, 64, 4, 4)], (32, 16))
 _BWD_CONFIGS = _configs(
     [(64, 128, 8, 3), (64, 64, 4, 3), (32, 128, 8, 2), (32, 64, 4, 2), (64, 32, 4, 2), (32, 32, 4, 2)], (16, 32))
-_TUNE_KEY = ["N_BUCKET", "M_BUCKET", "BLOCK_D", "CAUSAL", "HAS_WINDOW", "HAS_SOFTCAP", "HAS_KPM", "HAS_BIAS"]
+_TUNE_KEY = ["N_BUCKET", "M_BUCKET", "BLOCK_D", "CAUSAL", "HAS_WINDOW", "HAS_SOFTCAP", "HAS_KPM", "HAS_BIAS", "HAS_REL"]
 
 
 # ----------------------------------------------------------------------------------------------
@@ -151,15 +155,15 @@ _TUNE_KEY = ["N_BUCKET", "M_BUCKET", "BLOCK_D", "CAUSAL", "HAS_WINDOW", "HAS_SOF
 @triton.autotune(configs=_FWD_CONFIGS, key=_TUNE_KEY, prune_configs_by={"early_config_prune": _prune_for_head_dim})
 @triton.jit
 def _attn_fwd(
-    Q, K, V, O, LSE, KPM, BIAS,
+    Q, K, V, O, LSE, KPM, BIAS, REL,
     stride_qb, stride_qh, stride_qn, stride_qd,
     stride_kb, stride_kh, stride_kn, stride_kd,
     stride_vb, stride_vh, stride_vn, stride_vd,
     stride_ob, stride_oh, stride_on, stride_od,
-    stride_kpm_b, stride_bb, stride_bh, stride_bn, stride_bm,
+    stride_kpm_b, stride_bb, stride_bh, stride_bn, stride_bm, stride_rh, stride_rm,
     H, GROUP, N, M, scale, softcap, window, N_BUCKET, M_BUCKET,
     HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr, CAUSAL: tl.constexpr, HAS_WINDOW: tl.constexpr,
-    HAS_SOFTCAP: tl.constexpr, HAS_KPM: tl.constexpr, HAS_BIAS: tl.constexpr,
+    HAS_SOFTCAP: tl.constexpr, HAS_KPM: tl.constexpr, HAS_BIAS: tl.constexpr, HAS_REL: tl.constexpr,
     DOT_F32: tl.constexpr, PRECISION: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
 ):
     pid_m = tl.program_id(0)
@@ -178,6 +182,7 @@ def _attn_fwd(
     k_base = K + b * stride_kb + hk * stride_kh
     v_base = V + b * stride_vb + hk * stride_vh
     bias_base = BIAS + b * stride_bb + h * stride_bh
+    rel_base = REL + h * stride_rh
 
     m_i = tl.full([BLOCK_M], _NEG_INF, dtype=tl.float32)  # running row max of S * log2(e)
     l_i = tl.zeros([BLOCK_M], dtype=tl.float32)  # running row sum of exp2(S * log2(e) - m_i)
@@ -197,7 +202,7 @@ def _attn_fwd(
             keep = tl.load(KPM + b * stride_kpm_b + offs_n, mask=n_ok, other=0)
             vis = vis & (keep[None, :] != 0)
         _, s = _scores(qk, offs_m[:, None], offs_n[None, :], vis, bias_base, stride_bn, stride_bm,
-                       scale, softcap, HAS_SOFTCAP, HAS_BIAS)
+                       rel_base, stride_rm, N, scale, softcap, HAS_SOFTCAP, HAS_BIAS, HAS_REL)
         s = s * _LOG2E
         # online softmax: new max, rescale what was accumulated under the old max
         m_new = tl.maximum(m_i, tl.max(s, 1))
@@ -249,15 +254,15 @@ def _attn_bwd_delta(
                  prune_configs_by={"early_config_prune": _prune_for_head_dim})
 @triton.jit
 def _attn_bwd_dkdv(
-    Q, K, V, DO, LSE, DELTA, DK, DV, KPM, BIAS,
+    Q, K, V, DO, LSE, DELTA, DK, DV, KPM, BIAS, REL,
     stride_qb, stride_qh, stride_qn, stride_qd,
     stride_kb, stride_kh, stride_kn, stride_kd,
     stride_vb, stride_vh, stride_vn, stride_vd,
     stride_dob, stride_doh, stride_don, stride_dod,
-    stride_kpm_b, stride_bb, stride_bh, stride_bn, stride_bm,
+    stride_kpm_b, stride_bb, stride_bh, stride_bn, stride_bm, stride_rh, stride_rm,
     H, HKV, GROUP, N, M, scale, softcap, window, dqk_scale, dv_scale, N_BUCKET, M_BUCKET,
     HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr, CAUSAL: tl.constexpr, HAS_WINDOW: tl.constexpr,
-    HAS_SOFTCAP: tl.constexpr, HAS_KPM: tl.constexpr, HAS_BIAS: tl.constexpr,
+    HAS_SOFTCAP: tl.constexpr, HAS_KPM: tl.constexpr, HAS_BIAS: tl.constexpr, HAS_REL: tl.constexpr,
     COMPUTE_DQK: tl.constexpr, SOFTCAP_IDENTITY: tl.constexpr,
     DOT_F32: tl.constexpr, PRECISION: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
 ):
@@ -292,6 +297,7 @@ def _attn_bwd_dkdv(
         q_base = Q + b * stride_qb + h * stride_qh
         do_base = DO + b * stride_dob + h * stride_doh
         bias_base = BIAS + b * stride_bb + h * stride_bh
+        rel_base = REL + h * stride_rh
         for start_m in range(lo, hi, BLOCK_M):
             offs_m = start_m + tl.arange(0, BLOCK_M)
             m_ok = offs_m < N
@@ -308,7 +314,7 @@ def _attn_bwd_dkdv(
             vis = _visible(offs_m[None, :], offs_n[:, None], N, M, window, CAUSAL, HAS_WINDOW)
             vis = vis & (keep[:, None] != 0)
             s_raw, s = _scores(qk_t, offs_m[None, :], offs_n[:, None], vis, bias_base, stride_bn, stride_bm,
-                               scale, softcap, HAS_SOFTCAP, HAS_BIAS)
+                               rel_base, stride_rm, N, scale, softcap, HAS_SOFTCAP, HAS_BIAS, HAS_REL)
             p_t = tl.exp2(s * _LOG2E - lse[None, :])  # P^T recomputed from the saved log-sum-exp
             dv += tl.dot(p_t.to(do.dtype), do, input_precision=PRECISION)  # P^T dO
             if COMPUTE_DQK:
@@ -331,15 +337,15 @@ def _attn_bwd_dkdv(
 @triton.autotune(configs=_FWD_CONFIGS, key=_TUNE_KEY, prune_configs_by={"early_config_prune": _prune_for_head_dim})
 @triton.jit
 def _attn_bwd_dq(
-    Q, K, V, DO, LSE, DELTA, DQ, KPM, BIAS,
+    Q, K, V, DO, LSE, DELTA, DQ, KPM, BIAS, REL,
     stride_qb, stride_qh, stride_qn, stride_qd,
     stride_kb, stride_kh, stride_kn, stride_kd,
     stride_vb, stride_vh, stride_vn, stride_vd,
     stride_dob, stride_doh, stride_don, stride_dod,
-    stride_kpm_b, stride_bb, stride_bh, stride_bn, stride_bm,
+    stride_kpm_b, stride_bb, stride_bh, stride_bn, stride_bm, stride_rh, stride_rm,
     H, GROUP, N, M, scale, softcap, window, dqk_scale, N_BUCKET, M_BUCKET,
     HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr, CAUSAL: tl.constexpr, HAS_WINDOW: tl.constexpr,
-    HAS_SOFTCAP: tl.constexpr, HAS_KPM: tl.constexpr, HAS_BIAS: tl.constexpr,
+    HAS_SOFTCAP: tl.constexpr, HAS_KPM: tl.constexpr, HAS_BIAS: tl.constexpr, HAS_REL: tl.constexpr,
     SOFTCAP_IDENTITY: tl.constexpr,
     DOT_F32: tl.constexpr, PRECISION: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
 ):
@@ -367,6 +373,7 @@ def _attn_bwd_dq(
     k_base = K + b * stride_kb + hk * stride_kh
     v_base = V + b * stride_vb + hk * stride_vh
     bias_base = BIAS + b * stride_bb + h * stride_bh
+    rel_base = REL + h * stride_rh
 
     dq = tl.zeros([BLOCK_M, BLOCK_D], dtype=tl.float32)
     lo, hi = _key_range(pid_m * BLOCK_M, N, M, window, CAUSAL, HAS_WINDOW, BLOCK_M, BLOCK_N)
@@ -385,7 +392,7 @@ def _attn_bwd_dq(
             keep = tl.load(KPM + b * stride_kpm_b + offs_n, mask=n_ok, other=0)
             vis = vis & (keep[None, :] != 0)
         s_raw, s = _scores(qk, offs_m[:, None], offs_n[None, :], vis, bias_base, stride_bn, stride_bm,
-                           scale, softcap, HAS_SOFTCAP, HAS_BIAS)
+                           rel_base, stride_rm, N, scale, softcap, HAS_SOFTCAP, HAS_BIAS, HAS_REL)
         p = tl.exp2(s * _LOG2E - lse[:, None])  # P recomputed from the saved log-sum-exp
         dp = tl.dot(do, v_t, input_precision=PRECISION)  # dO V^T
         ds = p * (dp - delta[:, None])  # exact softmax gradient
@@ -401,7 +408,7 @@ def _attn_bwd_dq(
 # ----------------------------------------------------------------------------------------------
 # Launchers
 # ----------------------------------------------------------------------------------------------
-def _common(q, k, key_padding_mask, bias, sliding_window, softcap):
+def _common(q, k, key_padding_mask, bias, relative_bias, sliding_window, softcap):
     """Arguments every kernel shares: optional tensors (or q as a never-read dummy) and flags."""
     b, h, n, d = q.shape
     m = k.shape[2]
@@ -415,39 +422,46 @@ def _common(q, k, key_padding_mask, bias, sliding_window, softcap):
         bias_strides = bias_t.stride()
     else:
         bias_t, bias_strides = q, (0, 0, 0, 0)
+    if relative_bias is not None:
+        rel_t, rel_strides = relative_bias, tuple(relative_bias.stride())
+    else:
+        rel_t, rel_strides = q, (0, 0)
     dot_f32 = INTERPRETING or q.dtype == torch.float32  # the interpreter's tl.dot is wrong on bf16
     meta = dict(
         HEAD_DIM=d, BLOCK_D=max(16, triton.next_power_of_2(d)), HAS_WINDOW=sliding_window is not None,
         HAS_SOFTCAP=softcap is not None, HAS_KPM=key_padding_mask is not None, HAS_BIAS=bias is not None,
+        HAS_REL=relative_bias is not None,
         DOT_F32=dot_f32, PRECISION="ieee" if dot_f32 else "tf32",
     )
     scalars = dict(softcap=float(softcap or 1.0), window=int(sliding_window or 0),
                    N_BUCKET=triton.next_power_of_2(n), M_BUCKET=triton.next_power_of_2(m))
-    return kpm, kpm_stride, bias_t, bias_strides, scalars, meta
+    return kpm, kpm_stride, (bias_t, rel_t), bias_strides + rel_strides, scalars, meta
 
 
 def attention_forward(q, k, v, *, causal, scale, key_padding_mask=None, sliding_window=None,
-                      softcap=None, bias=None):
+                      softcap=None, bias=None, relative_bias=None):
     """Exact attention. Returns (out [B, H, N, D] in q's dtype, lse [B, H, N] float32, log2 units)."""
     b, h, n, d = q.shape
     hkv, m = k.shape[1], k.shape[2]
     out = attention_torch.new_output((b, h, n, d), q.dtype, q.device)
     lse = attention_torch.new_output((b, h, n), torch.float32, q.device)
-    kpm, kpm_stride, bias_t, bias_strides, scalars, meta = _common(q, k, key_padding_mask, bias, sliding_window, softcap)
+    kpm, kpm_stride, biases, bias_strides, scalars, meta = _common(
+        q, k, key_padding_mask, bias, relative_bias, sliding_window, softcap)
     grid = lambda META: (triton.cdiv(n, META["BLOCK_M"]), b * h)  # noqa: E731
     _attn_fwd[grid](
-        q, k, v, out, lse, kpm, bias_t, *q.stride(), *k.stride(), *v.stride(), *out.stride(),
+        q, k, v, out, lse, kpm, *biases, *q.stride(), *k.stride(), *v.stride(), *out.stride(),
         kpm_stride, *bias_strides, h, h // hkv, n, m, float(scale), CAUSAL=bool(causal), **scalars, **meta)
     return out, lse
 
 
 def attention_backward(do, q, k, v, out, lse, *, causal, scale, mode, key_padding_mask=None,
-                       sliding_window=None, softcap=None, bias=None):
+                       sliding_window=None, softcap=None, bias=None, relative_bias=None):
     """The mode's gradient form (module docstring) for (q, k, v), each in its input's dtype."""
     rule = ATTENTION_RULES[mode]
     b, h, n, d = q.shape
     hkv, m = k.shape[1], k.shape[2]
-    kpm, kpm_stride, bias_t, bias_strides, scalars, meta = _common(q, k, key_padding_mask, bias, sliding_window, softcap)
+    kpm, kpm_stride, biases, bias_strides, scalars, meta = _common(
+        q, k, key_padding_mask, bias, relative_bias, sliding_window, softcap)
     block_d = meta["BLOCK_D"]
     compute_dqk = rule.dqk != 0.0
 
@@ -459,7 +473,7 @@ def attention_backward(do, q, k, v, out, lse, *, causal, scale, mode, key_paddin
     dk = attention_torch.new_output((b, hkv, m, d), k.dtype, q.device)
     dv = attention_torch.new_output((b, hkv, m, d), v.dtype, q.device)
     _attn_bwd_dkdv[lambda META: (triton.cdiv(m, META["BLOCK_N"]), b * hkv)](
-        q, k, v, do, lse, delta, dk, dv, kpm, bias_t,
+        q, k, v, do, lse, delta, dk, dv, kpm, *biases,
         *q.stride(), *k.stride(), *v.stride(), *do.stride(), kpm_stride, *bias_strides,
         h, hkv, h // hkv, n, m, float(scale), scalars["softcap"], scalars["window"], rule.dqk, rule.dv,
         scalars["N_BUCKET"], scalars["M_BUCKET"], CAUSAL=bool(causal), COMPUTE_DQK=compute_dqk,
@@ -469,7 +483,7 @@ def attention_backward(do, q, k, v, out, lse, *, causal, scale, mode, key_paddin
         return torch.zeros_like(q), dk, dv
     dq = attention_torch.new_output((b, h, n, d), q.dtype, q.device)
     _attn_bwd_dq[lambda META: (triton.cdiv(n, META["BLOCK_M"]), b * h)](
-        q, k, v, do, lse, delta, dq, kpm, bias_t,
+        q, k, v, do, lse, delta, dq, kpm, *biases,
         *q.stride(), *k.stride(), *v.stride(), *do.stride(), kpm_stride, *bias_strides,
         h, h // hkv, n, m, float(scale), scalars["softcap"], scalars["window"], rule.dqk,
         scalars["N_BUCKET"], scalars["M_BUCKET"], CAUSAL=bool(causal),

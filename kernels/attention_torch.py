@@ -7,7 +7,8 @@ query chunk by query chunk, so memory is O(chunk * M) and never the full N x M m
 Attention, per head, with queries the last N of M positions (bottom-right alignment):
 
     S_raw = scale * Q K^T
-    S     = softcap(S_raw) + bias + mask        softcap(x) = c * tanh(x / c); mask is 0 or -inf
+    S     = softcap(S_raw) + bias + rel + mask  softcap(x) = c * tanh(x / c); mask is 0 or -inf;
+                                                 rel[h, i, j] = relative_bias[h, j - i + N - 1] (T5)
     P     = softmax(S)                           (rows whose keys are all masked: P = 0)
     O     = P V
 
@@ -74,17 +75,20 @@ def _chunk_size(batch: int, heads: int, n: int, m: int) -> int:
     return max(1, min(n, _CHUNK_ELEMENTS // max(1, batch * heads * m)))
 
 
-def _scores(qc, k, n0, n, *, causal, scale, key_padding_mask, sliding_window, softcap, bias):
+def _scores(qc, k, n0, n, *, causal, scale, key_padding_mask, sliding_window, softcap, bias, relative_bias):
     """Scores of the query chunk `qc` [B, Hkv, G, c, D] starting at query n0: (S_raw, S), float32.
 
     S has -inf wherever a key is invisible to a query (causal, window, padding).
     """
     m = k.shape[2]
-    c = qc.shape[3]
+    hkv, g, c = qc.shape[1], qc.shape[2], qc.shape[3]
     s_raw = torch.einsum("bkgnd,bkmd->bkgnm", qc.float(), k.float()) * scale
     s = s_raw * tanh_over_x(s_raw / softcap) if softcap is not None else s_raw
     if bias is not None:
         s = s + bias[:, :, :, n0:n0 + c, :].float()
+    if relative_bias is not None:  # S[h, i, j] += rel[h, j - i + N - 1]
+        offset = torch.arange(m, device=qc.device)[None, :] - torch.arange(n0, n0 + c, device=qc.device)[:, None]
+        s = s + relative_bias[:, offset + n - 1].float().view(1, hkv, g, c, m)
     q_pos = torch.arange(n0, n0 + c, device=qc.device) + (m - n)
     k_pos = torch.arange(m, device=qc.device)
     visible = torch.ones(c, m, dtype=torch.bool, device=qc.device)
@@ -110,7 +114,7 @@ def _grouped(q, k, bias):
 
 
 def attention_forward_torch(q, k, v, *, causal, scale, key_padding_mask=None, sliding_window=None,
-                            softcap=None, bias=None):
+                            softcap=None, bias=None, relative_bias=None):
     """Exact attention. Returns (out [B, H, N, D] in q's dtype, lse [B, H, N] float32).
 
     `lse` is the natural log-sum-exp of each score row, +inf for rows with no visible key.
@@ -125,7 +129,7 @@ def attention_forward_torch(q, k, v, *, causal, scale, key_padding_mask=None, sl
         n1 = min(n, n0 + step)
         _, s = _scores(qg[:, :, :, n0:n1], k, n0, n, causal=causal, scale=scale,
                        key_padding_mask=key_padding_mask, sliding_window=sliding_window,
-                       softcap=softcap, bias=bias_g)
+                       softcap=softcap, bias=bias_g, relative_bias=relative_bias)
         row_lse = torch.logsumexp(s, dim=-1)
         empty = torch.isneginf(row_lse)
         row_lse = row_lse.masked_fill(empty, float("inf"))
@@ -136,7 +140,7 @@ def attention_forward_torch(q, k, v, *, causal, scale, key_padding_mask=None, sl
 
 
 def attention_backward_torch(do, q, k, v, out, lse, *, causal, scale, mode, key_padding_mask=None,
-                             sliding_window=None, softcap=None, bias=None):
+                             sliding_window=None, softcap=None, bias=None, relative_bias=None):
     """The mode's gradient form (module docstring) for (q, k, v), each in its input's dtype."""
     rule = ATTENTION_RULES[mode]
     b, h, n, d = q.shape
@@ -155,7 +159,7 @@ def attention_backward_torch(do, q, k, v, out, lse, *, causal, scale, mode, key_
         qc = qg[:, :, :, n0:n1]
         s_raw, s = _scores(qc, k, n0, n, causal=causal, scale=scale,
                            key_padding_mask=key_padding_mask, sliding_window=sliding_window,
-                           softcap=softcap, bias=bias_g)
+                           softcap=softcap, bias=bias_g, relative_bias=relative_bias)
         p = torch.exp(s - lse_g[:, :, :, n0:n1, None])  # recomputed attention weights
         doc = dog[:, :, :, n0:n1]
         dv += torch.einsum("bkgnm,bkgnd->bkmd", p, doc)

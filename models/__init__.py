@@ -6,9 +6,9 @@
 from __future__ import annotations
 
 from lrp_triton.models import gemma2, gemma3, gpt2, llama, mistral, mixtral, phi3, qwen2, qwen3
-from lrp_triton.models.base import DecoderAdapter
+from lrp_triton.models.base import Adapter
 
-ADAPTERS: dict[str, DecoderAdapter] = {
+ADAPTERS: dict[str, Adapter] = {
     model_type: module.ADAPTER
     for module in (llama, mistral, mixtral, qwen2, qwen3, gemma2, gemma3, phi3, gpt2)
     for model_type in module.ADAPTER.model_types
@@ -19,7 +19,7 @@ def supported_model_types() -> list[str]:
     return sorted(ADAPTERS)
 
 
-def adapter_for(model) -> DecoderAdapter:
+def adapter_for(model) -> Adapter:
     """The adapter of `model`'s family, or a NotImplementedError naming the type and the supported ones."""
     config = getattr(model, "config", None)
     model_type = getattr(config, "model_type", None)

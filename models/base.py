@@ -47,15 +47,16 @@ def moe_experts() -> Factory:
 
 
 @dataclass(frozen=True)
-class DecoderAdapter:
-    """A causal decoder family: which layers to replace, and where its parts live."""
+class Adapter:
+    """One model family: which layers to replace, and where its parts live."""
 
     family: str
     model_types: tuple[str, ...]
     replacements: dict[str, Factory]  # HF class name -> factory
+    kind: str = "causal_lm"  # which `attribute` path explains it: causal_lm, encoder, vision, seq2seq
     final_logit_softcap_attr: str | None = None  # config attribute holding the final-logit cap
     position_embedding_attr: str | None = None  # attribute of the base model (GPT-2: "wpe")
-    layers_attr: str = "layers"  # attribute of the base model holding the decoder layers
+    layers_attr: str = "layers"  # (dotted) attribute of the base model holding its layers
     notes: tuple[str, ...] = field(default=())
 
     def replacement_for(self, module: nn.Module, mode: str, backend: str) -> nn.Module | None:
@@ -76,7 +77,7 @@ class DecoderAdapter:
         return getattr(model, model.base_model_prefix, model)
 
     def decoder_layers(self, model: nn.Module) -> nn.ModuleList:
-        return getattr(self.base_model(model), self.layers_attr)
+        return self.base_model(model).get_submodule(self.layers_attr)
 
     def final_logit_softcap(self, config) -> float | None:
         if self.final_logit_softcap_attr is None:

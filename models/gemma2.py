@@ -6,9 +6,9 @@ layers and attention logit soft-capping in the kernel (identity rule), final-log
 with the identity rule in `attribute`.
 """
 
-from lrp_triton.models.base import DecoderAdapter, gated_mlp, rms_norm
+from lrp_triton.models.base import Adapter, gated_mlp, rms_norm
 
-ADAPTER = DecoderAdapter(
+ADAPTER = Adapter(
     family="Gemma2",
     model_types=("gemma2",),
     replacements={"Gemma2RMSNorm": rms_norm(offset=1.0), "Gemma2MLP": gated_mlp()},

@@ -2,9 +2,9 @@
 rule on the activation, Conv1D is linear), learned position embeddings whose relevance is reported
 separately from the token embeddings."""
 
-from lrp_triton.models.base import DecoderAdapter, layer_norm, plain_mlp
+from lrp_triton.models.base import Adapter, layer_norm, plain_mlp
 
-ADAPTER = DecoderAdapter(
+ADAPTER = Adapter(
     family="GPT2",
     model_types=("gpt2",),
     replacements={"LayerNorm": layer_norm(), "GPT2MLP": plain_mlp()},

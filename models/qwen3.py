@@ -1,8 +1,8 @@
 """Qwen3 adapter: as Llama plus per-head query/key RMSNorms, which take the identity rule too."""
 
-from lrp_triton.models.base import DecoderAdapter, gated_mlp, rms_norm
+from lrp_triton.models.base import Adapter, gated_mlp, rms_norm
 
-ADAPTER = DecoderAdapter(
+ADAPTER = Adapter(
     family="Qwen3",
     model_types=("qwen3",),
     replacements={"Qwen3RMSNorm": rms_norm(), "Qwen3MLP": gated_mlp()},

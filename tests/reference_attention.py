@@ -38,12 +38,21 @@ def _safe_div(num, den):
     return torch.where(den != 0, num / torch.where(den != 0, den, torch.ones_like(den)), torch.zeros_like(num))
 
 
+def dense_relative_bias(relative_bias, n, m):
+    """[1, H, N, M] from the compact [H, N + M - 1] form: bias[h, i, j] = rel[h, j - i + N - 1]."""
+    offset = torch.arange(m)[None, :] - torch.arange(n)[:, None] + n - 1
+    return relative_bias.double()[:, offset][None]
+
+
 def attention_forward_reference(q, k, v, *, causal, scale=None, key_padding_mask=None, sliding_window=None,
-                                softcap=None, bias=None):
+                                softcap=None, bias=None, relative_bias=None):
     """float64 eager attention; returns a dict of every intermediate (S_raw, S_cap, S, P, O)."""
     q, k, v = q.double(), k.double(), v.double()
     b, h, n, d = q.shape
     m = k.shape[2]
+    if relative_bias is not None:
+        dense = dense_relative_bias(relative_bias, n, m)
+        bias = dense if bias is None else bias.double() + dense
     g = h // k.shape[1]
     scale = 1.0 / math.sqrt(d) if scale is None else scale
     kr, vr = k.repeat_interleave(g, dim=1), v.repeat_interleave(g, dim=1)
@@ -63,11 +72,13 @@ def attention_forward_reference(q, k, v, *, causal, scale=None, key_padding_mask
 
 
 def attention_relevance_reference(q, k, v, grad_out, *, mode, causal, scale=None, key_padding_mask=None,
-                                  sliding_window=None, softcap=None, bias=None):
+                                  sliding_window=None, softcap=None, bias=None, relative_bias=None):
     """(R_q, R_k, R_v) in float64 for the upstream relevance R_O = O * grad_out (AttnLRP or CP-LRP)."""
     f = attention_forward_reference(q, k, v, causal=causal, scale=scale, key_padding_mask=key_padding_mask,
-                                    sliding_window=sliding_window, softcap=softcap, bias=bias)
-    return attention_relevance_from(f, f["out"] * grad_out.double(), mode=mode, has_bias=bias is not None)
+                                    sliding_window=sliding_window, softcap=softcap, bias=bias,
+                                    relative_bias=relative_bias)
+    return attention_relevance_from(f, f["out"] * grad_out.double(), mode=mode,
+                                    has_bias=bias is not None or relative_bias is not None)
 
 
 def attention_relevance_from(f, r_out, *, mode, has_bias=False):

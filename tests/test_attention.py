@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from lrp_triton.kernels import attention_torch
 from lrp_triton.ops import lrp_attention
 from reference_attention import (attention_forward_reference, attention_gradient_reference,
-                                 attention_relevance_reference, visibility)
+                                 attention_relevance_reference, dense_relative_bias, visibility)
 
 BACKENDS = ("triton", "torch")
 MODES = ("attnlrp", "cp-lrp", "gradient")
@@ -45,6 +45,8 @@ def make_case(name, dtype=torch.float32, head_dim=80):
         kw["softcap"] = 2.0
     elif name == "bias":
         n, m, kw = 29, 45, dict(causal=False)
+    elif name == "relative_bias":  # T5 decoder-like: causal, queries the last N of M, bias per offset
+        n, m = 27, 40
     q = torch.randn(b, h, n, head_dim, dtype=torch.float32)
     if name == "softcap":
         q = q * 3.0  # logits large enough that the tanh cap matters
@@ -57,11 +59,13 @@ def make_case(name, dtype=torch.float32, head_dim=80):
         kw["key_padding_mask"] = mask
     if name == "bias":
         kw["bias"] = torch.randn(1, h, n, m) + torch.randn(b, 1, 1, m)
+    if name == "relative_bias":
+        kw["relative_bias"] = 2.0 * torch.randn(h, n + m - 1)
     grad_out = torch.randn(b, h, n, head_dim)
     return (q.to(dtype), k.to(dtype), v.to(dtype), grad_out.to(dtype), kw)
 
 
-CASES = ("causal", "noncausal_cross", "cached_prefix", "mqa_padding", "window", "softcap", "bias")
+CASES = ("causal", "noncausal_cross", "cached_prefix", "mqa_padding", "window", "softcap", "bias", "relative_bias")
 
 
 def run_op(q, k, v, grad_out, backend, mode, **kw):
@@ -128,7 +132,7 @@ def test_head_dims_triton(head_dim):
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
-@pytest.mark.parametrize("case", ("causal", "cached_prefix", "window", "mqa_padding", "bias"))
+@pytest.mark.parametrize("case", ("causal", "cached_prefix", "window", "mqa_padding", "bias", "relative_bias"))
 def test_forward_matches_sdpa(case, backend):
     q, k, v, _, kw = make_case(case)
     b, h, n, _ = q.shape
@@ -138,6 +142,8 @@ def test_forward_matches_sdpa(case, backend):
     attn_mask = torch.zeros(b, 1, n, m).masked_fill(~vis, float("-inf"))
     if "bias" in kw:
         attn_mask = attn_mask + kw["bias"]
+    if "relative_bias" in kw:
+        attn_mask = attn_mask + dense_relative_bias(kw["relative_bias"], n, m).float()
     expected = F.scaled_dot_product_attention(q, k.repeat_interleave(g, 1), v.repeat_interleave(g, 1),
                                               attn_mask=attn_mask)
     out = lrp_attention(q, k, v, backend=backend, **kw)
@@ -210,6 +216,7 @@ def test_auto_backend_on_cpu_uses_torch(monkeypatch):
     (((1, 4, 5, 16),) * 3, {"key_padding_mask": torch.ones(1, 4, dtype=torch.bool)}, ValueError, r"shape \(1, 5\)"),
     (((1, 4, 5, 16),) * 3, {"bias": torch.ones(1, 3, 5, 5)}, ValueError, "does not broadcast"),
     (((1, 4, 5, 16),) * 3, {"bias": torch.ones(1, 4, 5, 5, dtype=torch.bool)}, TypeError, "floating-point"),
+    (((1, 4, 5, 16),) * 3, {"relative_bias": torch.ones(4, 10)}, ValueError, r"\[heads, q_len \+ kv_len - 1\]"),
 ])
 def test_bad_input_errors(args, kwargs, error, match):
     q, k, v = (torch.randn(s) for s in args)

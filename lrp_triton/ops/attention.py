@@ -32,27 +32,28 @@ class LRPAttentionFunction(torch.autograd.Function):
     """Thin autograd wrapper: the backend's forward, then its rule-specific backward."""
 
     @staticmethod
-    def forward(ctx, q, k, v, key_padding_mask, bias, options):
+    def forward(ctx, q, k, v, key_padding_mask, bias, relative_bias, options):
         forward, _ = _implementation(options["backend"])
         out, lse = forward(q, k, v, causal=options["causal"], scale=options["scale"],
                            key_padding_mask=key_padding_mask, sliding_window=options["sliding_window"],
-                           softcap=options["softcap"], bias=bias)
-        ctx.save_for_backward(q, k, v, out, lse, key_padding_mask, bias)
+                           softcap=options["softcap"], bias=bias, relative_bias=relative_bias)
+        ctx.save_for_backward(q, k, v, out, lse, key_padding_mask, bias, relative_bias)
         ctx.options = options
         return out
 
     @staticmethod
     def backward(ctx, grad_out):
-        q, k, v, out, lse, key_padding_mask, bias = ctx.saved_tensors
+        q, k, v, out, lse, key_padding_mask, bias, relative_bias = ctx.saved_tensors
         o = ctx.options
         _, backward = _implementation(o["backend"])
         dq, dk, dv = backward(grad_out, q, k, v, out, lse, causal=o["causal"], scale=o["scale"],
                               mode=o["mode"], key_padding_mask=key_padding_mask,
-                              sliding_window=o["sliding_window"], softcap=o["softcap"], bias=bias)
-        return dq, dk, dv, None, None, None
+                              sliding_window=o["sliding_window"], softcap=o["softcap"], bias=bias,
+                              relative_bias=relative_bias)
+        return dq, dk, dv, None, None, None, None
 
 
-def _check_inputs(q, k, v, key_padding_mask, bias, mode, sliding_window, softcap, scale):
+def _check_inputs(q, k, v, key_padding_mask, bias, relative_bias, mode, sliding_window, softcap, scale):
     for name, t in (("q", q), ("k", k), ("v", v)):
         if not isinstance(t, torch.Tensor):
             raise TypeError(f"lrp_attention: {name} must be a torch.Tensor, got {type(t).__name__}")
@@ -104,6 +105,14 @@ def _check_inputs(q, k, v, key_padding_mask, bias, mode, sliding_window, softcap
                              f"[batch, heads, q_len, kv_len] = {(b, h, n, m)}") from None
         if bias.device != q.device:
             raise ValueError(f"lrp_attention: bias is on {bias.device}, q on {q.device}")
+    if relative_bias is not None:
+        if not isinstance(relative_bias, torch.Tensor) or not relative_bias.is_floating_point():
+            raise TypeError("lrp_attention: relative_bias must be a floating-point tensor [heads, q_len + kv_len - 1]")
+        if tuple(relative_bias.shape) != (h, n + m - 1):
+            raise ValueError(f"lrp_attention: relative_bias must have shape [heads, q_len + kv_len - 1] = "
+                             f"{(h, n + m - 1)}, got {tuple(relative_bias.shape)}")
+        if relative_bias.device != q.device:
+            raise ValueError(f"lrp_attention: relative_bias is on {relative_bias.device}, q on {q.device}")
     if sliding_window is not None and (isinstance(sliding_window, bool) or int(sliding_window) != sliding_window
                                        or sliding_window < 1):
         raise ValueError(f"lrp_attention: sliding_window must be a positive integer, got {sliding_window!r}")
@@ -114,7 +123,7 @@ def _check_inputs(q, k, v, key_padding_mask, bias, mode, sliding_window, softcap
 
 
 def lrp_attention(q, k, v, *, causal=True, scale=None, mode="attnlrp", key_padding_mask=None,
-                  sliding_window=None, softcap=None, bias=None, backend="auto"):
+                  sliding_window=None, softcap=None, bias=None, relative_bias=None, backend="auto"):
     """Attention whose backward propagates relevance by the chosen LRP rule.
 
     Args:
@@ -128,12 +137,14 @@ def lrp_attention(q, k, v, *, causal=True, scale=None, mode="attnlrp", key_paddi
         sliding_window: a query at position i sees keys j with i - j < window.
         softcap: Gemma-2 logit soft-capping S -> c * tanh(S / c).
         bias: additive float tensor broadcastable to [B, H, N, M] (receives no gradient).
+        relative_bias: [H, N + M - 1] float, added in the kernel as S[h, i, j] += relative_bias[h, j - i + N - 1]
+            (T5's bucketed relative-position bias, looked up per offset: O(N + M) memory, no gradient).
         backend: "auto", "triton" or "torch" (see `lrp_triton.backend`).
 
     Returns:
         out [B, H, N, D] in q's dtype. Rows whose keys are all masked are 0.
     """
-    _check_inputs(q, k, v, key_padding_mask, bias, mode, sliding_window, softcap, scale)
+    _check_inputs(q, k, v, key_padding_mask, bias, relative_bias, mode, sliding_window, softcap, scale)
     d = q.shape[3]
     supported = _TRITON_HEAD_DIMS[0] <= d <= _TRITON_HEAD_DIMS[1]
     chosen = resolve_backend(backend, q.device, triton_supports=supported)
@@ -143,4 +154,4 @@ def lrp_attention(q, k, v, *, causal=True, scale=None, mode="attnlrp", key_paddi
     options = dict(causal=bool(causal), scale=float(default_scale(d) if scale is None else scale),
                    mode=mode, sliding_window=None if sliding_window is None else int(sliding_window),
                    softcap=None if softcap is None else float(softcap), backend=chosen)
-    return LRPAttentionFunction.apply(q, k, v, key_padding_mask, bias, options)
+    return LRPAttentionFunction.apply(q, k, v, key_padding_mask, bias, relative_bias, options)
