@@ -212,7 +212,8 @@ def _stack_latent(per_position, several):
 # ------------------------------------------------------------------------------------------------
 def attribute(model, input_ids=None, *, inputs_embeds=None, attention_mask=None, target=None,
               position: int | Sequence[int] = -1, contrast=None, mode: str = "attnlrp", latent: bool = False,
-              checkpoint: bool = False, backend: str = "auto") -> Attribution:
+              checkpoint: bool = False, backend: str = "auto", decoder_input_ids=None,
+              decoder_attention_mask=None, tokenizer=None, progress=None) -> Attribution:
     """Explains the logit of `target` at `position` of a HuggingFace causal LM.
 
     Args:
@@ -228,6 +229,13 @@ def attribute(model, input_ids=None, *, inputs_embeds=None, attention_mask=None,
         latent: also return the relevance of the residual stream, attention heads and MLP neurons.
         checkpoint: recompute each decoder layer in the backward (long contexts in less memory).
         backend: kernel backend for a model that is not applied yet ("auto", "triton", "torch").
+        decoder_input_ids, decoder_attention_mask: encoder-decoder models (T5): the decoder prefix;
+            `position` then counts over decoder tokens and `relevance` is at the encoder tokens, with
+            `decoder_relevance` at the decoder tokens (see `lrp_triton.attribute_seq2seq`).
+        tokenizer: optional; fills the result's `tokens`, `target_tokens` and `contrast_tokens`
+            (token strings, for display) from `input_ids` (decoder-only models). Relevance is unaffected.
+        progress: optional callable `progress(done, total)`, called after each explained
+            position's backward pass (decoder-only models).
 
     Returns:
         An `Attribution` (relevance float32 [B, N], or [B, P, N] for several positions).
@@ -235,6 +243,17 @@ def attribute(model, input_ids=None, *, inputs_embeds=None, attention_mask=None,
     if mode not in ATTENTION_MODES:
         raise ValueError(f"attribute: unknown mode {mode!r}; expected one of {', '.join(ATTENTION_MODES)}")
     adapter = adapter_for(model)
+    if adapter.kind == "seq2seq":
+        from lrp_triton.attribute_seq2seq import attribute_seq2seq
+
+        if inputs_embeds is not None:
+            raise ValueError("attribute: encoder-decoder models take input_ids, not inputs_embeds")
+        return attribute_seq2seq(model, adapter, input_ids, attention_mask=attention_mask,
+                                 decoder_input_ids=decoder_input_ids, decoder_attention_mask=decoder_attention_mask,
+                                 target=target, position=position, contrast=contrast, mode=mode, latent=latent,
+                                 checkpoint=checkpoint, backend=backend)
+    if decoder_input_ids is not None or decoder_attention_mask is not None:
+        raise ValueError(f"attribute: decoder_input_ids only apply to encoder-decoder models, not {adapter.family}")
     lm_head = model.get_output_embeddings()
     if lm_head is None:
         raise TypeError(f"attribute: {type(model).__name__} has no language-model head; pass a *ForCausalLM model")
@@ -300,6 +319,8 @@ def attribute(model, input_ids=None, *, inputs_embeds=None, attention_mask=None,
                     pos_relevance.append((pe.float() * pe.grad.float()).sum(-1).expand(batch, seq))
                 if recorder is not None:
                     latents.append(recorder.read())
+                if progress is not None:
+                    progress(j + 1, n_pos)
         finally:
             if pos_hook is not None:
                 pos_hook.remove()
@@ -310,6 +331,7 @@ def attribute(model, input_ids=None, *, inputs_embeds=None, attention_mask=None,
         return torch.stack(items, dim=1) if several else items[0]
 
     squeeze = (lambda t: t) if several else (lambda t: t[:, 0])
+    names = token_names(tokenizer, input_ids, squeeze(targets), None if contrasts is None else squeeze(contrasts))
     return Attribution(
         relevance=shaped(relevance).detach(),
         target=squeeze(targets),
@@ -322,4 +344,20 @@ def attribute(model, input_ids=None, *, inputs_embeds=None, attention_mask=None,
         attention_mask=attention_mask,
         mode=mode,
         model_type=model.config.model_type,
+        model_name=str(getattr(model, "name_or_path", "") or ""),
+        **names,
     )
+
+
+def token_names(tokenizer, input_ids, targets, contrasts) -> dict:
+    """Token strings of the inputs, targets and contrasts, as Attribution fields ({} without a tokenizer)."""
+    if tokenizer is None:
+        return {}
+
+    def convert(ids):
+        if ids is None:
+            return None
+        ids = ids.tolist()
+        return [tokenizer.convert_ids_to_tokens(row) for row in ids]
+
+    return {"tokens": convert(input_ids), "target_tokens": convert(targets), "contrast_tokens": convert(contrasts)}

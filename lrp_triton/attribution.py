@@ -22,12 +22,28 @@ class Attribution:
         position: index into the (padded) sequence of each explained position.
         contrast: contrast token id, or None.
         position_relevance: relevance of learned position embeddings (GPT-2), like `relevance`.
+        decoder_relevance: encoder-decoder models (T5): relevance of the decoder prefix tokens
+            [B, N_dec] (`relevance` then holds the encoder tokens).
         latent: with `latent=True`, lists over layers: "residual" [B, N] (the residual stream
             entering each layer), "heads" [B, H] (each attention head's output), "neurons"
             [B, intermediate] (each MLP neuron, summed over positions); a P axis after B for
             several positions.
+        token_type_relevance: encoders (BERT): relevance of the token-type embeddings [B, N]
+            (`relevance` holds the word embeddings, `position_relevance` the position embeddings).
+        pixel_relevance, patch_relevance, cls_relevance: vision transformers (ViT, DeiT): relevance
+            of the pixels [B, H, W] (summed over channels; also in `relevance`), of the patch
+            embeddings [B, num_patches] (the patch-embedding output, CLS excluded) and of the
+            prepended token parameters [B, n_prefix] (CLS; DeiT: CLS, distillation); the position
+            embeddings' share is `position_relevance` [B, n_prefix + num_patches].
         input_ids, attention_mask: the inputs explained (input_ids None for embeddings input).
         mode: "attnlrp", "cp-lrp" or "gradient". model_type: the model's config.model_type.
+        tokens: optional token strings, one list per batch row aligned with the sequence axis of
+            `relevance` (filled by `attribute(..., tokenizer=...)` and the CLI); display only.
+        target_tokens, contrast_tokens: optional token strings of `target` / `contrast` (same
+            nesting as those fields, as lists). model_name: the model's name or path, for display.
+
+    Outputs (see `lrp_triton.render`): `show()`, `to_html(path)`, `to_png(path)`, `to_json(path)`,
+    `top(k)`.
     """
 
     relevance: torch.Tensor
@@ -36,13 +52,56 @@ class Attribution:
     position: torch.Tensor
     contrast: torch.Tensor | None = None
     position_relevance: torch.Tensor | None = None
+    decoder_relevance: torch.Tensor | None = None
     latent: dict | None = None
     input_ids: torch.Tensor | None = None
     attention_mask: torch.Tensor | None = None
     mode: str = "attnlrp"
     model_type: str = ""
+    token_type_relevance: torch.Tensor | None = None
+    pixel_relevance: torch.Tensor | None = None
+    patch_relevance: torch.Tensor | None = None
+    cls_relevance: torch.Tensor | None = None
     extras: dict = field(default_factory=dict)
+    tokens: list[list[str]] | None = None
+    target_tokens: list | None = None
+    contrast_tokens: list | None = None
+    model_name: str = ""
 
     def conservation(self) -> torch.Tensor:
         """sum(relevance) / explained score per row (and position): a diagnostic, not a law."""
-        return self.relevance.sum(-1) / self.logit
+        relevance = self.relevance
+        if relevance.dim() > self.logit.dim() + 1:  # pixel relevance [B, H, W], or a score for the whole batch
+            relevance = relevance.flatten(self.logit.dim())
+        return relevance.sum(-1) / self.logit
+
+    # -- outputs: thin wrappers over lrp_triton.render ----------------------------------------
+    def show(self, color: bool | None = None) -> None:
+        """The heatmap: inline HTML in a notebook, else on stdout (coloured on a terminal)."""
+        from lrp_triton import render
+
+        render.show(self, color)
+
+    def to_html(self, path=None) -> str:
+        """One self-contained HTML page (written to `path` when given); returns it."""
+        from lrp_triton import render
+
+        return render.to_html(self, path)
+
+    def to_png(self, path, **kwargs) -> None:
+        """A PNG heatmap at `path` (needs matplotlib: `pip install 'lrp_triton[plot]'`)."""
+        from lrp_triton import render
+
+        render.to_png(self, path, **kwargs)
+
+    def to_json(self, path=None) -> dict:
+        """Tokens, raw relevance, target, logit, model, mode and version (written to `path` when given)."""
+        from lrp_triton import render
+
+        return render.to_json(self, path)
+
+    def top(self, k: int = 5) -> list:
+        """The k most relevant tokens as (index, token, relevance), per row (a flat list for one row)."""
+        from lrp_triton import render
+
+        return render.top(self, k)

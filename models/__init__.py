@@ -5,12 +5,12 @@
 
 from __future__ import annotations
 
-from lrp_triton.models import gemma2, gemma3, gpt2, llama, mistral, mixtral, phi3, qwen2, qwen3
+from lrp_triton.models import gemma2, gemma3, gpt2, llama, mistral, mixtral, phi3, qwen2, qwen3, t5, bert, vit
 from lrp_triton.models.base import Adapter
 
 ADAPTERS: dict[str, Adapter] = {
     model_type: module.ADAPTER
-    for module in (llama, mistral, mixtral, qwen2, qwen3, gemma2, gemma3, phi3, gpt2)
+    for module in (llama, mistral, mixtral, qwen2, qwen3, gemma2, gemma3, phi3, gpt2, t5, bert, vit)
     for model_type in module.ADAPTER.model_types
 }
 

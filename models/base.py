@@ -19,7 +19,8 @@ from lrp_triton.modules import LRPFusedGatedMLP, LRPGatedMLP, LRPLayerNorm, LRPM
 Factory = Callable[[nn.Module, str, str], nn.Module]
 
 # Class-name endings of layers that need an LRP rule; one left unreplaced is an error.
-_NEEDS_RULE = ("RMSNorm", "LayerNorm", "MLP", "Experts")
+_NEEDS_RULE = ("RMSNorm", "LayerNorm", "MLP", "Experts", "ActDense",
+              "Intermediate", "Pooler", "HeadTransform", "ClassificationHead")
 
 
 def rms_norm(offset: float = 0.0) -> Factory:
@@ -57,10 +58,15 @@ class Adapter:
     final_logit_softcap_attr: str | None = None  # config attribute holding the final-logit cap
     position_embedding_attr: str | None = None  # attribute of the base model (GPT-2: "wpe")
     layers_attr: str = "layers"  # (dotted) attribute of the base model holding its layers
-    notes: tuple[str, ...] = field(default=())
+    # attention layers replaced in every mode, "gradient" included (e.g. T5's, for its compact bias)
+    attention_replacements: dict[str, Factory] = field(default_factory=dict)
 
     def replacement_for(self, module: nn.Module, mode: str, backend: str) -> nn.Module | None:
-        factory = self.replacements.get(type(module).__name__)
+        """The lrp_triton layer for `module`, or None. Mode "gradient" replaces attention layers only."""
+        name = type(module).__name__
+        factory = self.attention_replacements.get(name)
+        if factory is None and mode != "gradient":
+            factory = self.replacements.get(name)
         return None if factory is None else factory(module, mode, backend)
 
     def check_all_handled(self, model: nn.Module) -> None:

@@ -66,10 +66,15 @@ class LRPGatedMLP(_RecordingMixin, nn.Module):
     def from_hf(cls, module, *, mode="attnlrp", backend="auto"):
         return cls(module.gate_proj, module.up_proj, module.down_proj, activation_name(module.act_fn), mode, backend)
 
+    @classmethod
+    def from_t5(cls, module, *, mode="attnlrp", backend="auto"):
+        """T5DenseGatedActDense: wi_0 is the gate, wi_1 the up projection, wo the down projection."""
+        return cls(module.wi_0, module.wi_1, module.wo, activation_name(module.act), mode, backend)
+
     def forward(self, x):
         neurons = gated_product(self.gate_proj(x), self.up_proj(x), self.activation, self.mode, self.backend)
         self._record(neurons)
-        return self.down_proj(neurons)
+        return self.down_proj(neurons.to(self.down_proj.weight.dtype))  # T5 may keep `wo` in float32
 
 
 class LRPFusedGatedMLP(_RecordingMixin, nn.Module):
@@ -103,8 +108,13 @@ class LRPMLP(_RecordingMixin, nn.Module):
     def from_hf(cls, module, *, mode="attnlrp", backend="auto"):
         return cls(module.c_fc, module.c_proj, activation_name(module.act), getattr(module, "dropout", None), backend)
 
+    @classmethod
+    def from_t5(cls, module, *, mode="attnlrp", backend="auto"):
+        """T5DenseActDense (T5 v1.0): wi, act (ReLU), wo."""
+        return cls(module.wi, module.wo, activation_name(module.act), None, backend)
+
     def forward(self, x):
         neurons = lrp_activation(self.fc(x), self.activation, backend=self.backend)
         self._record(neurons)
-        out = self.proj(neurons)
+        out = self.proj(neurons.to(self.proj.weight.dtype))
         return self.dropout(out) if self.dropout is not None else out

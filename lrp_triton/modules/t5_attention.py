@@ -1,0 +1,73 @@
+"""T5 attention whose relative-position bias never becomes an [B, H, N, M] tensor.
+
+transformers' T5Attention materialises `position_bias` [1, H, N, M] from its bucket table and adds
+it to the scores. This layer computes one bias value per (head, key - query offset) instead,
+`rel[h, t] = table[bucket(t - (M - 1)), h]` for t in [0, N + M - 1), and hands that [H, N + M - 1]
+vector to the attention kernel, which adds `rel[h, j - i + N - 1]` to each score tile: O(N + M)
+memory. The bucket function is transformers' own `T5Attention._relative_position_bucket`, so the
+bias is exactly the one the model was trained with. As an additive constant the bias absorbs its
+share of relevance and receives none. T5 does not scale q k^T (scale 1).
+
+The compact vector is returned in place of `position_bias`, which T5Stack passes on unchanged to
+the later layers of the stack, exactly as it passes the dense tensor.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from lrp_triton import attention_interface
+from lrp_triton.ops.attention import lrp_attention
+
+
+class LRPT5Attention(nn.Module):
+    """Drop-in for T5Attention (self- and cross-attention) sharing its projections and bias table."""
+
+    def __init__(self, original: nn.Module):
+        super().__init__()
+        self.q, self.k, self.v, self.o = original.q, original.k, original.v, original.o
+        self.relative_attention_bias = getattr(original, "relative_attention_bias", None)
+        self.has_relative_attention_bias = original.has_relative_attention_bias
+        self.is_decoder, self.is_causal = original.is_decoder, original.is_causal
+        self.num_buckets = original.relative_attention_num_buckets
+        self.max_distance = original.relative_attention_max_distance
+        self.n_heads, self.head_dim = original.n_heads, original.key_value_proj_dim
+        self.layer_idx = original.layer_idx
+        self._bucket = type(original)._relative_position_bucket
+
+    @classmethod
+    def from_hf(cls, module, *, mode="attnlrp", backend="auto"):
+        return cls(module)
+
+    def relative_bias(self, n: int, m: int, device) -> torch.Tensor:
+        """[H, N + M - 1]: bias of each key - query offset, queries the last N of M positions."""
+        relative = torch.arange(n + m - 1, device=device) - (m - 1)  # memory - query position
+        buckets = self._bucket(relative, bidirectional=not self.is_decoder, num_buckets=self.num_buckets,
+                               max_distance=self.max_distance)
+        return self.relative_attention_bias(buckets).T.contiguous()
+
+    def forward(self, hidden_states, mask=None, key_value_states=None, position_bias=None, cache=None, **kwargs):
+        if cache is not None:
+            raise NotImplementedError("lrp_triton's T5 attention explains full sequences: pass use_cache=False")
+        options = attention_interface.OPTIONS.get(self, attention_interface.AttentionOptions())
+        b, n, _ = hidden_states.shape
+        source = hidden_states if key_value_states is None else key_value_states
+        q = self.q(hidden_states).view(b, n, -1, self.head_dim).transpose(1, 2)
+        k = self.k(source).view(b, source.shape[1], -1, self.head_dim).transpose(1, 2)
+        v = self.v(source).view(b, source.shape[1], -1, self.head_dim).transpose(1, 2)
+        m = k.shape[2]
+        if position_bias is None and self.has_relative_attention_bias:
+            position_bias = self.relative_bias(n, m, q.device).to(q.dtype)
+        key_padding_mask = None
+        if mask is not None:
+            if mask.dim() != 2:
+                raise ValueError("LRPT5Attention expects the 2-D padding mask of the lrp_triton mask interface")
+            key_padding_mask = mask[:, -m:].to(torch.bool)
+        out = lrp_attention(q, k, v, causal=self.is_causal, scale=1.0, mode=options.mode,
+                            key_padding_mask=key_padding_mask, relative_bias=position_bias, backend=options.backend)
+        out = out.transpose(1, 2)
+        if options.recorder is not None and out.requires_grad:
+            out.retain_grad()
+            options.recorder.append(out)
+        return self.o(out.reshape(b, n, -1)), position_bias, None
