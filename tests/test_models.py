@@ -6,7 +6,7 @@ import pytest
 import torch
 
 import lrp_triton
-from lrp_triton.models import supported_model_types
+from lrp_triton.models import ADAPTERS, supported_model_types
 from model_zoo import FAMILIES, tiny_model
 from reference_lrp import decoder_reference, gpt2_reference
 
@@ -30,8 +30,9 @@ def assert_rel_close(actual, expected, tol, what):
     assert err <= tol * scale, f"{what}: max error {err:.3e} vs max |R| {scale:.3e}"
 
 
-def test_every_family_is_covered():
-    assert sorted(FAMILIES) == supported_model_types()
+def test_every_decoder_family_is_covered():
+    decoders = sorted(t for t, adapter in ADAPTERS.items() if adapter.kind == "causal_lm")
+    assert sorted(FAMILIES) == decoders and set(decoders) <= set(supported_model_types())
 
 
 @pytest.mark.parametrize("family", ALL)
@@ -224,10 +225,11 @@ def test_errors():
         with pytest.raises(RuntimeError, match="already called"):
             lrp_triton.apply(model)
     import transformers
-    bert = transformers.BertForMaskedLM(transformers.BertConfig(
-        vocab_size=50, hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=40))
-    with pytest.raises(NotImplementedError, match="'bert'.*supported model types: gemma2"):
-        lrp_triton.apply(bert)
+    albert = transformers.AlbertModel(transformers.AlbertConfig(
+        vocab_size=50, embedding_size=16, hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+        intermediate_size=40))
+    with pytest.raises(NotImplementedError, match="'albert'.*supported model types: .*gemma2"):
+        lrp_triton.apply(albert)
 
 
 def test_inputs_embeds_give_the_same_relevance_as_ids():
