@@ -146,6 +146,7 @@ _FWD_CONFIGS = _configs(
     [(128, 64, 8, 3), (128, 128, 8, 3), (128, 32, 4, 3), (64, 64, 4, 3), (64, 32, 4, 2), (64, 64, 4, 4)], (32, 16))
 _BWD_CONFIGS = _configs(
     [(64, 128, 8, 3), (64, 64, 4, 3), (32, 128, 8, 2), (32, 64, 4, 2), (64, 32, 4, 2), (32, 32, 4, 2)], (16, 32))
+_TUNE_CAP = 16384
 _TUNE_KEY = ["N_BUCKET", "M_BUCKET", "BLOCK_D", "CAUSAL", "HAS_WINDOW", "HAS_SOFTCAP", "HAS_KPM", "HAS_BIAS", "HAS_REL"]
 
 
@@ -433,8 +434,10 @@ def _common(q, k, key_padding_mask, bias, relative_bias, sliding_window, softcap
         HAS_REL=relative_bias is not None,
         DOT_F32=dot_f32, PRECISION="ieee" if dot_f32 else "tf32",
     )
+    # autotune key: lengths by power of two, capped so that long contexts reuse the 16k choice
+    # instead of re-tuning (on real data, at full cost) at every new power of two
     scalars = dict(softcap=float(softcap or 1.0), window=int(sliding_window or 0),
-                   N_BUCKET=triton.next_power_of_2(n), M_BUCKET=triton.next_power_of_2(m))
+                   N_BUCKET=min(triton.next_power_of_2(n), _TUNE_CAP), M_BUCKET=min(triton.next_power_of_2(m), _TUNE_CAP))
     return kpm, kpm_stride, (bias_t, rel_t), bias_strides + rel_strides, scalars, meta
 
 

@@ -146,14 +146,30 @@ def _checkpointed(layers, enabled):
     if not enabled:
         yield
         return
+    saved = []  # (layer, its own instance-level forward or None), e.g. accelerate's hooks
     for layer in layers:
+        saved.append((layer, vars(layer).get("forward")))
         original = layer.forward
         layer.forward = (lambda fn: lambda *a, **kw: torch_checkpoint(fn, *a, use_reentrant=False, **kw))(original)
     try:
         yield
     finally:
-        for layer in layers:
-            del layer.forward  # the instance attribute; the class's forward shows through again
+        for layer, own in saved:
+            if own is None:
+                del layer.forward  # the class's forward shows through again
+            else:
+                layer.forward = own
+
+
+def token_relevance(x: torch.Tensor, grad: torch.Tensor, chunk: int = 4096) -> torch.Tensor:
+    """sum over the last dim of x * grad, in float32, a chunk of positions at a time.
+
+    x, grad: [..., N, hidden] -> [..., N]; never a float32 copy of the whole activation.
+    """
+    out = torch.empty(x.shape[:-1], dtype=torch.float32, device=x.device)
+    for s in range(0, x.shape[-2], chunk):
+        out[..., s:s + chunk] = (x[..., s:s + chunk, :].float() * grad[..., s:s + chunk, :].float()).sum(-1)
+    return out
 
 
 class _LatentRecorder:
@@ -185,7 +201,7 @@ class _LatentRecorder:
     def read(self):
         """Relevance of each recorded tensor, from the backward pass just run; resets the grads."""
         out = {
-            "residual": [(h.float() * h.grad.float()).sum(-1) for h in self.residual],
+            "residual": [token_relevance(h, h.grad) for h in self.residual],
             "heads": [(o.float() * o.grad.float()).sum(dim=(1, 3)) for o in self.heads],
             "neurons": [(n.float() * n.grad.float()).sum(dim=1) for n in self.neurons] or None,
         }
@@ -313,10 +329,10 @@ def attribute(model, input_ids=None, *, inputs_embeds=None, attention_mask=None,
                 for pe in pos_emb_out:
                     pe.grad = None
                 scores[:, j].sum().backward(retain_graph=j < n_pos - 1)
-                relevance.append((embeds.float() * embeds.grad.float()).sum(-1))
+                relevance.append(token_relevance(embeds, embeds.grad))
                 if pos_emb_out:
                     pe = pos_emb_out[0]
-                    pos_relevance.append((pe.float() * pe.grad.float()).sum(-1).expand(batch, seq))
+                    pos_relevance.append(token_relevance(pe, pe.grad).expand(batch, seq))
                 if recorder is not None:
                     latents.append(recorder.read())
                 if progress is not None:

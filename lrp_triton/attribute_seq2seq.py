@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import torch
 
-from lrp_triton.attribute import (_absolute_positions, _applied, _checkpointed, _frozen_eval, _per_row_ids)
+from lrp_triton.attribute import (_absolute_positions, _applied, _checkpointed, _frozen_eval, _per_row_ids,
+                                  token_relevance)
 from lrp_triton.attribution import Attribution
 
 
@@ -109,8 +110,8 @@ def attribute_seq2seq(model, adapter, input_ids, *, attention_mask=None, decoder
         for j in range(n_pos):
             enc_emb.grad = dec_emb.grad = None
             scores[:, j].sum().backward(retain_graph=j < n_pos - 1)
-            enc_rel.append((enc_emb.float() * enc_emb.grad.float()).sum(-1))
-            dec_rel.append((dec_emb.float() * dec_emb.grad.float()).sum(-1))
+            enc_rel.append(token_relevance(enc_emb, enc_emb.grad))
+            dec_rel.append(token_relevance(dec_emb, dec_emb.grad))
 
     def shaped(items):
         return torch.stack(items, dim=1) if several else items[0]
