@@ -39,6 +39,10 @@ def lrp_attention_forward(module, query, key, value, attention_mask, dropout: fl
     if dropout:
         raise RuntimeError("lrp_triton attention does not apply attention dropout: put the model in eval "
                            "mode (lrp_triton.attribute does this for its call)")
+    for name in ("s_aux", "position_bias"):  # terms the kernel does not take: refuse, never drop them
+        if kwargs.get(name) is not None:
+            raise NotImplementedError(f"lrp_triton attention does not support `{name}` "
+                                      f"({type(module).__name__}); this model family is not supported")
     options = OPTIONS.get(module, _DEFAULT)
     causal = bool(is_causal if is_causal is not None else getattr(module, "is_causal", True))
     key_padding_mask, bias = None, None

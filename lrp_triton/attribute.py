@@ -227,10 +227,11 @@ def _stack_latent(per_position, several):
 # attribute
 # ------------------------------------------------------------------------------------------------
 def attribute(model, input_ids=None, *, inputs_embeds=None, attention_mask=None, target=None,
-              position: int | Sequence[int] = -1, contrast=None, mode: str = "attnlrp", latent: bool = False,
-              checkpoint: bool = False, backend: str = "auto", decoder_input_ids=None,
-              decoder_attention_mask=None, tokenizer=None, progress=None) -> Attribution:
-    """Explains the logit of `target` at `position` of a HuggingFace causal LM.
+              position: int | Sequence[int] | None = None, contrast=None, mode: str = "attnlrp",
+              latent: bool = False, checkpoint: bool = False, backend: str = "auto", decoder_input_ids=None,
+              decoder_attention_mask=None, tokenizer=None, progress=None, token_type_ids=None, pixel_values=None,
+              linear_rule: str = "epsilon", gamma: float = 0.25) -> Attribution:
+    """Explains the logit of `target` at `position` of a HuggingFace causal LM (or another supported model).
 
     Args:
         model: a supported `*ForCausalLM` model (see `lrp_triton.models.supported_model_types()`).
@@ -239,7 +240,7 @@ def attribute(model, input_ids=None, *, inputs_embeds=None, attention_mask=None,
         target: token id to explain, one per row ([B]) or one for all; default: the model's own
             prediction. With several positions, a list with one such entry per position.
         position: index among each row's real tokens (negative from the end), or a list of them;
-            all share one forward pass.
+            all share one forward pass. Default: the last token (-1); for encoder classifiers none.
         contrast: token id (same forms as target): explains target logit minus contrast logit.
         mode: "attnlrp", "cp-lrp" or "gradient" (Input x Gradient).
         latent: also return the relevance of the residual stream, attention heads and MLP neurons.
@@ -252,6 +253,9 @@ def attribute(model, input_ids=None, *, inputs_embeds=None, attention_mask=None,
             (token strings, for display) from `input_ids` (decoder-only models). Relevance is unaffected.
         progress: optional callable `progress(done, total)`, called after each explained
             position's backward pass (decoder-only models).
+        token_type_ids, pixel_values, linear_rule ("epsilon", "gamma", "gamma-signed"), gamma: encoders
+            and vision transformers (BERT, RoBERTa, ViT, DeiT), see `lrp_triton.attribute_encoder`; there
+            `target` may also be a callable on the model outputs returning one scalar per row.
 
     Returns:
         An `Attribution` (relevance float32 [B, N], or [B, P, N] for several positions).
@@ -259,6 +263,20 @@ def attribute(model, input_ids=None, *, inputs_embeds=None, attention_mask=None,
     if mode not in ATTENTION_MODES:
         raise ValueError(f"attribute: unknown mode {mode!r}; expected one of {', '.join(ATTENTION_MODES)}")
     adapter = adapter_for(model)
+    if adapter.kind in ("encoder", "vision"):
+        from lrp_triton.attribute_encoder import attribute_encoder
+
+        if contrast is not None or checkpoint or decoder_input_ids is not None:
+            raise ValueError(f"attribute: contrast, checkpoint and decoder_input_ids are not available for "
+                             f"{adapter.family} models")
+        return attribute_encoder(model, input_ids=input_ids, inputs_embeds=inputs_embeds,
+                                 attention_mask=attention_mask, token_type_ids=token_type_ids,
+                                 pixel_values=pixel_values, target=target, position=position, mode=mode,
+                                 linear_rule=linear_rule, gamma=gamma, latent=latent, backend=backend)
+    if token_type_ids is not None or pixel_values is not None or linear_rule != "epsilon":
+        raise ValueError(f"attribute: token_type_ids, pixel_values and linear_rule apply to encoder and vision "
+                         f"models, not {adapter.family}")
+    position = -1 if position is None else position
     if adapter.kind == "seq2seq":
         from lrp_triton.attribute_seq2seq import attribute_seq2seq
 

@@ -1,0 +1,119 @@
+"""Encoder (BERT / RoBERTa / ViT) layers with LRP rules on their nonlinearities.
+
+- `LRPDenseActivation`: BertIntermediate / RobertaIntermediate, act(dense(x)); identity rule on the
+  activation (g = g_y * act(x)/x). Records its neurons for latent relevance.
+- `LRPPooler`: BertPooler / ViTPooler, act(dense(h[:, 0])), usually tanh; identity rule.
+- `LRPHeadTransform`: BertPredictionHeadTransform, LayerNorm(act(dense(x))); identity rule on the
+  activation, the constant-std rule on the LayerNorm.
+- `LRPRobertaLMHead`: decoder(LayerNorm(gelu(dense(x)))), the same rules.
+- `LRPRobertaClassificationHead`: out_proj(tanh(dense(h[:, 0]))); identity rule on tanh.
+Linear layers keep their exact gradient (epsilon rule), unless `linear_rule="gamma"` swaps them.
+tanh goes through `lrp_softcap(x, 1.0)`, whose forward is tanh(x) and whose backward is the
+identity-rule ratio tanh(x)/x.
+"""
+
+from __future__ import annotations
+
+from torch import nn
+
+from lrp_triton.modules.mlp import _RecordingMixin, activation_name
+from lrp_triton.modules.norms import LRPLayerNorm
+from lrp_triton.ops.elementwise import lrp_softcap
+from lrp_triton.ops.mlp import lrp_activation
+
+
+def encoder_activation_name(act) -> str:
+    """activation_name, plus "tanh" for nn.Tanh / torch.tanh."""
+    if isinstance(act, nn.Tanh) or getattr(act, "__name__", None) == "tanh":
+        return "tanh"
+    return activation_name(act)
+
+
+def lrp_act(x, activation: str, backend: str):
+    """act(x) with the identity rule (R_x = R_y)."""
+    if activation == "tanh":
+        return lrp_softcap(x, 1.0)
+    return lrp_activation(x, activation, backend=backend)
+
+
+class LRPDenseActivation(_RecordingMixin, nn.Module):
+    """Drop-in for BertIntermediate / RobertaIntermediate (dense, intermediate_act_fn)."""
+
+    def __init__(self, dense, activation: str, backend: str = "auto"):
+        super().__init__()
+        self.dense, self.activation, self.backend = dense, activation, backend
+
+    @classmethod
+    def from_hf(cls, module, *, mode="attnlrp", backend="auto"):
+        return cls(module.dense, encoder_activation_name(module.intermediate_act_fn), backend)
+
+    def forward(self, x):
+        neurons = lrp_act(self.dense(x), self.activation, self.backend)
+        self._record(neurons)
+        return neurons
+
+
+class LRPPooler(nn.Module):
+    """Drop-in for BertPooler / RobertaPooler / ViTPooler / DeiTPooler: act(dense(h[:, 0]))."""
+
+    def __init__(self, dense, activation: str, backend: str = "auto"):
+        super().__init__()
+        self.dense, self.activation, self.backend = dense, activation, backend
+
+    @classmethod
+    def from_hf(cls, module, *, mode="attnlrp", backend="auto"):
+        return cls(module.dense, encoder_activation_name(module.activation), backend)
+
+    def forward(self, hidden_states):
+        return lrp_act(self.dense(hidden_states[:, 0]), self.activation, self.backend)
+
+
+class LRPHeadTransform(nn.Module):
+    """Drop-in for BertPredictionHeadTransform: LayerNorm(act(dense(x)))."""
+
+    def __init__(self, dense, activation: str, layer_norm: LRPLayerNorm, backend: str = "auto"):
+        super().__init__()
+        self.dense, self.activation, self.LayerNorm, self.backend = dense, activation, layer_norm, backend
+
+    @classmethod
+    def from_hf(cls, module, *, mode="attnlrp", backend="auto"):
+        return cls(module.dense, encoder_activation_name(module.transform_act_fn),
+                   LRPLayerNorm.from_hf(module.LayerNorm, backend=backend), backend)
+
+    def forward(self, x):
+        return self.LayerNorm(lrp_act(self.dense(x), self.activation, self.backend))
+
+
+class LRPRobertaLMHead(nn.Module):
+    """Drop-in for RobertaLMHead: decoder(layer_norm(gelu(dense(x)))); `bias` is the decoder's bias."""
+
+    def __init__(self, dense, layer_norm: LRPLayerNorm, decoder, bias, backend: str = "auto"):
+        super().__init__()
+        self.dense, self.layer_norm, self.decoder, self.bias = dense, layer_norm, decoder, bias
+        self.backend = backend
+
+    @classmethod
+    def from_hf(cls, module, *, mode="attnlrp", backend="auto"):
+        return cls(module.dense, LRPLayerNorm.from_hf(module.layer_norm, backend=backend), module.decoder,
+                   module.bias, backend)
+
+    def forward(self, features, **kwargs):
+        x = lrp_act(self.dense(features), "gelu", self.backend)  # transformers.activations.gelu: erf GELU
+        return self.decoder(self.layer_norm(x))
+
+
+class LRPRobertaClassificationHead(nn.Module):
+    """Drop-in for RobertaClassificationHead: out_proj(tanh(dense(h[:, 0]))) (dropout: eval identity)."""
+
+    def __init__(self, dense, out_proj, dropout):
+        super().__init__()
+        self.dense, self.out_proj, self.dropout = dense, out_proj, dropout
+
+    @classmethod
+    def from_hf(cls, module, *, mode="attnlrp", backend="auto"):
+        return cls(module.dense, module.out_proj, module.dropout)
+
+    def forward(self, features, **kwargs):
+        x = self.dropout(features[:, 0, :])
+        x = lrp_softcap(self.dense(x), 1.0)
+        return self.out_proj(self.dropout(x))

@@ -1,0 +1,305 @@
+"""Explicit float64 LRP references for BERT-family encoders and vision transformers, written as
+relevance formulas (never the gradient trick), on top of the primitives of reference_lrp.
+
+New primitives here: the gamma rule for a linear layer and the epsilon / gamma rule for a 2-D
+convolution (written on unfolded patches: every output unit is a linear map of its receptive
+field, and a pixel's relevance is the sum over every unit it feeds). The walkers read the weights
+of an unmodified HuggingFace model and re-implement its forward; the tests check their outputs
+against the model's own.
+
+Gamma rules, explicit (the bias is the weight of a constant unit input, boosted like the weights,
+absorbing its share), on the contributions c_ji = x_i W_ji:
+    plain ("gamma"): W_g = W + gamma W^+, b_g = b + gamma b^+,
+        R_x_i = sum_j x_i W_g,ji / (sum_i x_i W_g,ji + b_g,j) * R_j
+    sign-aware ("gamma-signed"): with s = sign(y_j), boost the contributions of that sign,
+        R_x_i = sum_j (c_ji + gamma [c_ji]_s) / (y_j + gamma (sum_i [c_ji]_s + [b_j]_s)) * R_j,
+        [t]_+ = max(t, 0), [t]_- = min(t, 0); units with y_j = 0 pass nothing.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from reference_lrp import (ACTIVATIONS, _div, act_kind, add, attention_core, d64, identity, layer_norm, linear,
+                           merge_heads, split_heads)
+
+
+# ------------------------------------------------------------------------------------------------
+# Primitives
+# ------------------------------------------------------------------------------------------------
+def _boost(t, gamma):
+    return None if t is None else t + gamma * t.clamp(min=0)
+
+
+def gamma_linear(x, weight, bias=None, gamma=0.25):
+    """y = x W^T + b; gamma rule R_x_i = sum_j x_i W_g,ji / z_g,j * R_j (z_g includes b_g)."""
+    w, b = d64(weight), d64(bias)
+    y = x @ w.T + (b if b is not None else 0.0)
+    wg, bg = _boost(w, gamma), _boost(b, gamma)
+    zg = x @ wg.T + (bg if bg is not None else 0.0)
+    return y, lambda r: torch.einsum("...i,ji,...j->...i", x, wg, _div(r, zg))
+
+
+def signed_gamma_linear(x, weight, bias=None, gamma=0.25):
+    """y = x W^T + b; sign-aware gamma rule on the contributions c_ji = x_i W_ji (module docstring)."""
+    w = d64(weight)
+    b = d64(bias) if bias is not None else torch.zeros(w.shape[0], dtype=torch.float64)
+    c = x[..., None, :] * w  # [..., j, i]
+    y = c.sum(-1) + b
+    pos = y[..., None] > 0
+    boosted = c + gamma * torch.where(pos, c.clamp(min=0), c.clamp(max=0))
+    z = boosted.sum(-1) + b + gamma * torch.where(y > 0, b.clamp(min=0), b.clamp(max=0))
+    return y, lambda r: torch.einsum("...ji,...j->...i", boosted, torch.where(y != 0, _div(r, z), 0.0))
+
+
+def dense(x, module, rule="epsilon", gamma=0.25):
+    """nn.Linear `module` with the epsilon rule or a gamma rule."""
+    if rule == "gamma":
+        return gamma_linear(x, module.weight, module.bias, gamma)
+    if rule == "gamma-signed":
+        return signed_gamma_linear(x, module.weight, module.bias, gamma)
+    return linear(x, module.weight, module.bias)
+
+
+def conv2d(x, module, rule="epsilon", gamma=0.25):
+    """nn.Conv2d (groups 1, zero padding) by unfolded receptive fields.
+
+    z_olk = sum_i cols_bil W'_oi (W' = W or W_g), R_cols_bil = sum_o cols_bil W'_oi / z'_bol * R_bol,
+    then each pixel collects the relevance of all its copies (fold = sum over overlapping fields).
+    """
+    assert module.groups == 1 and module.padding_mode == "zeros"
+    k, s, p, d = module.kernel_size, module.stride, module.padding, module.dilation
+    cols = F.unfold(x, k, dilation=d, padding=p, stride=s)  # [B, C*k*k, L]
+    w = d64(module.weight).reshape(module.out_channels, -1)
+    b = d64(module.bias)
+    y = torch.einsum("oi,bil->bol", w, cols) + (b[None, :, None] if b is not None else 0.0)
+    signed = rule == "gamma-signed"
+    if rule == "gamma":
+        w_r, b_r = _boost(w, gamma), _boost(b, gamma)
+        z = torch.einsum("oi,bil->bol", w_r, cols) + (b_r[None, :, None] if b_r is not None else 0.0)
+    elif signed:
+        c = torch.einsum("oi,bil->boil", w, cols)  # contributions
+        pos = (y > 0)[:, :, None]
+        boosted = c + gamma * torch.where(pos, c.clamp(min=0), c.clamp(max=0))
+        bb = b[None, :, None] if b is not None else torch.zeros_like(y)
+        z = boosted.sum(2) + bb + gamma * torch.where(y > 0, bb.clamp(min=0), bb.clamp(max=0))
+    else:
+        w_r, z = w, y
+    h_out = (x.shape[2] + 2 * p[0] - d[0] * (k[0] - 1) - 1) // s[0] + 1
+    w_out = (x.shape[3] + 2 * p[1] - d[1] * (k[1] - 1) - 1) // s[1] + 1
+
+    def back(r):  # r: [B, O, H_out, W_out]
+        if signed:
+            r_cols = torch.einsum("boil,bol->bil", boosted, torch.where(y != 0, _div(r.flatten(2), z), 0.0))
+        else:
+            r_cols = torch.einsum("bil,oi,bol->bil", cols, w_r, _div(r.flatten(2), z))
+        return F.fold(r_cols, x.shape[2:], k, dilation=d, padding=p, stride=s)
+    return y.view(x.shape[0], module.out_channels, h_out, w_out), back
+
+
+def add3(a, b, c):
+    """y = a + b + c; epsilon rule: each term t gets t / y * R."""
+    y = a + b + c
+    return y, lambda r: (a * _div(r, y), b * _div(r, y), c * _div(r, y))
+
+
+def tanh(x):
+    """tanh: identity rule."""
+    return identity(torch.tanh, x)
+
+
+# ------------------------------------------------------------------------------------------------
+# BERT / RoBERTa
+# ------------------------------------------------------------------------------------------------
+def _self_attention(att, out_dense, x, mask, mode, rule, gamma):
+    n_heads = att.num_attention_heads
+    q, bq = dense(x, att.query, rule, gamma)
+    k, bk = dense(x, att.key, rule, gamma)
+    v, bv = dense(x, att.value, rule, gamma)
+    o, b_core = attention_core(split_heads(q, n_heads), split_heads(k, n_heads), split_heads(v, n_heads), mode,
+                               causal=False, scale=att.scaling, key_padding_mask=mask)
+    y, b_o = dense(merge_heads(o), out_dense, rule, gamma)
+
+    def back(r):
+        r_q, r_k, r_v = b_core(split_heads(b_o(r), n_heads))
+        return bq(merge_heads(r_q)) + bk(merge_heads(r_k)) + bv(merge_heads(r_v))
+    return y, back
+
+
+def bert_layer(layer, x, mask, mode, rule, gamma):
+    """Post-norm layer: LN(x + attn(x)), then LN(h + out(act(inter(h))))."""
+    o, b_attn = _self_attention(layer.attention.self, layer.attention.output.dense, x, mask, mode, rule, gamma)
+    s1, b_add1 = add(o, x)
+    h1, b_ln1 = layer_norm(s1, layer.attention.output.LayerNorm)
+    f, b_f = dense(h1, layer.intermediate.dense, rule, gamma)
+    a, _ = identity(ACTIVATIONS[act_kind(layer.intermediate.intermediate_act_fn)], f)
+    m, b_m = dense(a, layer.output.dense, rule, gamma)
+    s2, b_add2 = add(m, h1)
+    y, b_ln2 = layer_norm(s2, layer.output.LayerNorm)
+
+    def back(r):
+        r_m, r_h1 = b_add2(b_ln2(r))
+        r_h1 = r_h1 + b_f(b_m(r_m))
+        r_o, r_x = b_add1(b_ln1(r_h1))
+        return r_x + b_attn(r_o)
+    return y, back
+
+
+def position_ids_for(model, mask):
+    count = mask.long().cumsum(-1)
+    if model.config.model_type == "roberta":
+        pad = model.config.pad_token_id
+        return torch.where(mask, count + pad, torch.full_like(count, pad))
+    return (count - 1).clamp(min=0)
+
+
+def bert_encoder(base, input_ids, mask, token_type_ids, mode, rule, gamma):
+    """(last hidden state, back(R_h) -> (R_word, R_pos, R_type) [B, N] each)."""
+    emb = base.embeddings
+    if token_type_ids is None:
+        token_type_ids = torch.zeros_like(input_ids)
+    word = d64(emb.word_embeddings(input_ids))
+    pos = d64(emb.position_embeddings(position_ids_for(base, mask)))
+    typ = d64(emb.token_type_embeddings(token_type_ids))
+    s, b_sum = add3(word, typ, pos)
+    x, b_ln = layer_norm(s, emb.LayerNorm)
+    backs = []
+    for layer in base.encoder.layer:
+        x, back = bert_layer(layer, x, mask, mode, rule, gamma)
+        backs.append(back)
+
+    def back_all(r):
+        for back in reversed(backs):
+            r = back(r)
+        r_word, r_typ, r_pos = b_sum(b_ln(r))
+        return r_word.sum(-1), r_pos.sum(-1), r_typ.sum(-1)
+    return x, back_all
+
+
+def _explain_logits(z, target):
+    """R at the logits: the target logit's own value, zero elsewhere (rows of z are [.., classes])."""
+    r = torch.zeros_like(z)
+    rows = torch.arange(z.shape[0])
+    r[rows, target] = z[rows, target]
+    return r, z[rows, target].clone()
+
+
+def bert_reference(model, input_ids, attention_mask, token_type_ids=None, *, target=None, position=None,
+                   seed=None, mode="attnlrp", rule="epsilon", gamma=0.25):
+    """Relevance of a BERT/RoBERTa model by the rules, float64.
+
+    Heads: sequence classification (`target` class per row), masked LM (`target` token per row at
+    padded index `position` per row), or the base model with `seed(h) -> R_h` (relevance at the
+    last hidden state). Returns dict(word, pos, type: [B, N]; score; out: logits or hidden).
+    """
+    mask = attention_mask.bool()
+    base = getattr(model, model.base_model_prefix, model)
+    h, back = bert_encoder(base, input_ids, mask, token_type_ids, mode, rule, gamma)
+    name = type(model).__name__
+    r_h = torch.zeros_like(h)
+    rows = torch.arange(h.shape[0])
+    if name.endswith("ForSequenceClassification"):
+        if hasattr(model, "classifier") and hasattr(model.classifier, "out_proj"):  # RoBERTa head
+            head = model.classifier
+            t, b_t = linear(h[:, 0], head.dense.weight, head.dense.bias)
+            p, _ = tanh(t)
+            z, b_z = linear(p, head.out_proj.weight, head.out_proj.bias)
+            b_pool = b_t
+        else:
+            t, b_t = dense(h[:, 0], base.pooler.dense, rule, gamma)  # the pooler is part of the base model
+            p, _ = tanh(t)
+            z, b_z = linear(p, model.classifier.weight, model.classifier.bias)
+            b_pool = b_t
+        r_z, score = _explain_logits(z, target)
+        r_h[:, 0] = b_pool(b_z(r_z))
+        out = z
+    elif name.endswith("ForMaskedLM"):
+        sel = h[rows, position]
+        if hasattr(model, "lm_head"):  # RoBERTa
+            head = model.lm_head
+            t, b_t = linear(sel, head.dense.weight, head.dense.bias)
+            a, _ = identity(ACTIVATIONS["gelu"], t)
+            n, b_n = layer_norm(a, head.layer_norm)
+            z, b_z = linear(n, head.decoder.weight, head.decoder.bias)
+        else:
+            pred = model.cls.predictions
+            t, b_t = linear(sel, pred.transform.dense.weight, pred.transform.dense.bias)
+            a, _ = identity(ACTIVATIONS[act_kind(pred.transform.transform_act_fn)], t)
+            n, b_n = layer_norm(a, pred.transform.LayerNorm)
+            z, b_z = linear(n, pred.decoder.weight, pred.decoder.bias)
+        r_z, score = _explain_logits(z, target)
+        r_h[rows, position] = b_t(b_n(b_z(r_z)))
+        out = z
+    else:
+        r_h, score = seed(h)
+        out = h
+    r_word, r_pos, r_type = back(r_h)
+    return dict(word=r_word, pos=r_pos, type=r_type, score=score, out=out)
+
+
+# ------------------------------------------------------------------------------------------------
+# ViT / DeiT
+# ------------------------------------------------------------------------------------------------
+def vit_layer(layer, x, mode, rule, gamma):
+    """Pre-norm layer: x + attn(LN(x)), then h + fc2(act(fc1(LN(h))))."""
+    att = layer.attention
+    n_heads = att.num_attention_heads
+    a, b_ln1 = layer_norm(x, layer.layernorm_before)
+    q, bq = dense(a, att.q_proj, rule, gamma)
+    k, bk = dense(a, att.k_proj, rule, gamma)
+    v, bv = dense(a, att.v_proj, rule, gamma)
+    o, b_core = attention_core(split_heads(q, n_heads), split_heads(k, n_heads), split_heads(v, n_heads), mode,
+                               causal=False, scale=att.scaling)
+    o, b_o = dense(merge_heads(o), att.o_proj, rule, gamma)
+    h, b_add1 = add(o, x)
+    c, b_ln2 = layer_norm(h, layer.layernorm_after)
+    f, b_f = dense(c, layer.mlp.fc1, rule, gamma)
+    g, _ = identity(ACTIVATIONS[act_kind(layer.mlp.activation_fn)], f)
+    m, b_m = dense(g, layer.mlp.fc2, rule, gamma)
+    y, b_add2 = add(m, h)
+
+    def back(r):
+        r_m, r_h = b_add2(r)
+        r_h = r_h + b_ln2(b_f(b_m(r_m)))
+        r_o, r_x = b_add1(r_h)
+        r_q, r_k, r_v = b_core(split_heads(b_o(r_o), n_heads))
+        r_a = bq(merge_heads(r_q)) + bk(merge_heads(r_k)) + bv(merge_heads(r_v))
+        return r_x + b_ln1(r_a)
+    return y, back
+
+
+def vit_reference(model, pixel_values, target, mode="attnlrp", rule="epsilon", gamma=0.25):
+    """Image classification (CLS token -> classifier, epsilon rule), float64.
+
+    Returns dict(pixel [B, H, W], patch [B, P], cls [B, n_prefix], pos [B, T], score, logits).
+    """
+    base = getattr(model, model.base_model_prefix)
+    emb = base.embeddings
+    px = d64(pixel_values)
+    p, b_conv = conv2d(px, emb.patch_embeddings.projection, rule, gamma)  # [B, H, h, w]
+    patches = p.flatten(2).transpose(1, 2)  # [B, P, H]
+    b = px.shape[0]
+    prefix = [d64(getattr(emb, n)) for n in ("cls_token", "distillation_token") if getattr(emb, n, None) is not None]
+    prefix = torch.cat(prefix, dim=1).expand(b, -1, -1)
+    n_prefix = prefix.shape[1]
+    tokens = torch.cat([prefix, patches], dim=1)
+    pos = d64(emb.position_embeddings).expand(b, -1, -1)
+    x, b_emb = add(tokens, pos)
+    backs = []
+    for layer in base.layers:
+        x, back = vit_layer(layer, x, mode, rule, gamma)
+        backs.append(back)
+    h, b_lnf = layer_norm(x, base.layernorm)
+    z, b_z = linear(h[:, 0], model.classifier.weight, model.classifier.bias)
+    r_z, score = _explain_logits(z, target)
+    r = torch.zeros_like(h)
+    r[:, 0] = b_z(r_z)
+    r = b_lnf(r)
+    for back in reversed(backs):
+        r = back(r)
+    r_tokens, r_pos = b_emb(r)
+    r_patches = r_tokens[:, n_prefix:]
+    r_px = b_conv(r_patches.transpose(1, 2).reshape(p.shape))
+    return dict(pixel=r_px.sum(1), patch=r_patches.sum(-1), cls=r_tokens[:, :n_prefix].sum(-1), pos=r_pos.sum(-1),
+                score=score, logits=z)
