@@ -78,7 +78,8 @@ def _scores(qk, q_idx, k_idx, vis, bias_base, stride_bn, stride_bm, rel_base, st
     if HAS_SOFTCAP:
         s = s_raw * _tanh_over_x(s_raw / softcap)  # c * tanh(S_raw / c)
     if HAS_BIAS:
-        s = s + tl.load(bias_base + q_idx * stride_bn + k_idx * stride_bm, mask=vis, other=0.0).to(tl.float32)
+        s = s + tl.load(bias_base + q_idx.to(tl.int64) * stride_bn + k_idx.to(tl.int64) * stride_bm, mask=vis,
+                        other=0.0).to(tl.float32)  # 64-bit offsets: a full bias may exceed 2^31 entries
     if HAS_REL:  # relative-position bias of this head: one value per key - query offset (T5)
         rel = k_idx - q_idx + (N - 1)
         s = s + tl.load(rel_base + rel * stride_rm, mask=vis, other=0.0).to(tl.float32)
@@ -135,17 +136,24 @@ def _configs(gpu_blocks, interpreter_blocks):
 
 
 def _prune_for_head_dim(configs, named_args, **kwargs):
-    """Large head dims need small tiles to fit in shared memory."""
+    """Tiles that fit in shared memory: smaller for large head dims, and for float32 tiles (twice the
+    bytes, exact non-tensor-core products that also compile slowly), which get at most 2 stages."""
     block_d = kwargs.get("BLOCK_D", named_args.get("BLOCK_D", 128))
+    f32 = kwargs.get("DOT_F32", named_args.get("DOT_F32", False))
     limit = 128 * 128 if block_d <= 128 else 64 * 64
-    kept = [c for c in configs if c.kwargs["BLOCK_M"] * c.kwargs["BLOCK_N"] <= limit]
-    return kept or configs[-1:]
+    if f32:
+        limit = 64 * 64 if block_d <= 64 else (64 * 32 if block_d <= 128 else 32 * 32)
+    kept = [c for c in configs if c.kwargs["BLOCK_M"] * c.kwargs["BLOCK_N"] <= limit
+            and (not f32 or c.num_stages <= 2)]
+    return kept or [min(configs, key=lambda c: (c.kwargs["BLOCK_M"] * c.kwargs["BLOCK_N"], c.num_stages))]
 
 
 _FWD_CONFIGS = _configs(
-    [(128, 64, 8, 3), (128, 128, 8, 3), (128, 32, 4, 3), (64, 64, 4, 3), (64, 32, 4, 2), (64, 64, 4, 4)], (32, 16))
+    [(128, 64, 8, 3), (128, 128, 8, 3), (128, 32, 4, 3), (64, 64, 4, 3), (64, 32, 4, 2), (64, 64, 4, 4),
+     (32, 32, 4, 2)], (32, 16))
 _BWD_CONFIGS = _configs(
     [(64, 128, 8, 3), (64, 64, 4, 3), (32, 128, 8, 2), (32, 64, 4, 2), (64, 32, 4, 2), (32, 32, 4, 2)], (16, 32))
+# (the smallest entries double as the float32 fallback: see _prune_for_head_dim)
 _TUNE_CAP = 16384
 _TUNE_KEY = ["N_BUCKET", "M_BUCKET", "BLOCK_D", "CAUSAL", "HAS_WINDOW", "HAS_SOFTCAP", "HAS_KPM", "HAS_BIAS", "HAS_REL"]
 
@@ -176,7 +184,7 @@ def _attn_fwd(
     offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
     offs_d = tl.arange(0, BLOCK_D)
     d_ok = offs_d < HEAD_DIM
-    q = tl.load(Q + b * stride_qb + h * stride_qh + offs_m[:, None] * stride_qn + offs_d[None, :] * stride_qd,
+    q = tl.load(Q + b * stride_qb + h * stride_qh + offs_m[:, None].to(tl.int64) * stride_qn + offs_d[None, :] * stride_qd,
                 mask=(offs_m[:, None] < N) & d_ok[None, :], other=0.0)
     if DOT_F32:
         q = q.to(tl.float32)
@@ -193,7 +201,7 @@ def _attn_fwd(
     for start_n in range(lo, hi, BLOCK_N):
         offs_n = start_n + tl.arange(0, BLOCK_N)
         n_ok = offs_n < M
-        k_t = tl.load(k_base + offs_n[None, :] * stride_kn + offs_d[:, None] * stride_kd,
+        k_t = tl.load(k_base + offs_n[None, :].to(tl.int64) * stride_kn + offs_d[:, None] * stride_kd,
                       mask=n_ok[None, :] & d_ok[:, None], other=0.0)  # K^T tile [BLOCK_D, BLOCK_N]
         if DOT_F32:
             k_t = k_t.to(tl.float32)
@@ -211,7 +219,7 @@ def _attn_fwd(
         p = tl.exp2(s - m_use[:, None])
         alpha = tl.exp2(m_i - m_use)
         l_i = l_i * alpha + tl.sum(p, 1)
-        v = tl.load(v_base + offs_n[:, None] * stride_vn + offs_d[None, :] * stride_vd,
+        v = tl.load(v_base + offs_n[:, None].to(tl.int64) * stride_vn + offs_d[None, :] * stride_vd,
                     mask=n_ok[:, None] & d_ok[None, :], other=0.0)
         if DOT_F32:
             v = v.to(tl.float32)
@@ -222,7 +230,7 @@ def _attn_fwd(
     l_safe = tl.where(empty, 1.0, l_i)
     out = acc / l_safe[:, None]
     lse = tl.where(empty, float("inf"), m_i + tl.log2(l_safe))
-    tl.store(O + b * stride_ob + h * stride_oh + offs_m[:, None] * stride_on + offs_d[None, :] * stride_od,
+    tl.store(O + b * stride_ob + h * stride_oh + offs_m[:, None].to(tl.int64) * stride_on + offs_d[None, :] * stride_od,
              out.to(O.dtype.element_ty), mask=(offs_m[:, None] < N) & d_ok[None, :])
     tl.store(LSE + pid_bh.to(tl.int64) * N + offs_m, lse, mask=offs_m < N)
 
@@ -244,9 +252,9 @@ def _attn_bwd_delta(
     offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
     offs_d = tl.arange(0, BLOCK_D)
     ok = (offs_m[:, None] < N) & (offs_d[None, :] < HEAD_DIM)
-    o = tl.load(O + b * stride_ob + h * stride_oh + offs_m[:, None] * stride_on + offs_d[None, :] * stride_od,
+    o = tl.load(O + b * stride_ob + h * stride_oh + offs_m[:, None].to(tl.int64) * stride_on + offs_d[None, :] * stride_od,
                 mask=ok, other=0.0).to(tl.float32)
-    do = tl.load(DO + b * stride_dob + h * stride_doh + offs_m[:, None] * stride_don + offs_d[None, :] * stride_dod,
+    do = tl.load(DO + b * stride_dob + h * stride_doh + offs_m[:, None].to(tl.int64) * stride_don + offs_d[None, :] * stride_dod,
                  mask=ok, other=0.0).to(tl.float32)
     tl.store(DELTA + pid_bh.to(tl.int64) * N + offs_m, tl.sum(o * do, 1), mask=offs_m < N)
 
@@ -278,9 +286,9 @@ def _attn_bwd_dkdv(
     n_ok = offs_n < M
     d_ok = offs_d < HEAD_DIM
     kv_mask = n_ok[:, None] & d_ok[None, :]
-    k = tl.load(K + b * stride_kb + hk * stride_kh + offs_n[:, None] * stride_kn + offs_d[None, :] * stride_kd,
+    k = tl.load(K + b * stride_kb + hk * stride_kh + offs_n[:, None].to(tl.int64) * stride_kn + offs_d[None, :] * stride_kd,
                 mask=kv_mask, other=0.0)
-    v = tl.load(V + b * stride_vb + hk * stride_vh + offs_n[:, None] * stride_vn + offs_d[None, :] * stride_vd,
+    v = tl.load(V + b * stride_vb + hk * stride_vh + offs_n[:, None].to(tl.int64) * stride_vn + offs_d[None, :] * stride_vd,
                 mask=kv_mask, other=0.0)
     if DOT_F32:
         k = k.to(tl.float32)
@@ -302,9 +310,9 @@ def _attn_bwd_dkdv(
         for start_m in range(lo, hi, BLOCK_M):
             offs_m = start_m + tl.arange(0, BLOCK_M)
             m_ok = offs_m < N
-            q_t = tl.load(q_base + offs_m[None, :] * stride_qn + offs_d[:, None] * stride_qd,
+            q_t = tl.load(q_base + offs_m[None, :].to(tl.int64) * stride_qn + offs_d[:, None] * stride_qd,
                           mask=m_ok[None, :] & d_ok[:, None], other=0.0)  # Q^T tile [BLOCK_D, BLOCK_M]
-            do = tl.load(do_base + offs_m[:, None] * stride_don + offs_d[None, :] * stride_dod,
+            do = tl.load(do_base + offs_m[:, None].to(tl.int64) * stride_don + offs_d[None, :] * stride_dod,
                          mask=m_ok[:, None] & d_ok[None, :], other=0.0)
             if DOT_F32:
                 q_t = q_t.to(tl.float32)
@@ -362,9 +370,9 @@ def _attn_bwd_dq(
     m_ok = offs_m < N
     d_ok = offs_d < HEAD_DIM
     q_mask = m_ok[:, None] & d_ok[None, :]
-    q = tl.load(Q + b * stride_qb + h * stride_qh + offs_m[:, None] * stride_qn + offs_d[None, :] * stride_qd,
+    q = tl.load(Q + b * stride_qb + h * stride_qh + offs_m[:, None].to(tl.int64) * stride_qn + offs_d[None, :] * stride_qd,
                 mask=q_mask, other=0.0)
-    do = tl.load(DO + b * stride_dob + h * stride_doh + offs_m[:, None] * stride_don + offs_d[None, :] * stride_dod,
+    do = tl.load(DO + b * stride_dob + h * stride_doh + offs_m[:, None].to(tl.int64) * stride_don + offs_d[None, :] * stride_dod,
                  mask=q_mask, other=0.0)
     if DOT_F32:
         q = q.to(tl.float32)
@@ -382,8 +390,8 @@ def _attn_bwd_dq(
         offs_n = start_n + tl.arange(0, BLOCK_N)
         n_ok = offs_n < M
         kv_t_mask = n_ok[None, :] & d_ok[:, None]
-        k_t = tl.load(k_base + offs_n[None, :] * stride_kn + offs_d[:, None] * stride_kd, mask=kv_t_mask, other=0.0)
-        v_t = tl.load(v_base + offs_n[None, :] * stride_vn + offs_d[:, None] * stride_vd, mask=kv_t_mask, other=0.0)
+        k_t = tl.load(k_base + offs_n[None, :].to(tl.int64) * stride_kn + offs_d[:, None] * stride_kd, mask=kv_t_mask, other=0.0)
+        v_t = tl.load(v_base + offs_n[None, :].to(tl.int64) * stride_vn + offs_d[:, None] * stride_vd, mask=kv_t_mask, other=0.0)
         if DOT_F32:
             k_t = k_t.to(tl.float32)
             v_t = v_t.to(tl.float32)
@@ -432,6 +440,7 @@ def _common(q, k, key_padding_mask, bias, relative_bias, sliding_window, softcap
         HEAD_DIM=d, BLOCK_D=max(16, triton.next_power_of_2(d)), HAS_WINDOW=sliding_window is not None,
         HAS_SOFTCAP=softcap is not None, HAS_KPM=key_padding_mask is not None, HAS_BIAS=bias is not None,
         HAS_REL=relative_bias is not None,
+        # float32 inputs: exact float32 products ("ieee", not TF32); for fp16/bf16 tiles the value is unused
         DOT_F32=dot_f32, PRECISION="ieee" if dot_f32 else "tf32",
     )
     # autotune key: lengths by power of two, capped so that long contexts reuse the 16k choice
