@@ -1,0 +1,141 @@
+"""`lrp_glu` (gated MLP product) and `lrp_activation` (plain MLP): LRP backwards for the MLP.
+
+Elementwise activation y = act(x), identity rule R_x = R_y: g_x = g * act(x)/x.
+Gate product y = act(gate) * up, identity rule on act and uniform rule on the product,
+R_gate = R_up = R_y / 2: g_gate = g * up * act(gate)/gate / 2, g_up = g * act(gate) / 2.
+
+act(x)/x is computed without a division by x: sigmoid(x) for SiLU, Phi(x) for GELU (erf),
+(1 + tanh(u))/2 for GELU-tanh, [x > 0] for ReLU (see kernels/activations.py). The forwards save
+only their inputs (gate and up, or x): no activation-sized intermediate is kept.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from lrp_triton.backend import resolve_backend
+from lrp_triton.kernels.activations_torch import (ACTIVATIONS, activation_backward_torch,
+                                                  activation_forward_torch, glu_backward_torch,
+                                                  glu_forward_torch)
+
+_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
+
+
+def _implementation(backend: str):
+    """(glu_forward, glu_backward, activation_forward, activation_backward) of the chosen backend.
+
+    Triton is imported only when it is used.
+    """
+    if backend == "torch":
+        return glu_forward_torch, glu_backward_torch, activation_forward_torch, activation_backward_torch
+    from lrp_triton.kernels.activations import (activation_backward, activation_forward, glu_backward,
+                                                glu_forward)
+
+    return glu_forward, glu_backward, activation_forward, activation_backward
+
+
+class LRPGLUFunction(torch.autograd.Function):
+    """Thin autograd wrapper: act(gate) * up forward, identity + uniform rule backward."""
+
+    @staticmethod
+    def forward(ctx, gate, up, options):
+        forward = _implementation(options["backend"])[0]
+        y = forward(gate, up, activation=options["activation"])
+        ctx.save_for_backward(gate, up)
+        ctx.options = options
+        return y
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        gate, up = ctx.saved_tensors
+        if not (ctx.needs_input_grad[0] or ctx.needs_input_grad[1]):
+            return None, None, None
+        backward = _implementation(ctx.options["backend"])[1]
+        d_gate, d_up = backward(grad_out, gate, up, activation=ctx.options["activation"])
+        return (d_gate if ctx.needs_input_grad[0] else None, d_up if ctx.needs_input_grad[1] else None,
+                None)
+
+
+class LRPActivationFunction(torch.autograd.Function):
+    """Thin autograd wrapper: act(x) forward, identity-rule backward."""
+
+    @staticmethod
+    def forward(ctx, x, options):
+        forward = _implementation(options["backend"])[2]
+        y = forward(x, activation=options["activation"])
+        ctx.save_for_backward(x)
+        ctx.options = options
+        return y
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        (x,) = ctx.saved_tensors
+        if not ctx.needs_input_grad[0]:
+            return None, None
+        backward = _implementation(ctx.options["backend"])[3]
+        return backward(grad_out, x, activation=ctx.options["activation"]), None
+
+
+def _check_tensor(op: str, name: str, t) -> None:
+    if not isinstance(t, torch.Tensor):
+        raise TypeError(f"{op}: {name} must be a torch.Tensor, got {type(t).__name__}")
+    if t.dtype not in _DTYPES:
+        raise TypeError(f"{op}: unsupported dtype {t.dtype} for {name}; use float32, float16 or bfloat16")
+
+
+def _check_activation(op: str, activation) -> None:
+    if activation not in ACTIVATIONS:
+        raise ValueError(f"{op}: unknown activation {activation!r}; expected one of {', '.join(ACTIVATIONS)}")
+
+
+def lrp_glu(gate, up, activation="silu", *, backend="auto"):
+    """Gated-MLP product act(gate) * up (SwiGLU, GeGLU) with the AttnLRP backward.
+
+    Rule: identity on the activation, uniform on the product: R_gate = R_up = R_y / 2.
+    Gradient form: g_gate = g * up * act(gate)/gate / 2, g_up = g * act(gate) / 2, with act(x)/x
+    computed stably (sigmoid(x) for SiLU, Phi(x) for GELU, (1 + tanh(u))/2 for GELU-tanh,
+    [x > 0] for ReLU; never a division by x).
+
+    Args:
+        gate, up: tensors of the same shape and dtype (float32, float16 or bfloat16), e.g. the
+            outputs of gate_proj and up_proj.
+        activation: one of "silu", "gelu" (erf), "gelu_tanh", "relu".
+        backend: "auto", "triton" or "torch" (see `lrp_triton.backend`).
+
+    Returns:
+        act(gate) * up in the input dtype, as HuggingFace's `act_fn(gate_proj(x)) * up_proj(x)`
+        (act(gate) rounded to the input dtype before the product).
+    """
+    op = "lrp_glu"
+    _check_tensor(op, "gate", gate)
+    _check_tensor(op, "up", up)
+    if gate.shape != up.shape:
+        raise ValueError(f"{op}: gate and up must have the same shape, got {tuple(gate.shape)} and "
+                         f"{tuple(up.shape)}")
+    if gate.dtype != up.dtype:
+        raise TypeError(f"{op}: gate and up must share a dtype, got {gate.dtype} and {up.dtype}")
+    if gate.device != up.device:
+        raise ValueError(f"{op}: gate is on {gate.device} but up is on {up.device}")
+    _check_activation(op, activation)
+    chosen = resolve_backend(backend, gate.device)
+    return LRPGLUFunction.apply(gate, up, dict(activation=activation, backend=chosen))
+
+
+def lrp_activation(x, activation="gelu", *, backend="auto"):
+    """Elementwise activation act(x) with the identity-rule backward (plain MLPs: GPT-2, BERT, T5).
+
+    Rule: R_x = R_y. Gradient form: g_x = g * act(x)/x, computed stably (see `lrp_glu`).
+
+    Args:
+        x: float32, float16 or bfloat16 tensor of any shape.
+        activation: one of "silu", "gelu" (erf), "gelu_tanh", "relu".
+        backend: "auto", "triton" or "torch" (see `lrp_triton.backend`).
+
+    Returns:
+        act(x) in x's dtype.
+    """
+    op = "lrp_activation"
+    _check_tensor(op, "x", x)
+    _check_activation(op, activation)
+    chosen = resolve_backend(backend, x.device)
+    return LRPActivationFunction.apply(x, dict(activation=activation, backend=chosen))

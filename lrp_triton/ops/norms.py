@@ -1,0 +1,170 @@
+"""`lrp_rms_norm` and `lrp_layer_norm`: the usual normalisation forward, an LRP backward.
+
+RMSNorm, identity rule (rms is a constant):   g_x = g_y * (offset + w) / rms(x), so x * g_x = y * g_y.
+LayerNorm, std held constant, centring linear: g_x = (g_y*w - mean(g_y*w)) / std.
+
+Both save only the per-row 1/rms or 1/std (float32, one number per row) and the weight: the
+backward needs neither x nor y. Weights and biases receive no gradient.
+See kernels/rms_norm.py and kernels/layer_norm.py for the kernels and their tiling.
+"""
+
+from __future__ import annotations
+
+import numbers
+
+import torch
+
+from lrp_triton.backend import resolve_backend
+from lrp_triton.kernels.layer_norm_torch import layer_norm_backward_torch, layer_norm_forward_torch
+from lrp_triton.kernels.rms_norm_torch import rms_norm_backward_torch, rms_norm_forward_torch
+
+_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
+
+
+def _rms_implementation(backend: str):
+    """(forward, backward) of the chosen backend; Triton is imported only when it is used."""
+    if backend == "torch":
+        return rms_norm_forward_torch, rms_norm_backward_torch
+    from lrp_triton.kernels.rms_norm import rms_norm_backward, rms_norm_forward
+
+    return rms_norm_forward, rms_norm_backward
+
+
+def _layer_norm_implementation(backend: str):
+    """(forward, backward) of the chosen backend; Triton is imported only when it is used."""
+    if backend == "torch":
+        return layer_norm_forward_torch, layer_norm_backward_torch
+    from lrp_triton.kernels.layer_norm import layer_norm_backward, layer_norm_forward
+
+    return layer_norm_forward, layer_norm_backward
+
+
+class LRPRMSNormFunction(torch.autograd.Function):
+    """Thin autograd wrapper: the backend's RMSNorm forward, then the identity-rule backward."""
+
+    @staticmethod
+    def forward(ctx, x, weight, options):
+        forward, _ = _rms_implementation(options["backend"])
+        y, rstd = forward(x, weight, eps=options["eps"], offset=options["offset"])
+        ctx.save_for_backward(weight, rstd)
+        ctx.options = options
+        ctx.x_dtype = x.dtype
+        return y
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        weight, rstd = ctx.saved_tensors
+        if not ctx.needs_input_grad[0]:
+            return None, None, None
+        _, backward = _rms_implementation(ctx.options["backend"])
+        dx = backward(grad_out, weight, rstd, offset=ctx.options["offset"], dtype=ctx.x_dtype)
+        return dx, None, None
+
+
+class LRPLayerNormFunction(torch.autograd.Function):
+    """Thin autograd wrapper: the backend's LayerNorm forward, then the constant-std backward."""
+
+    @staticmethod
+    def forward(ctx, x, weight, bias, options):
+        forward, _ = _layer_norm_implementation(options["backend"])
+        y, rstd = forward(x, weight, bias, eps=options["eps"])
+        ctx.save_for_backward(weight, rstd)
+        ctx.options = options
+        ctx.x_dtype = x.dtype
+        return y
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        weight, rstd = ctx.saved_tensors
+        if not ctx.needs_input_grad[0]:
+            return None, None, None, None
+        _, backward = _layer_norm_implementation(ctx.options["backend"])
+        dx = backward(grad_out, weight, rstd, dtype=ctx.x_dtype)
+        return dx, None, None, None
+
+
+def _check_tensor(op: str, name: str, t, x) -> None:
+    """t is a float32/float16/bfloat16 tensor on x's device."""
+    if not isinstance(t, torch.Tensor):
+        raise TypeError(f"{op}: {name} must be a torch.Tensor, got {type(t).__name__}")
+    if t.dtype not in _DTYPES:
+        raise TypeError(f"{op}: unsupported dtype {t.dtype} for {name}; use float32, float16 or bfloat16")
+    if t.device != x.device:
+        raise ValueError(f"{op}: x is on {x.device} but {name} is on {t.device}")
+
+
+def _check_param(op: str, name: str, p, x) -> None:
+    """p is a 1-D float tensor of x's last-dimension size on x's device."""
+    _check_tensor(op, name, p, x)
+    n = x.shape[-1]
+    if tuple(p.shape) != (n,):
+        raise ValueError(f"{op}: {name} must have shape ({n},) to match the last dimension of x "
+                         f"(shape {tuple(x.shape)}), got {tuple(p.shape)}")
+
+
+def _check_eps(op: str, eps) -> None:
+    if isinstance(eps, bool) or not isinstance(eps, numbers.Real) or not eps >= 0:
+        raise ValueError(f"{op}: eps must be a non-negative number, got {eps!r}")
+
+
+def _check_x(op: str, x) -> None:
+    _check_tensor(op, "x", x, x)
+    if x.dim() == 0:
+        raise ValueError(f"{op}: x must have at least one dimension (the normalised one)")
+
+
+def lrp_rms_norm(x, weight, eps=1e-6, *, offset=0.0, backend="auto"):
+    """RMSNorm whose backward is the LRP identity rule (rms(x) held constant).
+
+    Rule: R_x = R_y elementwise. Gradient form: g_x = g_y * (offset + w) / rms(x), with
+    rms(x) = sqrt(mean(x^2) + eps) over the last dimension, so that x * g_x = y * g_y.
+
+    Args:
+        x: [..., N] float32, float16 or bfloat16.
+        weight: [N] (receives no gradient).
+        eps: added to mean(x^2) under the square root.
+        offset: 0 for LlamaRMSNorm, y = w * (x / rms(x)).to(x.dtype), whose dtype is torch's
+            promotion of w's and x's; nonzero (1.0 for Gemma/Gemma2/Gemma3RMSNorm) for
+            y = ((x / rms(x)) * (offset + w)).to(x.dtype), computed in float32 and rounded once.
+        backend: "auto", "triton" or "torch" (see `lrp_triton.backend`).
+
+    Returns:
+        y, identical to the HuggingFace module's output up to float32 rounding of rms.
+    """
+    op = "lrp_rms_norm"
+    _check_x(op, x)
+    _check_param(op, "weight", weight, x)
+    _check_eps(op, eps)
+    if isinstance(offset, bool) or not isinstance(offset, numbers.Real):
+        raise TypeError(f"{op}: offset must be a number, got {type(offset).__name__}")
+    chosen = resolve_backend(backend, x.device)
+    options = dict(eps=float(eps), offset=float(offset), backend=chosen)
+    return LRPRMSNormFunction.apply(x, weight, options)
+
+
+def lrp_layer_norm(x, weight, bias, eps=1e-5, *, backend="auto"):
+    """LayerNorm whose backward holds the standard deviation constant (AttnLRP / lxt rule).
+
+    Rule: the contribution of x_j to y_i is z_ij = w_i (delta_ij - 1/N) x_j / std (the bias absorbs
+    its share) and R_x_j = sum_i z_ij / y_i * R_y_i. Gradient form:
+    g_x = (g_y*w - mean(g_y*w)) / std, std = sqrt(var(x) + eps) over the last dimension.
+
+    Args:
+        x: [..., N] float32, float16 or bfloat16.
+        weight, bias: [N] or None (receive no gradient).
+        eps: added to the (biased) variance.
+        backend: "auto", "triton" or "torch" (see `lrp_triton.backend`).
+
+    Returns:
+        y = torch.nn.functional.layer_norm(x, (N,), weight, bias, eps), in x's dtype.
+    """
+    op = "lrp_layer_norm"
+    _check_x(op, x)
+    if weight is not None:
+        _check_param(op, "weight", weight, x)
+    if bias is not None:
+        _check_param(op, "bias", bias, x)
+    _check_eps(op, eps)
+    chosen = resolve_backend(backend, x.device)
+    options = dict(eps=float(eps), backend=chosen)
+    return LRPLayerNormFunction.apply(x, weight, bias, options)
