@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Run the GPU tests and the GPU benchmarks in one go, each step under a hard timeout.
 #
-#   bash bench/run_gpu.sh [--quick] [STEP ...]      STEP: tests attention norm_mlp attribute
-#                                                    (default: all four, as far as TOTAL_S allows)
+#   bash bench/run_gpu.sh [--quick] [STEP ...]      STEP: tests attention norm_mlp attribute encoders
+#                                                    (default: all five, as far as TOTAL_S allows)
 #
 # Results (JSON, markdown, one log per step) go to bench/results/ (RESULTS_DIR to change). When
 # $OUT is set (the device machine of this workplace), a tarball of this run's files, the markdown
@@ -11,7 +11,7 @@
 # The whole call stays under TOTAL_S seconds (default 570, inside the 600 s limit of one device
 # command): a step that cannot get MIN_STEP_S seconds is skipped, and each benchmark's own
 # --budget-s is cut to what is left. Environment overrides: TOTAL_S, TESTS_TIMEOUT,
-# ATTENTION_TIMEOUT, NORM_MLP_TIMEOUT, ATTRIBUTE_TIMEOUT, TEST_JOBS (6), RESULTS_DIR, PYTHON.
+# ATTENTION_TIMEOUT, NORM_MLP_TIMEOUT, ATTRIBUTE_TIMEOUT, ENCODERS_TIMEOUT, TEST_JOBS (6), RESULTS_DIR, PYTHON.
 set -u
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
@@ -23,12 +23,12 @@ for a in "$@"; do
   case "$a" in
     --quick|quick) QUICK=1 ;;
     --full|full) QUICK=0 ;;
-    tests|attention|norm_mlp|attribute) STEPS+=("$a") ;;
+    tests|attention|norm_mlp|attribute|encoders) STEPS+=("$a") ;;
     -h|--help) sed -n '2,14p' "$0"; exit 0 ;;
-    *) echo "run_gpu.sh: unknown argument '$a' (steps: tests attention norm_mlp attribute; flag: --quick)"; exit 2 ;;
+    *) echo "run_gpu.sh: unknown argument '$a' (steps: tests attention norm_mlp attribute encoders; flag: --quick)"; exit 2 ;;
   esac
 done
-[ ${#STEPS[@]} -eq 0 ] && STEPS=(tests attention norm_mlp attribute)
+[ ${#STEPS[@]} -eq 0 ] && STEPS=(tests attention norm_mlp attribute encoders)
 
 PYTHON=${PYTHON:-python3}
 command -v "$PYTHON" >/dev/null 2>&1 || PYTHON=python
@@ -38,10 +38,10 @@ MIN_STEP_S=${MIN_STEP_S:-60}
 TESTS_TIMEOUT=${TESTS_TIMEOUT:-300}
 if [ $QUICK -eq 1 ]; then
   ATTENTION_TIMEOUT=${ATTENTION_TIMEOUT:-200}; NORM_MLP_TIMEOUT=${NORM_MLP_TIMEOUT:-150}
-  ATTRIBUTE_TIMEOUT=${ATTRIBUTE_TIMEOUT:-200}; MODE_FLAG=--quick
+  ATTRIBUTE_TIMEOUT=${ATTRIBUTE_TIMEOUT:-200}; ENCODERS_TIMEOUT=${ENCODERS_TIMEOUT:-240}; MODE_FLAG=--quick
 else
   ATTENTION_TIMEOUT=${ATTENTION_TIMEOUT:-450}; NORM_MLP_TIMEOUT=${NORM_MLP_TIMEOUT:-300}
-  ATTRIBUTE_TIMEOUT=${ATTRIBUTE_TIMEOUT:-540}; MODE_FLAG=
+  ATTRIBUTE_TIMEOUT=${ATTRIBUTE_TIMEOUT:-540}; ENCODERS_TIMEOUT=${ENCODERS_TIMEOUT:-420}; MODE_FLAG=
 fi
 RESULTS_DIR=${RESULTS_DIR:-$ROOT/bench/results}
 mkdir -p "$RESULTS_DIR"
@@ -127,6 +127,16 @@ for step in "${STEPS[@]}"; do
         run_step attribute "$t" $PYTHON bench/bench_attribute.py $MODE_FLAG --out "$RESULTS_DIR" --budget-s "$budget"
       else
         STATUS[attribute]="skipped (bench/bench_attribute.py not written yet)"; say "== attribute: ${STATUS[attribute]}"
+      fi ;;
+    encoders)
+      # bench/bench_encoders.py (end-to-end on BERT-base, ViT-B/16, Flan-T5-base; ~6 min in full mode)
+      if [ -f bench/bench_encoders.py ]; then
+        rem=$(left); t=$ENCODERS_TIMEOUT; [ "$t" -gt "$rem" ] && t=$rem
+        budget=$(( t - 60 )); [ $QUICK -eq 0 ] && [ "$budget" -gt 330 ] && budget=330
+        [ "$budget" -lt 30 ] && budget=30
+        run_step encoders "$t" $PYTHON bench/bench_encoders.py $MODE_FLAG --out "$RESULTS_DIR" --budget-s "$budget"
+      else
+        STATUS[encoders]="skipped (bench/bench_encoders.py not written yet)"; say "== encoders: ${STATUS[encoders]}"
       fi ;;
   esac
 done

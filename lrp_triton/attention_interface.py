@@ -44,7 +44,10 @@ def lrp_attention_forward(module, query, key, value, attention_mask, dropout: fl
             raise NotImplementedError(f"lrp_triton attention does not support `{name}` "
                                       f"({type(module).__name__}); this model family is not supported")
     options = OPTIONS.get(module, _DEFAULT)
-    causal = bool(is_causal if is_causal is not None else getattr(module, "is_causal", True))
+    if is_causal is None and not hasattr(module, "is_causal"):
+        raise NotImplementedError(f"{type(module).__name__} does not say whether it is causal (no `is_causal`); "
+                                  "lrp_triton will not guess")
+    causal = bool(is_causal if is_causal is not None else module.is_causal)
     key_padding_mask, bias = None, None
     if attention_mask is not None:
         if attention_mask.dim() == 2:  # from our mask function: True = attend

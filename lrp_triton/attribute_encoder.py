@@ -105,7 +105,7 @@ class _Leaf:
         if not self.tensors:
             return None
         t = self.tensors[0]
-        return (t.float() * t.grad.float()).sum(-1) if t.grad is not None else torch.zeros(t.shape[:-1])
+        return (t.float() * t.grad.float()).sum(-1) if t.grad is not None else torch.zeros(t.shape[:-1], device=t.device)
 
     def zero(self):
         for t in self.tensors:
@@ -365,7 +365,7 @@ def _vision_shares(emb, patch_out, summed):
     All three summands share the gradient of the sum; each share is summand * grad, summed over
     the hidden dimension: (position [B, T], patches [B, P], prefix tokens [B, n_prefix]).
     """
-    g = summed.grad.float() if summed.grad is not None else torch.zeros(summed.shape)
+    g = summed.grad.float() if summed.grad is not None else torch.zeros(summed.shape, device=summed.device)
     n_prefix = summed.shape[1] - patch_out.shape[1]
     prefix = [getattr(emb, name) for name in ("cls_token", "distillation_token")
               if getattr(emb, name, None) is not None][:n_prefix]

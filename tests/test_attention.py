@@ -15,6 +15,7 @@ from lrp_triton.kernels import attention_torch
 from lrp_triton.ops import lrp_attention
 from reference_attention import (attention_forward_reference, attention_gradient_reference,
                                  attention_relevance_reference, dense_relative_bias, visibility)
+from scaled_close import assert_rel_close
 
 BACKENDS = ("triton", "torch")
 MODES = ("attnlrp", "cp-lrp", "gradient")
@@ -82,14 +83,6 @@ def reference(q, k, v, grad_out, mode, **kw):
     return attention_relevance_reference(q, k, v, grad_out, mode=mode, **kw)
 
 
-def assert_relevance_close(actual, expected, rel_tol, name):
-    expected = expected.to(torch.float64)
-    actual = actual.to(torch.float64)
-    scale = expected.abs().max().item()
-    assert scale > 0, f"{name}: the reference relevance is all zero, the case tests nothing"
-    err = (actual - expected).abs().max().item()
-    assert torch.isfinite(actual).all(), f"{name}: non-finite relevance"
-    assert err <= rel_tol * scale, f"{name}: max error {err:.3e} vs max |R| {scale:.3e} (tol {rel_tol})"
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
@@ -101,12 +94,12 @@ def test_relevance_fp32_matches_explicit_reference(case, mode, backend):
     ref_out = attention_forward_reference(q, k, v, **kw)["out"]
     torch.testing.assert_close(out.double(), ref_out, atol=2e-5, rtol=1e-5)
     eq, ek, ev = reference(q, k, v, grad_out, mode, **kw)
-    assert_relevance_close(rv, ev, 1e-5, "R_v")
+    assert_rel_close(rv, ev, 1e-5, "R_v")
     if mode == "cp-lrp":
         assert rq.abs().max() == 0 and rk.abs().max() == 0
     else:
-        assert_relevance_close(rq, eq, 1e-5, "R_q")
-        assert_relevance_close(rk, ek, 1e-5, "R_k")
+        assert_rel_close(rq, eq, 1e-5, "R_q")
+        assert_rel_close(rk, ek, 1e-5, "R_k")
 
 
 @pytest.mark.parametrize("dtype", (torch.float16, torch.bfloat16))
@@ -119,7 +112,7 @@ def test_relevance_half_precision(case, backend, dtype):
     eq, ek, ev = attention_relevance_reference(q, k, v, grad_out, mode="attnlrp", **kw)
     tol = 2e-2 if dtype == torch.float16 else 6e-2
     for actual, expected, name in ((rq, eq, "R_q"), (rk, ek, "R_k"), (rv, ev, "R_v")):
-        assert_relevance_close(actual, expected, tol, name)
+        assert_rel_close(actual, expected, tol, name)
 
 
 @pytest.mark.parametrize("head_dim", (16, 64, 96, 128, 256))
@@ -128,7 +121,7 @@ def test_head_dims_triton(head_dim):
     _, rq, rk, rv = run_op(q, k, v, grad_out, "triton", "attnlrp", **kw)
     eq, ek, ev = attention_relevance_reference(q, k, v, grad_out, mode="attnlrp", **kw)
     for actual, expected, name in ((rq, eq, "R_q"), (rk, ek, "R_k"), (rv, ev, "R_v")):
-        assert_relevance_close(actual, expected, 1e-5, name)
+        assert_rel_close(actual, expected, 1e-5, name)
 
 
 @pytest.mark.parametrize("backend", BACKENDS)

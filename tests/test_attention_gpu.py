@@ -28,7 +28,8 @@ import torch.nn.functional as F
 
 from lrp_triton.ops import lrp_attention
 from reference_attention import attention_forward_reference, attention_gradient_reference, attention_relevance_reference
-from test_attention import assert_relevance_close, poisoned_outputs, run_op  # noqa: F401  (autouse fixture)
+from scaled_close import assert_rel_close
+from test_attention import poisoned_outputs, run_op  # noqa: F401  (autouse fixture)
 
 pytestmark = pytest.mark.gpu
 
@@ -116,7 +117,7 @@ def rel_fro(actual, expected):
 
 def check_close(actual, expected, dtype, name):
     max_tol, fro_tol = TOLERANCES[dtype]
-    assert_relevance_close(actual, expected, max_tol, name)
+    assert_rel_close(actual, expected, max_tol, name)
     err = rel_fro(actual, expected)
     assert err <= fro_tol, f"{name}: relative Frobenius error {err:.3e} > {fro_tol}"
 

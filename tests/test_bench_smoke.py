@@ -38,3 +38,21 @@ def test_bench_attribute_help_and_no_gpu_message():
         proc = subprocess.run([sys.executable, str(SCRIPT), "--quick"], cwd=ROOT, capture_output=True, text=True,
                               timeout=120)
         assert proc.returncode != 0 and "needs a CUDA GPU" in proc.stderr
+
+
+ENCODERS = ROOT / "bench" / "bench_encoders.py"
+
+
+@pytest.mark.slow
+def test_bench_encoders_cpu_smoke():
+    """bench/bench_encoders.py --cpu-smoke: BERT, ViT and T5 (tiny, float32) through every method of the benchmark,
+    and its pure-PyTorch path (SDPA; T5 with transformers' materialised bias) agreeing with lrp_triton.attribute."""
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    proc = subprocess.run([sys.executable, str(ENCODERS), "--cpu-smoke"], cwd=ROOT, env=env, capture_output=True,
+                          text=True, timeout=300)
+    tail = (proc.stdout + proc.stderr)[-4000:]
+    assert proc.returncode == 0, f"--cpu-smoke exited with {proc.returncode}:\n{tail}"
+    agree = [line for line in proc.stdout.splitlines() if line.startswith("cpu-smoke: agree:")]
+    assert agree, f"no 'agree' line in the output:\n{tail}"
+    assert all(f" {fam} " in agree[0] for fam in ("bert", "vit", "t5")), agree[0]
+    assert "FAIL" not in proc.stdout, tail

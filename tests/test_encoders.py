@@ -14,6 +14,7 @@ import lrp_triton
 from lrp_triton.attribute_encoder import lrp_cosine_similarity, mean_pool
 from lrp_triton.ops.gamma import lrp_gamma_conv1d, lrp_gamma_conv2d, lrp_gamma_linear
 from reference_encoders import bert_reference, conv2d, gamma_linear, signed_gamma_linear, vit_reference
+from scaled_close import assert_rel_close
 
 TEXT = dict(vocab_size=61, hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=48,
             max_position_embeddings=64, type_vocab_size=2, num_labels=3)
@@ -66,13 +67,6 @@ def text_inputs(batch=2, n=9, pad_last=0, side="right"):
     return ids, mask, types
 
 
-def assert_rel_close(actual, expected, tol, what):
-    expected = expected.double()
-    scale = expected.abs().max().item()
-    assert scale > 0, f"{what}: reference is all zero"
-    err = (actual.double() - expected).abs().max().item()
-    assert err <= tol * scale, f"{what}: max error {err:.3e} vs max |R| {scale:.3e} (relative {err / scale:.2e})"
-    return err / scale
 
 
 def hidden_seed(h):

@@ -9,6 +9,7 @@ import lrp_triton
 from lrp_triton.models import ADAPTERS, supported_model_types
 from model_zoo import FAMILIES, tiny_model
 from reference_lrp import decoder_reference, gpt2_reference
+from scaled_close import assert_rel_close
 
 ALL = tuple(FAMILIES)
 TRITON_FAMILIES = ("llama", "mixtral", "gemma2")
@@ -22,12 +23,6 @@ def reference(model, input_ids, attention_mask, positions, target, contrast=None
     return r, None, score, z
 
 
-def assert_rel_close(actual, expected, tol, what):
-    expected = expected.double()
-    scale = expected.abs().max().item()
-    assert scale > 0, f"{what}: reference is all zero"
-    err = (actual.double() - expected).abs().max().item()
-    assert err <= tol * scale, f"{what}: max error {err:.3e} vs max |R| {scale:.3e}"
 
 
 def test_every_decoder_family_is_covered():
