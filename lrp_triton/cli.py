@@ -1,0 +1,383 @@
+"""`lrp-triton explain`: explain a language model's next token from the command line.
+
+    lrp-triton explain                                   # the bundled demo model on its demo prompt
+    lrp-triton explain --prompt "a=7 k=3 x=9 k?" --top 3 --out heatmap.html
+    lrp-triton explain --model Qwen/Qwen2.5-0.5B --prompt "The capital of France is" --target " Paris"
+    lrp-triton explain --prompt "a=7 k=3 x=9 k?" --generate 5
+
+Prints the prompt as a heatmap (red: positive relevance, blue: negative; plain text when stdout is
+not a terminal), optionally the most relevant tokens, and writes .html / .png / .json files.
+Errors are one line naming the fix; the exit status is then 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+import sys
+from pathlib import Path
+
+OUT_FORMATS = {".html": "html", ".htm": "html", ".png": "png", ".json": "json"}
+DTYPES = ("auto", "float32", "float16", "bfloat16")
+
+
+class CLIError(Exception):
+    """A user error: printed as one line, exit status 2."""
+
+
+# ------------------------------------------------------------------------------------------------
+# Arguments
+# ------------------------------------------------------------------------------------------------
+def parser() -> argparse.ArgumentParser:
+    from lrp_triton import __version__
+
+    top = argparse.ArgumentParser(prog="lrp-triton", description="AttnLRP relevance for HuggingFace language models.")
+    top.add_argument("--version", action="version", version=f"lrp_triton {__version__}")
+    sub = top.add_subparsers(dest="command", required=True, metavar="command")
+    p = sub.add_parser("explain", help="explain the next token (or generated tokens) of a prompt",
+                       description="Explain which prompt tokens made the model predict a token.")
+    p.add_argument("--model", help="HuggingFace model id or local directory (default: the bundled demo model)")
+    src = p.add_mutually_exclusive_group()
+    src.add_argument("--prompt", help="the text to explain (default with the demo model: a demo prompt)")
+    src.add_argument("--prompt-file", type=Path, help="read the prompt from this file (UTF-8)")
+    p.add_argument("--target", help="the token to explain: a token string, or a token id as id:N (a bare number "
+                                    "that is not itself a token is read as an id); default: the model's own "
+                                    "next-token prediction")
+    p.add_argument("--contrast", help="explain target minus this token's logit (same forms as --target)")
+    p.add_argument("--position", type=int, default=-1,
+                   help="the prompt position whose next token is explained (default -1: the last)")
+    p.add_argument("--mode", choices=("attnlrp", "cp-lrp", "gradient"), default="attnlrp",
+                   help="attnlrp (default), cp-lrp, or gradient (Input x Gradient)")
+    p.add_argument("--device", help="cpu, cuda or cuda:N (default: cuda when present, else cpu)")
+    p.add_argument("--dtype", choices=DTYPES, default="auto",
+                   help="model dtype (default auto: float32 on cpu, bfloat16 on cuda); relevance is float32")
+    p.add_argument("--backend", choices=("auto", "torch", "triton"), default="auto",
+                   help="attention kernels (default auto: triton on cuda, torch on cpu)")
+    p.add_argument("--checkpoint", action="store_true",
+                   help="recompute each layer in the backward pass (long prompts in less memory)")
+    p.add_argument("--generate", type=int, metavar="N",
+                   help="generate N tokens greedily, then explain every generated token against the prompt and "
+                        "the tokens before it (one shared forward pass)")
+    p.add_argument("--top", type=int, default=5, metavar="K",
+                   help="print the K most relevant tokens of each explained token (default 5; 0: none)")
+    p.add_argument("--out", action="append", default=[], metavar="FILE",
+                   help="write the attribution to FILE: .html, .png or .json by extension (repeatable)")
+    p.add_argument("--color", choices=("auto", "always", "never"), default="auto",
+                   help="terminal colours (default auto: when stdout is a terminal and NO_COLOR is unset)")
+    return top
+
+
+def _check_args(args) -> None:
+    if args.generate is not None:
+        if args.generate < 1:
+            raise CLIError(f"--generate {args.generate}: the number of tokens must be at least 1; pass N >= 1")
+        if args.target is not None:
+            raise CLIError("--target cannot be combined with --generate (the generated tokens are the targets); "
+                           "drop --target")
+        if args.position != -1:
+            raise CLIError("--position cannot be combined with --generate (each generated token is explained "
+                           "at its own position); drop --position")
+    if args.top < 0:
+        raise CLIError(f"--top {args.top}: K cannot be negative; pass 0 (no list) or more")
+    for out in args.out:
+        fmt = OUT_FORMATS.get(Path(out).suffix.lower())
+        if fmt is None:
+            raise CLIError(f"--out {out}: unknown file type {Path(out).suffix or '(none)'!r}; "
+                           "use a name ending in .html, .png or .json")
+        parent = Path(out).expanduser().resolve().parent
+        if not parent.is_dir():
+            raise CLIError(f"--out {out}: the directory {parent} does not exist; create it first")
+        if fmt == "png":
+            try:
+                import matplotlib  # noqa: F401
+            except ImportError:
+                raise CLIError(f"--out {out}: PNG output needs matplotlib; install it with "
+                               "`pip install matplotlib` (or `pip install 'lrp_triton[plot]'`)") from None
+
+
+# ------------------------------------------------------------------------------------------------
+# Device, model, prompt, tokens
+# ------------------------------------------------------------------------------------------------
+def _device(name: str | None):
+    import torch
+
+    if name is None:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except (RuntimeError, ValueError):
+        raise CLIError(f"--device {name}: not a device name; use cpu, cuda or cuda:N") from None
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            build = "a CPU-only build" if torch.version.cuda is None else f"built for CUDA {torch.version.cuda}"
+            raise CLIError(f"--device {name}: no CUDA device is available (torch {torch.__version__} is {build}); "
+                           "use --device cpu, or install a CUDA build of torch on a machine with a GPU")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise CLIError(f"--device {name}: there are only {torch.cuda.device_count()} CUDA devices; "
+                           f"use cuda:0 to cuda:{torch.cuda.device_count() - 1}")
+    elif device.type != "cpu":
+        raise CLIError(f"--device {name}: only cpu and cuda are supported")
+    return device
+
+
+def _dtype(name: str, device):
+    import torch
+
+    if name == "auto":
+        if device.type == "cuda":
+            return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        return torch.float32
+    return getattr(torch, name)
+
+
+def _model_source(name: str | None) -> tuple[str, str]:
+    """(what from_pretrained gets, the name shown) for --model; checks local directories."""
+    from lrp_triton.demo import DEMO_DIR, DEMO_NAME
+
+    if name is None:
+        return str(DEMO_DIR), DEMO_NAME
+    path = Path(name).expanduser()
+    looks_local = (path.is_absolute() or name.startswith((".", "~")) or name.endswith(("/", os.sep))
+                   or name.count("/") > 1 or path.exists())
+    if looks_local:
+        if not path.is_dir():
+            raise CLIError(f"--model {name}: no such model directory; pass an existing directory saved with "
+                           "save_pretrained (holding config.json), or a Hugging Face model id like Qwen/Qwen2.5-0.5B")
+        if not (path / "config.json").is_file():
+            raise CLIError(f"--model {name}: the directory has no config.json, so it is not a HuggingFace model; "
+                           "save one there with model.save_pretrained(dir) and tokenizer.save_pretrained(dir)")
+        return str(path), name
+    return name, name
+
+
+def _load_config(source: str, shown: str):
+    import transformers
+
+    from lrp_triton.models import ADAPTERS, supported_model_types
+
+    try:
+        config = transformers.AutoConfig.from_pretrained(source)
+    except (OSError, ValueError) as exc:
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise CLIError(f"--model {shown}: could not load its config ({reason}); check the model id and your "
+                       "network connection, or pass a local model directory") from None
+    adapter = ADAPTERS.get(config.model_type)
+    causal = [t for t in supported_model_types() if ADAPTERS[t].kind == "causal_lm"]
+    if adapter is None or adapter.kind != "causal_lm":
+        raise CLIError(f"--model {shown}: model type {config.model_type!r} cannot be explained by `lrp-triton "
+                       f"explain`; it supports causal language models of type {', '.join(causal)}")
+    return config
+
+
+def _load_tokenizer(source: str, shown: str):
+    import transformers
+
+    try:
+        return transformers.AutoTokenizer.from_pretrained(source)
+    except (OSError, ValueError, TypeError) as exc:
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise CLIError(f"--model {shown}: could not load its tokenizer ({reason}); the model directory needs "
+                       "tokenizer files (tokenizer.save_pretrained(dir))") from None
+
+
+def _prompt(args, is_demo: bool) -> str:
+    from lrp_triton.demo import DEMO_PROMPT
+
+    if args.prompt_file is not None:
+        try:
+            text = args.prompt_file.read_text(encoding="utf-8")
+        except OSError as exc:
+            raise CLIError(f"--prompt-file {args.prompt_file}: cannot read it ({exc.strerror or exc}); "
+                           "pass a readable UTF-8 text file") from None
+        except UnicodeDecodeError:
+            raise CLIError(f"--prompt-file {args.prompt_file}: not UTF-8 text; save it as UTF-8") from None
+        text = text[:-1] if text.endswith("\n") else text
+    elif args.prompt is not None:
+        text = args.prompt
+    elif is_demo:
+        text = DEMO_PROMPT
+    else:
+        raise CLIError("no prompt: pass --prompt TEXT or --prompt-file FILE")
+    if not text:
+        raise CLIError("the prompt is empty: pass some text with --prompt or --prompt-file")
+    return text
+
+
+def _token_id(tokenizer, text: str, flag: str, vocab_size: int) -> int:
+    """A token id from a --target / --contrast value (see the --target help)."""
+    from lrp_triton.render import clean_tokens
+
+    def checked(i: int) -> int:
+        if not 0 <= i < vocab_size:
+            raise CLIError(f"{flag} {text}: token id {i} is outside the vocabulary; pass an id from 0 to "
+                           f"{vocab_size - 1}")
+        return i
+
+    for prefix in ("id:", "#"):
+        if text.startswith(prefix) and text[len(prefix):].strip().isdigit():
+            return checked(int(text[len(prefix):]))
+    vocab = tokenizer.get_vocab()
+    if text in vocab:
+        return checked(vocab[text])
+    for candidate in (text, " " + text):
+        ids = tokenizer.encode(candidate, add_special_tokens=False)
+        if len(ids) == 1:
+            return checked(ids[0])
+    if text.isdigit():
+        return checked(int(text))
+    pieces = clean_tokens(tokenizer.convert_ids_to_tokens(tokenizer.encode(text, add_special_tokens=False)))
+    raise CLIError(f"{flag} {text!r} is not a single token of this model (it splits into {len(pieces)}: "
+                   f"{' '.join(repr(p) for p in pieces)}); pass one token, or a token id as id:N")
+
+
+# ------------------------------------------------------------------------------------------------
+# explain
+# ------------------------------------------------------------------------------------------------
+def _generate(model, input_ids, n: int, tokenizer):
+    """Greedy generation of up to n tokens with a progress bar; returns the full sequence [1, L]."""
+    import torch
+    from transformers.generation.streamers import BaseStreamer
+
+    from lrp_triton.console import ProgressBar
+
+    bar = ProgressBar(n, "generating")
+
+    class Counter(BaseStreamer):
+        def __init__(self):
+            self.calls = 0
+
+        def put(self, value):
+            self.calls += 1
+            if self.calls > 1:  # the first call carries the prompt
+                bar.update(self.calls - 1)
+
+        def end(self):
+            pass
+
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    with torch.no_grad():
+        full = model.generate(input_ids, attention_mask=torch.ones_like(input_ids), max_new_tokens=n,
+                              do_sample=False, streamer=Counter(), pad_token_id=pad)
+    bar.close()
+    return full
+
+
+def _print_top(attribution, k: int) -> None:
+    from lrp_triton import render
+
+    rows = render.display_rows(attribution)
+    for row in rows:
+        order = sorted(range(len(row.relevance)), key=lambda i: row.relevance[i], reverse=True)[:k]
+        print(f"top {len(order)} token{'s' if len(order) != 1 else ''} for {row.label}:")
+        width = max(len(repr(row.tokens[i])) for i in order)
+        for rank, i in enumerate(order, 1):
+            print(f"  {rank:2d}. {row.tokens[i]!r:<{width}}  token {row.indices[i]:<4d} {row.relevance[i]:+.4f}")
+
+
+def explain(args) -> int:
+    _check_args(args)
+    source, shown = _model_source(args.model)
+    is_demo = args.model is None
+    device = _device(args.device)
+    dtype = _dtype(args.dtype, device)
+    prompt = _prompt(args, is_demo)
+
+    import transformers
+
+    from lrp_triton.console import Status
+
+    transformers.utils.logging.disable_progress_bar()  # the status line says what is loading
+    transformers.utils.logging.set_verbosity_error()
+    status = Status()
+    status.set(f"Loading {shown}: config and tokenizer ...")
+    config = _load_config(source, shown)
+    tokenizer = _load_tokenizer(source, shown)
+
+    import torch
+
+    input_ids = tokenizer(prompt, return_tensors="pt")["input_ids"]
+    n_prompt = input_ids.shape[1]
+    if n_prompt == 0:
+        status.clear()
+        raise CLIError("the prompt encodes to no tokens: pass some text with --prompt or --prompt-file")
+    limit = getattr(config, "max_position_embeddings", None)
+    extra = args.generate or 0
+    if limit is not None and n_prompt + extra > limit:
+        status.clear()
+        more = f" + {extra} to generate" if extra else ""
+        raise CLIError(f"the prompt is {n_prompt} tokens{more}, but {shown} takes at most {limit} "
+                       f"(max_position_embeddings); shorten the prompt" + (" or lower --generate" if extra else ""))
+    if not -n_prompt <= args.position < n_prompt:
+        status.clear()
+        raise CLIError(f"--position {args.position} is outside the prompt, which has {n_prompt} tokens; "
+                       f"use -{n_prompt} to {n_prompt - 1}")
+    vocab_size = config.get_text_config().vocab_size if hasattr(config, "get_text_config") else config.vocab_size
+    try:
+        target = None if args.target is None else _token_id(tokenizer, args.target, "--target", vocab_size)
+        contrast = None if args.contrast is None else _token_id(tokenizer, args.contrast, "--contrast", vocab_size)
+    finally:
+        status.clear()
+    if args.backend == "triton" and device.type == "cpu":
+        os.environ.setdefault("TRITON_INTERPRET", "1")  # read when triton is first imported
+
+    status.set(f"Loading {shown}: weights, on {device} as {str(dtype).removeprefix('torch.')} ...")
+    try:
+        model = transformers.AutoModelForCausalLM.from_pretrained(source, dtype=dtype).to(device).eval()
+    except (OSError, ValueError) as exc:
+        status.clear()
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise CLIError(f"--model {shown}: could not load its weights ({reason})") from None
+    status.clear()
+    input_ids = input_ids.to(device)
+
+    from lrp_triton import attribute, render
+    from lrp_triton.console import ProgressBar
+
+    if args.generate:
+        full = _generate(model, input_ids, args.generate, tokenizer)
+        generated = full[0, n_prompt:].tolist()
+        positions = list(range(n_prompt - 1, n_prompt - 1 + len(generated)))
+        bar = ProgressBar(len(positions), "explaining")
+        result = attribute(model, full[:, :-1], position=positions, target=generated,
+                           contrast=None if contrast is None else [contrast] * len(positions), mode=args.mode,
+                           checkpoint=args.checkpoint, backend=args.backend, tokenizer=tokenizer,
+                           progress=lambda done, total: bar.update(done))
+        bar.close()
+        print(f"generated: {tokenizer.decode(generated)!r}")
+    else:
+        status.set(f"Explaining with {args.mode} ...")
+        result = attribute(model, input_ids, position=args.position, target=target, contrast=contrast,
+                           mode=args.mode, checkpoint=args.checkpoint, backend=args.backend, tokenizer=tokenizer)
+        status.clear()
+    result = dataclasses.replace(result, model_name=shown)
+
+    color = {"always": True, "never": False}.get(args.color)
+    print(render.terminal_text(result, color=color))
+    if args.top:
+        _print_top(result, args.top)
+    for out in args.out:
+        fmt = OUT_FORMATS[Path(out).suffix.lower()]
+        getattr(result, f"to_{fmt}")(out)
+        print(f"wrote {out}", file=sys.stderr)
+    return 0
+
+
+def main(argv=None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        if args.command == "explain":
+            return explain(args)
+    except CLIError as exc:
+        if sys.stderr.isatty():
+            sys.stderr.write("\r\x1b[K")  # over a status line still shown
+        print(f"lrp-triton: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("lrp-triton: interrupted", file=sys.stderr)
+        return 130
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
