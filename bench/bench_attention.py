@@ -20,8 +20,6 @@ Without a GPU it prints "needs a CUDA GPU" and exits with status 2.
 from __future__ import annotations
 
 import argparse
-import gc
-import math
 import os
 import sys
 import time
@@ -34,7 +32,8 @@ import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
 from common import (cuda_time_ms, env_record, free_cuda, is_oom, markdown_table,  # noqa: E402
-                    peak_memory_bytes, require_cuda, result_paths, write_json, write_markdown)
+                    peak_memory_bytes, require_cuda, result_paths, run_in_processes, write_json,
+                    write_markdown)
 
 SCRIPT = "bench_attention"
 DEVICE = "cuda"
@@ -322,9 +321,6 @@ def _precompile_task(task):
 def precompile(cases, jobs, timeout_s):
     """Compile every config of every flag combination of `cases` in `jobs` processes at once
     (the autotuner would compile them one after another). Returns a summary for the JSON."""
-    import concurrent.futures as cf
-    import multiprocessing as mp
-
     combos = sorted({(c["H"], c["Hkv"], c["D"], c["causal"], c["softcap"]) for c in cases},
                     key=lambda x: (x[0], x[1], x[2], x[3], x[4] or 0.0))
     try:
@@ -333,31 +329,7 @@ def precompile(cases, jobs, timeout_s):
     except Exception as e:  # noqa: BLE001
         return {"error": f"{type(e).__name__}: {e}"[:300]}
     tasks = [(combo, i, DEVICE, PRECOMPILE_N) for combo in combos for i in range(n_cfg)]
-    t0 = time.perf_counter()
-    errors, done = [], 0
-    pool = cf.ProcessPoolExecutor(max_workers=jobs, mp_context=mp.get_context("spawn"))
-    try:
-        futures = [pool.submit(_precompile_task, t) for t in tasks]
-        for f in cf.as_completed(futures, timeout=timeout_s):
-            task, secs, err = f.result()
-            done += 1
-            if err:
-                errors.append(f"{task}: {err}")
-    except cf.TimeoutError:
-        errors.append(f"precompile stopped after {timeout_s:.0f} s ({done}/{len(tasks)} tasks done)")
-    except Exception as e:  # noqa: BLE001 - a broken pool must not stop the benchmark
-        errors.append(f"{type(e).__name__}: {e}"[:300])
-    finally:
-        # workers still compiling would compete with the measurements: end them (ours, by handle)
-        procs = list(getattr(pool, "_processes", {}).values()) if done < len(tasks) else []
-        pool.shutdown(wait=False, cancel_futures=True)
-        for proc in procs:
-            if proc.is_alive():
-                proc.terminate()
-        for proc in procs:
-            proc.join(timeout=10)
-    return {"combos": [list(c) for c in combos], "tasks": len(tasks), "done": done, "jobs": jobs,
-            "seconds": time.perf_counter() - t0, "errors": errors}
+    return {"combos": [list(c) for c in combos], **run_in_processes(_precompile_task, tasks, jobs, timeout_s)}
 
 
 # --------------------------------------------------------------------------------------------- #

@@ -54,7 +54,7 @@ import torch  # noqa: E402
 
 import bench_attribute as ba  # noqa: E402  path (c): ref_applied, ref_sdpa_attention, REF_CALLS, ...
 from common import (cuda_time_ms, env_record, free_cuda, is_oom, markdown_table,  # noqa: E402
-                    require_cuda, result_paths, write_json, write_markdown)
+                    require_cuda, result_paths, run_in_processes, write_json, write_markdown)
 
 SCRIPT = "bench_encoders"
 GiB = 2 ** 30
@@ -469,39 +469,13 @@ def _precompile_task(task):
 
 def precompile(families, jobs, timeout_s):
     """Runs the precompile tasks (family x config index) in `jobs` spawned processes; a summary for the JSON."""
-    import concurrent.futures as cf
-    import multiprocessing as mp
-
     try:
         n_cfg = max(len(t.configs) for t in _autotuners())
     except Exception as e:  # noqa: BLE001
         return {"error": f"{type(e).__name__}: {e}"[:300]}
     tasks = [(fam, i) for fam in families for i in range(n_cfg)]  # T5 (the longest) first
-    t0 = time.perf_counter()
-    errors, done, slowest = [], 0, 0.0
-    pool = cf.ProcessPoolExecutor(max_workers=jobs, mp_context=mp.get_context("spawn"))
-    try:
-        futures = [pool.submit(_precompile_task, t) for t in tasks]
-        for f in cf.as_completed(futures, timeout=timeout_s):
-            task, secs, err = f.result()
-            done += 1
-            slowest = max(slowest, secs)
-            if err:
-                errors.append(f"{task}: {err}")
-    except cf.TimeoutError:
-        errors.append(f"precompile stopped after {timeout_s:.0f} s ({done}/{len(tasks)} tasks done)")
-    except Exception as e:  # noqa: BLE001 - a broken pool must not stop the benchmark
-        errors.append(f"{type(e).__name__}: {e}"[:300])
-    finally:
-        procs = list(getattr(pool, "_processes", {}).values()) if done < len(tasks) else []
-        pool.shutdown(wait=not procs, cancel_futures=True)
-        for proc in procs:  # ours, by handle: workers still compiling would compete with the measurements
-            if proc.is_alive():
-                proc.terminate()
-        for proc in procs:
-            proc.join(timeout=10)
-    return {"families": list(families), "configs_per_kernel": n_cfg, "tasks": len(tasks), "done": done,
-            "jobs": jobs, "seconds": time.perf_counter() - t0, "slowest_task_s": slowest, "errors": errors}
+    return {"families": list(families), "configs_per_kernel": n_cfg,
+            **run_in_processes(_precompile_task, tasks, jobs, timeout_s)}
 
 
 # ------------------------------------------------------------------------------------------------

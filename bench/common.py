@@ -346,3 +346,42 @@ def write_markdown(path: str | os.PathLike, title: str, env: dict[str, Any] | No
         parts.append(body)
     path.write_text("\n".join(parts))
     return path
+
+
+def run_in_processes(worker: Callable, tasks: Sequence, jobs: int, timeout_s: float) -> dict[str, Any]:
+    """Runs `worker(task) -> (task, seconds, error or None)` over `tasks` in `jobs` spawned processes.
+
+    Used to compile Triton kernel configs ahead of the measurements (the autotuner would compile
+    them one after another). Stops after `timeout_s`, ending its own still-running workers (they
+    would compete with the measurements). Returns done / errors / seconds / slowest task.
+    """
+    import concurrent.futures as cf
+    import multiprocessing as mp
+    import time
+
+    t0 = time.perf_counter()
+    errors: list[str] = []
+    done, slowest = 0, 0.0
+    pool = cf.ProcessPoolExecutor(max_workers=jobs, mp_context=mp.get_context("spawn"))
+    try:
+        futures = [pool.submit(worker, t) for t in tasks]
+        for f in cf.as_completed(futures, timeout=timeout_s):
+            task, secs, err = f.result()
+            done += 1
+            slowest = max(slowest, secs)
+            if err:
+                errors.append(f"{task}: {err}")
+    except cf.TimeoutError:
+        errors.append(f"stopped after {timeout_s:.0f} s ({done}/{len(tasks)} tasks done)")
+    except Exception as e:  # noqa: BLE001 - a broken pool must not stop the benchmark
+        errors.append(f"{type(e).__name__}: {e}"[:300])
+    finally:
+        procs = list(getattr(pool, "_processes", {}).values()) if done < len(tasks) else []
+        pool.shutdown(wait=not procs, cancel_futures=True)
+        for proc in procs:  # ours, by handle
+            if proc.is_alive():
+                proc.terminate()
+        for proc in procs:
+            proc.join(timeout=10)
+    return {"tasks": len(tasks), "done": done, "jobs": jobs, "seconds": time.perf_counter() - t0,
+            "slowest_task_s": slowest, "errors": errors}
