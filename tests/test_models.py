@@ -92,7 +92,7 @@ def test_gradient_mode_is_input_times_gradient(family):
     emb = m64.get_input_embeddings()(ids).detach().requires_grad_()
     logits = m64(inputs_embeds=emb).logits[:, -1]
     logits.gather(-1, result.target[:, None]).sum().backward()
-    assert_rel_close(result.relevance, (emb * emb.grad).sum(-1), 1e-5, "input x gradient")
+    assert_rel_close(result.relevance, (emb * emb.grad).sum(-1), 5e-5, "input x gradient")  # fp32 vs fp64
 
 
 @pytest.mark.parametrize("family", ALL)
