@@ -37,6 +37,7 @@ import argparse
 import contextlib
 import math
 import os
+import shutil
 import sys
 import tempfile
 import time
@@ -49,8 +50,8 @@ sys.path.insert(0, str(HERE))  # `common` beside this file
 
 import torch  # noqa: E402
 
-from common import (cuda_time_ms, env_record, free_cuda, is_oom, markdown_table,  # noqa: E402
-                    require_cuda, result_paths, write_json, write_markdown)
+from common import (cuda_time_ms, env_record, free_cuda, is_oom, markdown_table, require_cuda,
+                    result_paths, short_error, smoke_files_problem, write_json, write_markdown)  # noqa: E402
 
 SCRIPT = "bench_attribute"
 GiB = 2 ** 30
@@ -396,10 +397,6 @@ def next_pow2(n):
     return 1 << max(0, (n - 1).bit_length())
 
 
-def _short_error(e):
-    return f"error: {type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''}"
-
-
 # ------------------------------------------------------------------------------------------------
 # The runner
 # ------------------------------------------------------------------------------------------------
@@ -544,7 +541,7 @@ class Bench:
             if METHODS[method]["triton"]:
                 self.tuned.add((key, next_pow2(n)))
         except Exception as e:  # noqa: BLE001 - record and go on
-            failure = "oom" if is_oom(e) else _short_error(e)
+            failure = "oom" if is_oom(e) else short_error(e)
         if failure is not None:
             row["status"] = failure
         del ids
@@ -601,7 +598,7 @@ class Bench:
             if METHODS[method]["triton"]:
                 self.tuned.add((key, next_pow2(n)))
         except Exception as e:  # noqa: BLE001
-            status = "oom" if is_oom(e) else _short_error(e)
+            status = "oom" if is_oom(e) else short_error(e)
         del ids
         self._free()
         print(f"[{self.elapsed():6.1f}s] {key} {method:16s} probe N={n:>7d}  {status}"
@@ -794,7 +791,7 @@ class Bench:
                                   pearson=torch.corrcoef(torch.stack([a, b]))[0, 1].item(),
                                   sum_lrp=a.sum().item(), sum_ref=b.sum().item())
         except Exception as e:  # noqa: BLE001
-            self.agreement = dict(model=key, N=n, error=("oom" if is_oom(e) else _short_error(e)))
+            self.agreement = dict(model=key, N=n, error=("oom" if is_oom(e) else short_error(e)))
         self._free()
         print(f"[{self.elapsed():6.1f}s] relevance agreement {self.agreement}", flush=True)
 
@@ -927,16 +924,10 @@ def cpu_smoke(args):
     tol = 1e-4
     if not interp:
         print("cpu-smoke: TRITON_INTERPRET is not 1: the Triton backend was not exercised")
-    try:  # the writers produced a readable JSON and a markdown file; then the temp dir goes
-        import json
-        import shutil
-
-        rec = json.loads(bench.paths[0].read_text())
-        if not (rec["cpu_smoke"] and rec["results"] and rec["searches"] and bench.paths[1].read_text().strip()):
-            failures.append("the JSON / markdown written by the smoke run are incomplete")
-        shutil.rmtree(out_dir, ignore_errors=True)
-    except Exception as e:  # noqa: BLE001
-        failures.append(f"reading back the smoke JSON failed: {_short_error(e)}")
+    problem = smoke_files_problem(bench.paths, ("cpu_smoke", "results", "searches"))
+    if problem:
+        failures.append(problem)
+    shutil.rmtree(out_dir, ignore_errors=True)
     print("cpu-smoke: times above are CPU wall-clock, not figures (nothing written to bench/results)")
     if worst > tol:
         failures.append(f"(c) and lrp_triton.attribute disagree: max relative difference {worst:.3e} > {tol}")
@@ -989,7 +980,7 @@ def main(argv=None):
     try:
         bench.sdpa = sdpa_probe("cuda", torch.bfloat16)
     except Exception as e:  # noqa: BLE001
-        bench.sdpa = {"error": _short_error(e)}
+        bench.sdpa = {"error": short_error(e)}
     free_cuda()
     print(f"SDPA backends for (b)/(c) shapes: {bench.sdpa}", flush=True)
     stages = plan(args)

@@ -41,6 +41,7 @@ import contextlib
 import copy
 import math
 import os
+import shutil
 import sys
 import tempfile
 import time
@@ -53,8 +54,9 @@ sys.path.insert(0, str(HERE))  # `common` and `bench_attribute` beside this file
 import torch  # noqa: E402
 
 import bench_attribute as ba  # noqa: E402  path (c): ref_applied, ref_sdpa_attention, REF_CALLS, ...
-from common import (cuda_time_ms, env_record, free_cuda, is_oom, markdown_table,  # noqa: E402
-                    require_cuda, result_paths, run_in_processes, write_json, write_markdown)
+from common import (cuda_time_ms, env_record, free_cuda, is_oom, markdown_table, require_cuda,
+                    result_paths, run_in_processes, short_error, smoke_files_problem, write_json,
+                    write_markdown)  # noqa: E402
 
 SCRIPT = "bench_encoders"
 GiB = 2 ** 30
@@ -481,10 +483,6 @@ def precompile(families, jobs, timeout_s):
 # ------------------------------------------------------------------------------------------------
 # The runner
 # ------------------------------------------------------------------------------------------------
-def _short_error(e):
-    return f"error: {type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''}"
-
-
 def _agreement(a, b):
     a, b = a.float().flatten(), b.float().flatten()
     return dict(max_abs_diff_over_max_abs=((a - b).abs().max() / b.abs().max().clamp_min(1e-30)).item(),
@@ -617,7 +615,7 @@ class Bench:
                 row.update(time_ms=first * 1e3, repeats=1, peak_extra_GiB=None)
             row["status"] = "ok"
         except Exception as e:  # noqa: BLE001 - record and go on
-            failure = "oom" if is_oom(e) else _short_error(e)
+            failure = "oom" if is_oom(e) else short_error(e)
         if failure is not None:
             row["status"] = failure
             kept.pop(method, None)
@@ -825,16 +823,10 @@ def cpu_smoke(args):
     for a in bench.agreements:
         if a["max_abs_diff_over_max_abs"] > 1e-4:
             failures.append(f"pipeline agreement {a}")
-    try:  # the writers produced a readable JSON and a markdown file; then the temp dir goes
-        import json
-        import shutil
-
-        rec = json.loads(bench.paths[0].read_text())
-        if not (rec["cpu_smoke"] and rec["results"] and rec["ratios"] and bench.paths[1].read_text().strip()):
-            failures.append("the JSON / markdown written by the smoke run are incomplete")
-        shutil.rmtree(out_dir, ignore_errors=True)
-    except Exception as e:  # noqa: BLE001
-        failures.append(f"reading back the smoke JSON failed: {_short_error(e)}")
+    problem = smoke_files_problem(bench.paths, ("cpu_smoke", "results", "ratios"))
+    if problem:
+        failures.append(problem)
+    shutil.rmtree(out_dir, ignore_errors=True)
 
     # 2. numerical agreement on fresh random weights and inputs (float32), per family
     seed = int(os.environ.get("LRP_TEST_SEED") or int.from_bytes(os.urandom(4), "little"))
@@ -947,7 +939,7 @@ def main(argv=None):
     try:
         bench.sdpa = sdpa_probe("cuda", torch.bfloat16)
     except Exception as e:  # noqa: BLE001
-        bench.sdpa = {"error": {"probe": _short_error(e)}}
+        bench.sdpa = {"error": {"probe": short_error(e)}}
     free_cuda()
     print(f"[{bench.elapsed():6.1f}s] SDPA backends: {bench.sdpa}", flush=True)
     families = [f for f in FAMILIES if any(family(k) == f for k, _, _ in bench.plan)]

@@ -385,3 +385,20 @@ def run_in_processes(worker: Callable, tasks: Sequence, jobs: int, timeout_s: fl
             proc.join(timeout=10)
     return {"tasks": len(tasks), "done": done, "jobs": jobs, "seconds": time.perf_counter() - t0,
             "slowest_task_s": slowest, "errors": errors}
+
+
+def smoke_files_problem(paths: Sequence[Path], required: Sequence[str]) -> str | None:
+    """Reads back the JSON and markdown a --cpu-smoke run wrote: None when both are complete
+    (every key in `required` non-empty, markdown non-blank), else what is wrong."""
+    try:
+        rec = json.loads(Path(paths[0]).read_text())
+        if not (all(rec.get(key) for key in required) and Path(paths[1]).read_text().strip()):
+            return "the JSON / markdown written by the smoke run are incomplete"
+    except Exception as e:  # noqa: BLE001
+        return f"reading back the smoke JSON failed: {type(e).__name__}: {str(e)[:200]}"
+    return None
+
+
+def short_error(e: BaseException) -> str:
+    """One line for a result row: the exception type and the first line of its message."""
+    return f"error: {type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''}"
