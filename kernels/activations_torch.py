@@ -20,7 +20,7 @@ Rules (gradient form: `x * x.grad` is the relevance of x):
                                                                g_up   = g * act(gate) / 2
 
 The forwards are HuggingFace's (`ACT2FN[...]`, `act_fn(gate) * up`) in the input dtype; the
-backwards compute in float32 and return the input dtype.
+backwards compute in float32 (float64 for float64 inputs) and return the input dtype.
 """
 
 from __future__ import annotations
@@ -58,8 +58,8 @@ def activation_torch(x: torch.Tensor, activation: str) -> torch.Tensor:
 
 
 def activation_ratio_torch(x: torch.Tensor, activation: str) -> torch.Tensor:
-    """act(x) / x in float32, computed without dividing by x (the identity-rule gradient factor)."""
-    x = x.float()
+    """act(x) / x in float32 (float64 for float64 x), without dividing by x (the identity-rule factor)."""
+    x = x.to(torch.promote_types(x.dtype, torch.float32))
     if activation == "silu":
         return torch.sigmoid(x)
     if activation == "gelu":
@@ -67,7 +67,7 @@ def activation_ratio_torch(x: torch.Tensor, activation: str) -> torch.Tensor:
     if activation == "gelu_tanh":
         return torch.sigmoid(2.0 * _SQRT_2_OVER_PI * (x + 0.044715 * x * x * x))
     if activation == "relu":
-        return (x > 0).to(torch.float32)
+        return (x > 0).to(x.dtype)
     raise ValueError(f"unknown activation {activation!r}; expected one of {', '.join(ACTIVATIONS)}")
 
 
@@ -78,7 +78,8 @@ def activation_forward_torch(x: torch.Tensor, *, activation: str) -> torch.Tenso
 
 def activation_backward_torch(grad_out: torch.Tensor, x: torch.Tensor, *, activation: str) -> torch.Tensor:
     """Identity rule: g_x = g * act(x)/x, in x's dtype."""
-    return (grad_out.float() * activation_ratio_torch(x, activation)).to(x.dtype)
+    ratio = activation_ratio_torch(x, activation)
+    return (grad_out.to(ratio.dtype) * ratio).to(x.dtype)
 
 
 def glu_forward_torch(gate: torch.Tensor, up: torch.Tensor, *, activation: str) -> torch.Tensor:
@@ -92,7 +93,7 @@ def glu_backward_torch(grad_out: torch.Tensor, gate: torch.Tensor, up: torch.Ten
     g_gate = g * up * ratio(gate) / 2,   g_up = g * act(gate) / 2 = g * gate * ratio(gate) / 2.
     """
     ratio = activation_ratio_torch(gate, activation)
-    half = grad_out.float() * 0.5
-    g_gate = half * up.float() * ratio
-    g_up = half * gate.float() * ratio
+    half = grad_out.to(ratio.dtype) * 0.5
+    g_gate = half * up.to(ratio.dtype) * ratio
+    g_up = half * gate.to(ratio.dtype) * ratio
     return g_gate.to(gate.dtype), g_up.to(up.dtype)

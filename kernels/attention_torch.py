@@ -22,6 +22,8 @@ Backward, in gradient form (x * x.grad is the relevance of x), with D = rowsum(d
 
 AttnLRP: dqk = 1/4 (half of O = P V goes to P, half of S = Q K^T to each of Q and K), dv = 1/2.
 CP-LRP: dqk = 0, dv = 1. Gradient: both 1, softcap by its true derivative.
+
+Scores, softmax and gradients are computed in float32 (float64 for float64 inputs).
 """
 
 from __future__ import annotations
@@ -71,24 +73,30 @@ def softcap_backward_factor(s_raw: torch.Tensor, softcap: float, identity: bool)
     return 1.0 - t * t
 
 
+def compute_dtype(dtype: torch.dtype) -> torch.dtype:
+    """float32 for float32/float16/bfloat16 inputs, float64 for float64 ones."""
+    return torch.promote_types(dtype, torch.float32)
+
+
 def _chunk_size(batch: int, heads: int, n: int, m: int) -> int:
     return max(1, min(n, _CHUNK_ELEMENTS // max(1, batch * heads * m)))
 
 
 def _scores(qc, k, n0, n, *, causal, scale, key_padding_mask, sliding_window, softcap, bias, relative_bias):
-    """Scores of the query chunk `qc` [B, Hkv, G, c, D] starting at query n0: (S_raw, S), float32.
+    """Scores of the query chunk `qc` [B, Hkv, G, c, D] starting at query n0: (S_raw, S), in compute_dtype.
 
     S has -inf wherever a key is invisible to a query (causal, window, padding).
     """
     m = k.shape[2]
     hkv, g, c = qc.shape[1], qc.shape[2], qc.shape[3]
-    s_raw = torch.einsum("bkgnd,bkmd->bkgnm", qc.float(), k.float()) * scale
+    acc = compute_dtype(qc.dtype)
+    s_raw = torch.einsum("bkgnd,bkmd->bkgnm", qc.to(acc), k.to(acc)) * scale
     s = s_raw * tanh_over_x(s_raw / softcap) if softcap is not None else s_raw
     if bias is not None:
-        s = s + bias[:, :, :, n0:n0 + c, :].float()
+        s = s + bias[:, :, :, n0:n0 + c, :].to(acc)
     if relative_bias is not None:  # S[h, i, j] += rel[h, j - i + N - 1]
         offset = torch.arange(m, device=qc.device)[None, :] - torch.arange(n0, n0 + c, device=qc.device)[:, None]
-        s = s + relative_bias[:, offset + n - 1].float().view(1, hkv, g, c, m)
+        s = s + relative_bias[:, offset + n - 1].to(acc).view(1, hkv, g, c, m)
     q_pos = torch.arange(n0, n0 + c, device=qc.device) + (m - n)
     k_pos = torch.arange(m, device=qc.device)
     visible = torch.ones(c, m, dtype=torch.bool, device=qc.device)
@@ -115,7 +123,7 @@ def _grouped(q, k, bias):
 
 def attention_forward_torch(q, k, v, *, causal, scale, key_padding_mask=None, sliding_window=None,
                             softcap=None, bias=None, relative_bias=None):
-    """Exact attention. Returns (out [B, H, N, D] in q's dtype, lse [B, H, N] float32).
+    """Exact attention. Returns (out [B, H, N, D] in q's dtype, lse [B, H, N] in compute_dtype).
 
     `lse` is the natural log-sum-exp of each score row, +inf for rows with no visible key.
     """
@@ -123,7 +131,8 @@ def attention_forward_torch(q, k, v, *, causal, scale, key_padding_mask=None, sl
     hkv, m = k.shape[1], k.shape[2]
     qg, bias_g = _grouped(q, k, bias)
     out = new_output((b, hkv, h // hkv, n, v.shape[3]), q.dtype, q.device)
-    lse = new_output((b, hkv, h // hkv, n), torch.float32, q.device)
+    acc = compute_dtype(q.dtype)
+    lse = new_output((b, hkv, h // hkv, n), acc, q.device)
     step = _chunk_size(b, h, n, m)
     for n0 in range(0, n, step):
         n1 = min(n, n0 + step)
@@ -134,7 +143,7 @@ def attention_forward_torch(q, k, v, *, causal, scale, key_padding_mask=None, sl
         empty = torch.isneginf(row_lse)
         row_lse = row_lse.masked_fill(empty, float("inf"))
         p = torch.exp(s - row_lse[..., None])
-        out[:, :, :, n0:n1] = torch.einsum("bkgnm,bkmd->bkgnd", p, v.float()).to(q.dtype)
+        out[:, :, :, n0:n1] = torch.einsum("bkgnm,bkmd->bkgnd", p, v.to(acc)).to(q.dtype)
         lse[:, :, :, n0:n1] = row_lse
     return out.view(b, h, n, -1), lse.view(b, h, n)
 
@@ -147,12 +156,13 @@ def attention_backward_torch(do, q, k, v, out, lse, *, causal, scale, mode, key_
     hkv, m = k.shape[1], k.shape[2]
     g = h // hkv
     qg, bias_g = _grouped(q, k, bias)
-    dog = do.reshape(b, hkv, g, n, -1).float()
-    lse_g = lse.view(b, hkv, g, n)
-    delta = (dog * out.reshape(b, hkv, g, n, -1).float()).sum(-1)  # D = rowsum(dO * O)
-    dq = torch.zeros(b, hkv, g, n, d, dtype=torch.float32, device=q.device)
-    dk = torch.zeros(b, hkv, m, d, dtype=torch.float32, device=q.device)
-    dv = torch.zeros(b, hkv, m, v.shape[3], dtype=torch.float32, device=q.device)
+    acc = compute_dtype(q.dtype)
+    dog = do.reshape(b, hkv, g, n, -1).to(acc)
+    lse_g = lse.view(b, hkv, g, n).to(acc)
+    delta = (dog * out.reshape(b, hkv, g, n, -1).to(acc)).sum(-1)  # D = rowsum(dO * O)
+    dq = torch.zeros(b, hkv, g, n, d, dtype=acc, device=q.device)
+    dk = torch.zeros(b, hkv, m, d, dtype=acc, device=q.device)
+    dv = torch.zeros(b, hkv, m, v.shape[3], dtype=acc, device=q.device)
     step = _chunk_size(b, h, n, m)
     for n0 in range(0, n, step):
         n1 = min(n, n0 + step)
@@ -165,12 +175,12 @@ def attention_backward_torch(do, q, k, v, out, lse, *, causal, scale, mode, key_
         dv += torch.einsum("bkgnm,bkgnd->bkmd", p, doc)
         if rule.dqk == 0.0:
             continue
-        dp = torch.einsum("bkgnd,bkmd->bkgnm", doc, v.float())
+        dp = torch.einsum("bkgnd,bkmd->bkgnm", doc, v.to(acc))
         ds = p * (dp - delta[:, :, :, n0:n1, None])
         if softcap is not None:
             ds = ds * softcap_backward_factor(s_raw, softcap, rule.softcap_identity)
-        dq[:, :, :, n0:n1] = torch.einsum("bkgnm,bkmd->bkgnd", ds, k.float())
-        dk += torch.einsum("bkgnm,bkgnd->bkmd", ds, qc.float())
+        dq[:, :, :, n0:n1] = torch.einsum("bkgnm,bkmd->bkgnd", ds, k.to(acc))
+        dk += torch.einsum("bkgnm,bkgnd->bkmd", ds, qc.to(acc))
     factor = scale * rule.dqk
     return ((dq * factor).view(b, h, n, d).to(q.dtype), (dk * factor).to(k.dtype),
             (dv * rule.dv).to(v.dtype))

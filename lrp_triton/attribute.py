@@ -17,6 +17,7 @@ from torch.utils.checkpoint import checkpoint as torch_checkpoint
 
 from lrp_triton.apply import active_handle, apply
 from lrp_triton.attribution import Attribution
+from lrp_triton.backend import upcast
 from lrp_triton.modules.mlp import _RecordingMixin
 from lrp_triton.models import adapter_for
 from lrp_triton.ops.attention import ATTENTION_MODES
@@ -162,13 +163,13 @@ def _checkpointed(layers, enabled):
 
 
 def token_relevance(x: torch.Tensor, grad: torch.Tensor, chunk: int = 4096) -> torch.Tensor:
-    """sum over the last dim of x * grad, in float32, a chunk of positions at a time.
+    """sum over the last dim of x * grad, in float32 (float64 for float64 x), a chunk of positions at a time.
 
     x, grad: [..., N, hidden] -> [..., N]; never a float32 copy of the whole activation.
     """
-    out = torch.empty(x.shape[:-1], dtype=torch.float32, device=x.device)
+    out = torch.empty(x.shape[:-1], dtype=torch.promote_types(x.dtype, torch.float32), device=x.device)
     for s in range(0, x.shape[-2], chunk):
-        out[..., s:s + chunk] = (x[..., s:s + chunk, :].float() * grad[..., s:s + chunk, :].float()).sum(-1)
+        out[..., s:s + chunk] = (upcast(x[..., s:s + chunk, :]) * upcast(grad[..., s:s + chunk, :])).sum(-1)
     return out
 
 
@@ -202,8 +203,8 @@ class _LatentRecorder:
         """Relevance of each recorded tensor, from the backward pass just run; resets the grads."""
         out = {
             "residual": [token_relevance(h, h.grad) for h in self.residual],
-            "heads": [(o.float() * o.grad.float()).sum(dim=(1, 3)) for o in self.heads],
-            "neurons": [(n.float() * n.grad.float()).sum(dim=1) for n in self.neurons] or None,
+            "heads": [(upcast(o) * upcast(o.grad)).sum(dim=(1, 3)) for o in self.heads],
+            "neurons": [(upcast(n) * upcast(n.grad)).sum(dim=1) for n in self.neurons] or None,
         }
         for t in self.residual + self.heads + self.neurons:
             t.grad = None
@@ -369,7 +370,7 @@ def attribute(model, input_ids=None, *, inputs_embeds=None, attention_mask=None,
     return Attribution(
         relevance=shaped(relevance).detach(),
         target=squeeze(targets),
-        logit=squeeze(scores.detach().float()),
+        logit=squeeze(upcast(scores.detach())),
         position=squeeze(positions),
         contrast=None if contrasts is None else squeeze(contrasts),
         position_relevance=shaped(pos_relevance).detach() if pos_relevance else None,

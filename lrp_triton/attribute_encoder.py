@@ -34,6 +34,7 @@ from lrp_triton.apply import LINEAR_RULES, active_handle, apply
 from lrp_triton.attribute import (_LatentRecorder, _absolute_positions, _applied, _check_inputs, _frozen_eval,
                                   _per_row_ids, _stack_latent)
 from lrp_triton.attribution import Attribution
+from lrp_triton.backend import upcast
 from lrp_triton.models import adapter_for
 from lrp_triton.ops.attention import ATTENTION_MODES
 from lrp_triton.ops.elementwise import lrp_uniform_product
@@ -105,7 +106,7 @@ class _Leaf:
         if not self.tensors:
             return None
         t = self.tensors[0]
-        return (t.float() * t.grad.float()).sum(-1) if t.grad is not None else torch.zeros(t.shape[:-1], device=t.device)
+        return (upcast(t) * upcast(t.grad)).sum(-1) if t.grad is not None else upcast(t.new_zeros(t.shape[:-1]))
 
     def zero(self):
         for t in self.tensors:
@@ -314,13 +315,13 @@ def attribute_encoder(model, *, input_ids=None, inputs_embeds=None, attention_ma
                 scores[..., j].sum().backward(retain_graph=j < n_scores - 1)
                 grad = leaf.grad if leaf.grad is not None else torch.zeros_like(leaf)
                 if vision:
-                    relevance.append((leaf.float() * grad.float()).sum(1))
+                    relevance.append((upcast(leaf) * upcast(grad)).sum(1))
                     parts = _vision_shares(emb, patches.tensors[0], summed.tensors[0])
                     pos_rel.append(parts[0])
                     patch_rel.append(parts[1])
                     cls_rel.append(parts[2])
                 else:
-                    relevance.append((leaf.float() * grad.float()).sum(-1))
+                    relevance.append((upcast(leaf) * upcast(grad)).sum(-1))
                     pos_rel.append(pos_leaf.relevance().expand(batch, seq))
                     if type_leaf is not None:
                         type_rel.append(type_leaf.relevance().expand(batch, seq))
@@ -338,7 +339,7 @@ def attribute_encoder(model, *, input_ids=None, inputs_embeds=None, attention_ma
         return (torch.stack(items, dim=1) if several else items[0]).detach()
 
     squeeze = (lambda t: t) if several else (lambda t: t[..., 0])
-    logit = squeeze(scores.detach().float())
+    logit = squeeze(upcast(scores.detach()))
     relevance = shaped(relevance)
     return Attribution(
         relevance=relevance,
@@ -365,15 +366,15 @@ def _vision_shares(emb, patch_out, summed):
     All three summands share the gradient of the sum; each share is summand * grad, summed over
     the hidden dimension: (position [B, T], patches [B, P], prefix tokens [B, n_prefix]).
     """
-    g = summed.grad.float() if summed.grad is not None else torch.zeros(summed.shape, device=summed.device)
+    g = upcast(summed.grad if summed.grad is not None else summed.detach().new_zeros(summed.shape))
     n_prefix = summed.shape[1] - patch_out.shape[1]
     prefix = [getattr(emb, name) for name in ("cls_token", "distillation_token")
               if getattr(emb, name, None) is not None][:n_prefix]
-    prefix = torch.cat(prefix, dim=1).float() if prefix else g.new_zeros(1, 0, g.shape[-1])
+    prefix = upcast(torch.cat(prefix, dim=1)) if prefix else g.new_zeros(1, 0, g.shape[-1])
     pos = emb.position_embeddings
     if pos.shape[1] != summed.shape[1]:
         raise NotImplementedError("attribute: interpolated position embeddings are not supported")
-    pos_rel = (pos.float() * g).sum(-1)
-    patch_rel = (patch_out.detach().float() * g[:, n_prefix:]).sum(-1)
+    pos_rel = (upcast(pos) * g).sum(-1)
+    patch_rel = (upcast(patch_out.detach()) * g[:, n_prefix:]).sum(-1)
     cls_rel = (prefix * g[:, :n_prefix]).sum(-1)
     return pos_rel, patch_rel, cls_rel

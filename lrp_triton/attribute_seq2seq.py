@@ -12,6 +12,7 @@ import torch
 from lrp_triton.attribute import (_absolute_positions, _applied, _checkpointed, _frozen_eval, _per_row_ids,
                                   token_relevance)
 from lrp_triton.attribution import Attribution
+from lrp_triton.backend import upcast
 
 
 def _as_batch(ids, name, device):
@@ -118,7 +119,7 @@ def attribute_seq2seq(model, adapter, input_ids, *, attention_mask=None, decoder
 
     squeeze = (lambda t: t) if several else (lambda t: t[:, 0])
     return Attribution(
-        relevance=shaped(enc_rel).detach(), target=squeeze(targets), logit=squeeze(scores.detach().float()),
+        relevance=shaped(enc_rel).detach(), target=squeeze(targets), logit=squeeze(upcast(scores.detach())),
         position=squeeze(positions), contrast=None if contrasts is None else squeeze(contrasts),
         decoder_relevance=shaped(dec_rel).detach(), input_ids=input_ids, attention_mask=attention_mask,
         mode=mode, model_type=model.config.model_type,

@@ -5,6 +5,9 @@
   interpreter (`TRITON_INTERPRET=1` set before triton is first imported).
 - "auto": Triton for CUDA tensors when triton is installed and the op supports the input,
   otherwise the PyTorch path.
+
+float64 inputs run on the PyTorch path only (it computes in float64 then, for precision checks and
+float64 references); the kernels take float32, float16 and bfloat16.
 """
 
 from __future__ import annotations
@@ -16,6 +19,13 @@ import sys
 import torch
 
 BACKENDS = ("auto", "triton", "torch")
+TRITON_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
+FLOAT_DTYPES = TRITON_DTYPES + (torch.float64,)
+
+
+def upcast(t: torch.Tensor) -> torch.Tensor:
+    """t in float32, or in float64 when it is float64: the dtype relevance is summed and reported in."""
+    return t.to(torch.promote_types(t.dtype, torch.float32))
 
 
 def triton_available() -> bool:
@@ -28,8 +38,9 @@ def interpreter_requested() -> bool:
     return os.environ.get("TRITON_INTERPRET", "0").strip().lower() in ("1", "true", "on", "yes")
 
 
-def resolve_backend(backend: str, device: torch.device, *, triton_supports: bool = True) -> str:
-    """Returns "triton" or "torch" for tensors on `device`, or raises a ValueError saying why not.
+def resolve_backend(backend: str, device: torch.device, *, triton_supports: bool = True,
+                    dtype: torch.dtype | None = None) -> str:
+    """Returns "triton" or "torch" for tensors of `dtype` on `device`, or raises saying why not.
 
     `triton_supports` is the op's own verdict on the input (e.g. a head dim the kernel handles);
     "auto" falls back to torch when it is False, "triton" raises instead.
@@ -38,6 +49,11 @@ def resolve_backend(backend: str, device: torch.device, *, triton_supports: bool
         raise ValueError(f"unknown backend {backend!r}: expected one of {', '.join(BACKENDS)}")
     if backend == "torch":
         return "torch"
+    if dtype is not None and dtype not in TRITON_DTYPES:
+        if backend == "auto":
+            return "torch"
+        raise TypeError(f"backend='triton' got {dtype} tensors: the Triton kernels take float32, float16 "
+                        "or bfloat16; use backend='torch' or 'auto' for the PyTorch path")
     on_cuda = device.type == "cuda"
     if backend == "auto":
         return "triton" if (on_cuda and triton_supports and triton_available()) else "torch"

@@ -83,8 +83,6 @@ def reference(q, k, v, grad_out, mode, **kw):
     return attention_relevance_reference(q, k, v, grad_out, mode=mode, **kw)
 
 
-
-
 @pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize("case", CASES)
@@ -100,6 +98,22 @@ def test_relevance_fp32_matches_explicit_reference(case, mode, backend):
     else:
         assert_rel_close(rq, eq, 1e-5, "R_q")
         assert_rel_close(rk, ek, 1e-5, "R_k")
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("case", CASES)
+def test_relevance_fp64_runs_in_float64_on_the_torch_path(case, mode):
+    """float64 inputs ("auto" picks the PyTorch path) are computed in float64 throughout: the
+    relevance matches the float64 reference to float64 rounding, not float32's."""
+    q, k, v, grad_out, kw = make_case(case, dtype=torch.float64)
+    out, rq, rk, rv = run_op(q, k, v, grad_out, "auto", mode, **kw)
+    assert out.dtype == rq.dtype == rk.dtype == rv.dtype == torch.float64
+    torch.testing.assert_close(out, attention_forward_reference(q, k, v, **kw)["out"], atol=1e-12, rtol=1e-12)
+    for actual, expected, name in zip((rq, rk, rv), reference(q, k, v, grad_out, mode, **kw), ("R_q", "R_k", "R_v")):
+        if mode == "cp-lrp" and name != "R_v":
+            assert actual.abs().max() == 0
+        else:
+            assert_rel_close(actual, expected, 1e-12, name)
 
 
 @pytest.mark.parametrize("dtype", (torch.float16, torch.bfloat16))
@@ -193,6 +207,15 @@ def test_auto_backend_on_cpu_uses_torch(monkeypatch):
     assert chosen == ["torch"]
 
 
+def test_auto_backend_sends_float64_to_torch_even_on_cuda():
+    from lrp_triton.backend import resolve_backend
+
+    cuda = torch.device("cuda")  # resolve_backend only reads the device type: no GPU needed
+    assert resolve_backend("auto", cuda, dtype=torch.float64) == "torch"
+    with pytest.raises(TypeError, match="use backend='torch' or 'auto'"):
+        resolve_backend("triton", cuda, dtype=torch.float64)
+
+
 @pytest.mark.parametrize("args, kwargs, error, match", [
     (((1, 4, 5, 16), (1, 3, 5, 16), (1, 3, 5, 16)), {}, ValueError, "multiple of the number of key/value heads"),
     (((1, 4, 5, 16), (1, 2, 5, 16), (1, 2, 6, 16)), {}, ValueError, "same shape"),
@@ -219,8 +242,10 @@ def test_bad_input_errors(args, kwargs, error, match):
 
 def test_bad_dtype_and_device_errors():
     q = torch.randn(1, 2, 5, 16)
-    with pytest.raises(TypeError, match="unsupported dtype torch.float64"):
-        lrp_attention(q.double(), q.double(), q.double())
+    with pytest.raises(TypeError, match="unsupported dtype torch.int32"):
+        lrp_attention(q.int(), q.int(), q.int())
+    with pytest.raises(TypeError, match="Triton kernels take float32, float16 or bfloat16"):
+        lrp_attention(q.double(), q.double(), q.double(), backend="triton")
     with pytest.raises(TypeError, match="share a dtype"):
         lrp_attention(q, q.half(), q.half())
     with pytest.raises(ValueError, match="is on meta"):

@@ -264,25 +264,21 @@ def test_vision_relevance_matches_explicit_reference(name, rule, capsys):
 @pytest.mark.parametrize("name", VISION_MODELS)
 def test_plain_gamma_rule_end_to_end(name, capsys):
     """The plain gamma rule divides by z_g = y + gamma (W^+ x + b^+), which cancels to ~0 for some
-    units whenever x has both signs; float32 rounding is then amplified without bound, so float32
-    and float64 can disagree on a draw. The tolerance is the rule's own sensitivity on this draw:
-    the float64 reference moved by a float32-sized perturbation of the pixels (x100)."""
-    model = tiny(name)
-    px = torch.randn(2, 3, 32, 32)
+    units whenever x has both signs, so it amplifies rounding without bound: float32 runs of the
+    same draw differ from float64 by up to 7e-2 of max|R| (measured over 30 draws; the op itself is
+    checked exactly in test_gamma_op_matches_explicit_formula). End to end it is therefore compared
+    in float64, where the amplified rounding stayed at or below 1e-10 of max|R| (40 draws)."""
+    model = tiny(name).double()
+    px = torch.randn(2, 3, 32, 32, dtype=torch.float64)
     a = lrp_triton.attribute(model, pixel_values=px, linear_rule="gamma", gamma=0.25)
+    assert a.relevance.dtype == torch.float64
     ref = vit_reference(model, px, a.target, rule="gamma", gamma=0.25)
-    moved = vit_reference(model, px.double() * (1 + 6e-8 * torch.randn(px.shape, dtype=torch.float64)), a.target,
-                          rule="gamma", gamma=0.25)
     scale = ref["pixel"].abs().max().item()
-    sensitivity = (moved["pixel"] - ref["pixel"]).abs().max().item()
-    err = (a.relevance.double() - ref["pixel"]).abs().max().item()
-    assert err <= 1e-5 * scale + 100 * sensitivity, \
-        f"error {err:.2e}, sensitivity {sensitivity:.2e}, max |R| {scale:.2e}"
+    err = assert_rel_close(a.relevance, ref["pixel"], 1e-7, "pixel relevance")
     eps = lrp_triton.attribute(model, pixel_values=px)
     assert (a.relevance - eps.relevance).abs().max() > 1e-2 * scale  # the rule did change the explanation
     with capsys.disabled():
-        print(f"\n[{name} plain gamma] max rel err {err / scale:.1e} "
-              f"(sensitivity of the rule {sensitivity / scale:.1e}); "
+        print(f"\n[{name} plain gamma, float64] max rel err {err:.1e}; "
               f"max |R_pixel| / |logit| = {scale / a.logit.abs().max().item():.1e}")
 
 

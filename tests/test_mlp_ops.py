@@ -19,8 +19,8 @@ DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 HF_NAMES = {"silu": "silu", "gelu": "gelu", "gelu_tanh": "gelu_pytorch_tanh", "relu": "relu"}
 # (rtol, atol relative to the largest reference value). bf16 is loosest: gradients are stored in
 # bf16 and the Triton interpreter rounds fp32 -> bf16 by truncation (the GPU rounds to nearest).
-REL_TOL = {torch.float32: (1e-5, 1e-7), torch.float16: (3e-3, 1e-4), torch.bfloat16: (2e-2, 1e-3)}
-FWD_TOL = {torch.float32: (1e-5, 1e-6), torch.float16: (2e-3, 1e-4), torch.bfloat16: (2.5e-2, 1e-3)}
+REL_TOL = {torch.float64: (1e-12, 1e-13), torch.float32: (1e-5, 1e-7), torch.float16: (3e-3, 1e-4), torch.bfloat16: (2e-2, 1e-3)}
+FWD_TOL = {torch.float64: (1e-12, 1e-13), torch.float32: (1e-5, 1e-6), torch.float16: (2e-3, 1e-4), torch.bfloat16: (2.5e-2, 1e-3)}
 
 
 @pytest.fixture(autouse=True)
@@ -120,6 +120,30 @@ def test_glu_relevance(backend, dtype, activation):
     assert_close_scaled(y, y_ref, dtype, FWD_TOL, "y")
     assert_close_scaled(gate.double() * gate_g.grad.double(), r_gate_ref, dtype, REL_TOL, "R_gate")
     assert_close_scaled(up.double() * up_g.grad.double(), r_up_ref, dtype, REL_TOL, "R_up")
+
+
+@pytest.mark.parametrize("activation", ACTIVATIONS)
+def test_float64_glu_and_activation_run_in_float64_on_the_torch_path(activation):
+    """float64 inputs ("auto" picks the PyTorch path) stay float64: relevance to float64 rounding."""
+    dtype = torch.float64
+    gate = with_special_values(randn(3, 5, 123, dtype=dtype, scale=2.0))
+    up = randn(3, 5, 123, dtype=dtype)
+    g = randn(3, 5, 123, dtype=dtype)
+    gate_g, up_g = gate.clone().requires_grad_(True), up.clone().requires_grad_(True)
+    y = lrp_glu(gate_g, up_g, activation)
+    y.backward(g)
+    y_ref, r_gate_ref, r_up_ref = glu_reference(gate, up, g, activation)
+    assert y.dtype == gate_g.grad.dtype == up_g.grad.dtype == dtype
+    assert_close_scaled(y, y_ref, dtype, FWD_TOL, "glu y")
+    assert_close_scaled(gate * gate_g.grad, r_gate_ref, dtype, REL_TOL, "R_gate")
+    assert_close_scaled(up * up_g.grad, r_up_ref, dtype, REL_TOL, "R_up")
+    xg = gate.clone().requires_grad_(True)
+    y = lrp_activation(xg, activation)
+    y.backward(g)
+    y_ref, r_ref = activation_reference(gate, g, activation)
+    assert y.dtype == xg.grad.dtype == dtype
+    assert_close_scaled(y, y_ref, dtype, FWD_TOL, "activation y")
+    assert_close_scaled(gate * xg.grad, r_ref, dtype, REL_TOL, "R_x")
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
@@ -245,8 +269,10 @@ def test_mlp_errors():
         lrp_glu(a, randn(2, 9))
     with pytest.raises(TypeError, match="share a dtype"):
         lrp_glu(a, a.half())
-    with pytest.raises(TypeError, match="unsupported dtype"):
-        lrp_glu(a.double(), a.double())
+    with pytest.raises(TypeError, match="share a dtype"):
+        lrp_glu(a.double(), a)
+    with pytest.raises(TypeError, match="Triton kernels take float32, float16 or bfloat16"):
+        lrp_glu(a.double(), a.double(), backend="triton")
     with pytest.raises(TypeError, match="unsupported dtype"):
         lrp_activation(torch.ones(3, dtype=torch.int64))
     with pytest.raises(TypeError, match="must be a torch.Tensor"):

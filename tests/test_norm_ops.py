@@ -18,8 +18,8 @@ DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 # (rtol, atol relative to the largest reference value) for relevance and forward outputs. bf16 is
 # loosest: the gradient itself is stored in bf16, and the Triton interpreter rounds fp32 -> bf16 by
 # truncation (on the GPU it rounds to nearest even).
-REL_TOL = {torch.float32: (1e-5, 1e-6), torch.float16: (4e-3, 1e-3), torch.bfloat16: (2e-2, 8e-3)}
-FWD_TOL = {torch.float32: (1e-5, 1e-6), torch.float16: (2e-3, 1e-4), torch.bfloat16: (2.5e-2, 1e-2)}
+REL_TOL = {torch.float64: (1e-12, 1e-13), torch.float32: (1e-5, 1e-6), torch.float16: (4e-3, 1e-3), torch.bfloat16: (2e-2, 8e-3)}
+FWD_TOL = {torch.float64: (1e-12, 1e-13), torch.float32: (1e-5, 1e-6), torch.float16: (2e-3, 1e-4), torch.bfloat16: (2.5e-2, 1e-2)}
 
 
 @pytest.fixture(autouse=True)
@@ -252,6 +252,25 @@ def test_norms_save_only_per_row_state_and_no_weight_grad(backend):
     assert x.grad is not None and torch.isfinite(x.grad).all()
 
 
+@pytest.mark.parametrize("offset", [0.0, 1.0])
+def test_float64_norms_run_in_float64_on_the_torch_path(offset):
+    """float64 x and parameters ("auto" picks the PyTorch path) stay float64 end to end: the
+    relevance matches the float64 formulas to float64 rounding."""
+    x = randn(3, 5, 123, dtype=torch.float64, scale=2.0, shift=0.3)
+    w = randn(123, dtype=torch.float64, scale=0.5, shift=0.5 - offset)
+    b = randn(123, dtype=torch.float64, scale=0.3)
+    g = randn(3, 5, 123, dtype=torch.float64)
+    cases = (("RMSNorm", lambda t: lrp_rms_norm(t, w, 1e-6, offset=offset), rms_norm_reference(x, w, g, 1e-6, offset)),
+             ("LayerNorm", lambda t: lrp_layer_norm(t, w, b, 1e-5), layer_norm_reference(x, w, b, g, 1e-5)))
+    for name, op, (y_ref, r_ref) in cases:
+        xg = x.clone().requires_grad_(True)
+        y = op(xg)
+        y.backward(g)
+        assert y.dtype == xg.grad.dtype == torch.float64
+        assert_close_scaled(y, y_ref, torch.float64, FWD_TOL, f"{name} y")
+        assert_close_scaled(x * xg.grad, r_ref, torch.float64, REL_TOL, f"{name} R_x")
+
+
 def test_norm_backends_agree_on_a_non_contiguous_input():
     hidden = 130
     base = randn(5, hidden, 3)
@@ -279,10 +298,12 @@ def test_norm_errors():
         lrp_layer_norm(x, randn(2, 8), None)
     with pytest.raises(ValueError, match="bias must have shape"):
         lrp_layer_norm(x, w, randn(9))
-    with pytest.raises(TypeError, match="unsupported dtype"):
+    with pytest.raises(TypeError, match="float64 runs only with float64 x and parameters"):
         lrp_rms_norm(x.double(), w)
-    with pytest.raises(TypeError, match="unsupported dtype"):
+    with pytest.raises(TypeError, match="float64 runs only with float64 x and parameters"):
         lrp_layer_norm(x, w.double(), None)
+    with pytest.raises(TypeError, match="Triton kernels take float32, float16 or bfloat16"):
+        lrp_rms_norm(x.double(), w.double(), backend="triton")
     with pytest.raises(TypeError, match="unsupported dtype"):
         lrp_rms_norm(torch.ones(2, 8, dtype=torch.int32), w)
     with pytest.raises(TypeError, match="must be a torch.Tensor"):

@@ -10,12 +10,11 @@ from __future__ import annotations
 
 import torch
 
-from lrp_triton.backend import resolve_backend
+from lrp_triton.backend import FLOAT_DTYPES, resolve_backend
 from lrp_triton.kernels.attention_torch import (ATTENTION_RULES, attention_backward_torch,
                                                 attention_forward_torch, default_scale)
 
 ATTENTION_MODES = tuple(ATTENTION_RULES)
-_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 _TRITON_HEAD_DIMS = (16, 256)
 
 
@@ -60,9 +59,9 @@ def _check_inputs(q, k, v, key_padding_mask, bias, relative_bias, mode, sliding_
         if t.dim() != 4:
             raise ValueError(f"lrp_attention: {name} must be 4-D [batch, heads, seq, head_dim], "
                              f"got shape {tuple(t.shape)}")
-        if t.dtype not in _DTYPES:
+        if t.dtype not in FLOAT_DTYPES:
             raise TypeError(f"lrp_attention: unsupported dtype {t.dtype} for {name}; "
-                            "use float32, float16 or bfloat16")
+                            "use float32, float16, bfloat16 or float64")
         if t.device != q.device:
             raise ValueError(f"lrp_attention: q is on {q.device} but {name} is on {t.device}")
     if not (q.dtype == k.dtype == v.dtype):
@@ -147,7 +146,7 @@ def lrp_attention(q, k, v, *, causal=True, scale=None, mode="attnlrp", key_paddi
     _check_inputs(q, k, v, key_padding_mask, bias, relative_bias, mode, sliding_window, softcap, scale)
     d = q.shape[3]
     supported = _TRITON_HEAD_DIMS[0] <= d <= _TRITON_HEAD_DIMS[1]
-    chosen = resolve_backend(backend, q.device, triton_supports=supported)
+    chosen = resolve_backend(backend, q.device, triton_supports=supported, dtype=q.dtype)
     if chosen == "triton" and not supported:
         raise ValueError(f"lrp_attention: head_dim {d} is not supported by the Triton kernel "
                          f"(supported: {_TRITON_HEAD_DIMS[0]} to {_TRITON_HEAD_DIMS[1]}); use backend='torch'")

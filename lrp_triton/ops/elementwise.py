@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import torch
 
+from lrp_triton.backend import upcast
 from lrp_triton.kernels.attention_torch import tanh_over_x
 
 
@@ -54,7 +55,7 @@ class _SoftcapIdentity(torch.autograd.Function):
     @staticmethod
     def backward(ctx, g):
         (x,) = ctx.saved_tensors
-        return g * tanh_over_x(x.float() / ctx.cap).to(g.dtype), None
+        return g * tanh_over_x(upcast(x) / ctx.cap).to(g.dtype), None
 
 
 def lrp_softcap(x: torch.Tensor, cap: float) -> torch.Tensor:

@@ -13,12 +13,11 @@ from __future__ import annotations
 
 import torch
 
-from lrp_triton.backend import resolve_backend
+from lrp_triton.backend import FLOAT_DTYPES, resolve_backend
 from lrp_triton.kernels.activations_torch import (ACTIVATIONS, activation_backward_torch,
                                                   activation_forward_torch, glu_backward_torch,
                                                   glu_forward_torch)
 
-_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 
 
 def _implementation(backend: str):
@@ -79,8 +78,8 @@ class LRPActivationFunction(torch.autograd.Function):
 def _check_tensor(op: str, name: str, t) -> None:
     if not isinstance(t, torch.Tensor):
         raise TypeError(f"{op}: {name} must be a torch.Tensor, got {type(t).__name__}")
-    if t.dtype not in _DTYPES:
-        raise TypeError(f"{op}: unsupported dtype {t.dtype} for {name}; use float32, float16 or bfloat16")
+    if t.dtype not in FLOAT_DTYPES:
+        raise TypeError(f"{op}: unsupported dtype {t.dtype} for {name}; use float32, float16, bfloat16 or float64")
 
 
 def _check_activation(op: str, activation) -> None:
@@ -97,8 +96,8 @@ def lrp_glu(gate, up, activation="silu", *, backend="auto"):
     [x > 0] for ReLU; never a division by x).
 
     Args:
-        gate, up: tensors of the same shape and dtype (float32, float16 or bfloat16), e.g. the
-            outputs of gate_proj and up_proj.
+        gate, up: tensors of the same shape and dtype (float32, float16, bfloat16; float64 on the
+            PyTorch path), e.g. the outputs of gate_proj and up_proj.
         activation: one of "silu", "gelu" (erf), "gelu_tanh", "relu".
         backend: "auto", "triton" or "torch" (see `lrp_triton.backend`).
 
@@ -117,7 +116,7 @@ def lrp_glu(gate, up, activation="silu", *, backend="auto"):
     if gate.device != up.device:
         raise ValueError(f"{op}: gate is on {gate.device} but up is on {up.device}")
     _check_activation(op, activation)
-    chosen = resolve_backend(backend, gate.device)
+    chosen = resolve_backend(backend, gate.device, dtype=gate.dtype)
     return LRPGLUFunction.apply(gate, up, dict(activation=activation, backend=chosen))
 
 
@@ -127,7 +126,7 @@ def lrp_activation(x, activation="gelu", *, backend="auto"):
     Rule: R_x = R_y. Gradient form: g_x = g * act(x)/x, computed stably (see `lrp_glu`).
 
     Args:
-        x: float32, float16 or bfloat16 tensor of any shape.
+        x: float32, float16 or bfloat16 tensor of any shape (float64 on the PyTorch path).
         activation: one of "silu", "gelu" (erf), "gelu_tanh", "relu".
         backend: "auto", "triton" or "torch" (see `lrp_triton.backend`).
 
@@ -137,5 +136,5 @@ def lrp_activation(x, activation="gelu", *, backend="auto"):
     op = "lrp_activation"
     _check_tensor(op, "x", x)
     _check_activation(op, activation)
-    chosen = resolve_backend(backend, x.device)
+    chosen = resolve_backend(backend, x.device, dtype=x.dtype)
     return LRPActivationFunction.apply(x, dict(activation=activation, backend=chosen))

@@ -14,11 +14,10 @@ import numbers
 
 import torch
 
-from lrp_triton.backend import resolve_backend
+from lrp_triton.backend import FLOAT_DTYPES, resolve_backend
 from lrp_triton.kernels.layer_norm_torch import layer_norm_backward_torch, layer_norm_forward_torch
 from lrp_triton.kernels.rms_norm_torch import rms_norm_backward_torch, rms_norm_forward_torch
 
-_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 
 
 def _rms_implementation(backend: str):
@@ -84,11 +83,14 @@ class LRPLayerNormFunction(torch.autograd.Function):
 
 
 def _check_tensor(op: str, name: str, t, x) -> None:
-    """t is a float32/float16/bfloat16 tensor on x's device."""
+    """t is a float32/float16/bfloat16 tensor on x's device, or float64 when x is float64 too."""
     if not isinstance(t, torch.Tensor):
         raise TypeError(f"{op}: {name} must be a torch.Tensor, got {type(t).__name__}")
-    if t.dtype not in _DTYPES:
-        raise TypeError(f"{op}: unsupported dtype {t.dtype} for {name}; use float32, float16 or bfloat16")
+    if t.dtype not in FLOAT_DTYPES:
+        raise TypeError(f"{op}: unsupported dtype {t.dtype} for {name}; use float32, float16, bfloat16 or float64")
+    if (t.dtype == torch.float64) != (x.dtype == torch.float64):
+        raise TypeError(f"{op}: x is {x.dtype} but {name} is {t.dtype}; float64 runs only with "
+                        "float64 x and parameters (convert the whole model with .double())")
     if t.device != x.device:
         raise ValueError(f"{op}: x is on {x.device} but {name} is on {t.device}")
 
@@ -120,7 +122,7 @@ def lrp_rms_norm(x, weight, eps=1e-6, *, offset=0.0, backend="auto"):
     rms(x) = sqrt(mean(x^2) + eps) over the last dimension, so that x * g_x = y * g_y.
 
     Args:
-        x: [..., N] float32, float16 or bfloat16.
+        x: [..., N] float32, float16 or bfloat16 (float64 on the PyTorch path).
         weight: [N] (receives no gradient).
         eps: added to mean(x^2) under the square root.
         offset: 0 for LlamaRMSNorm, y = w * (x / rms(x)).to(x.dtype), whose dtype is torch's
@@ -137,7 +139,7 @@ def lrp_rms_norm(x, weight, eps=1e-6, *, offset=0.0, backend="auto"):
     _check_eps(op, eps)
     if isinstance(offset, bool) or not isinstance(offset, numbers.Real):
         raise TypeError(f"{op}: offset must be a number, got {type(offset).__name__}")
-    chosen = resolve_backend(backend, x.device)
+    chosen = resolve_backend(backend, x.device, dtype=x.dtype)
     options = dict(eps=float(eps), offset=float(offset), backend=chosen)
     return LRPRMSNormFunction.apply(x, weight, options)
 
@@ -150,7 +152,7 @@ def lrp_layer_norm(x, weight, bias, eps=1e-5, *, backend="auto"):
     g_x = (g_y*w - mean(g_y*w)) / std, std = sqrt(var(x) + eps) over the last dimension.
 
     Args:
-        x: [..., N] float32, float16 or bfloat16.
+        x: [..., N] float32, float16 or bfloat16 (float64 on the PyTorch path).
         weight, bias: [N] or None (receive no gradient).
         eps: added to the (biased) variance.
         backend: "auto", "triton" or "torch" (see `lrp_triton.backend`).
@@ -165,6 +167,6 @@ def lrp_layer_norm(x, weight, bias, eps=1e-5, *, backend="auto"):
     if bias is not None:
         _check_param(op, "bias", bias, x)
     _check_eps(op, eps)
-    chosen = resolve_backend(backend, x.device)
+    chosen = resolve_backend(backend, x.device, dtype=x.dtype)
     options = dict(eps=float(eps), backend=chosen)
     return LRPLayerNormFunction.apply(x, weight, bias, options)
