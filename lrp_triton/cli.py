@@ -17,6 +17,7 @@ import dataclasses
 import os
 import sys
 from pathlib import Path
+from typing import NamedTuple
 
 OUT_FORMATS = {".html": "html", ".htm": "html", ".png": "png", ".json": "json"}
 DTYPES = ("auto", "float32", "float16", "bfloat16")
@@ -131,12 +132,34 @@ def _dtype(name: str, device):
     return getattr(torch, name)
 
 
-def _model_source(name: str | None) -> tuple[str, str]:
-    """(what from_pretrained gets, the name shown) for --model; checks local directories."""
+class _Source(NamedTuple):
+    """Where --model loads from: `path` goes to from_pretrained, `shown` to messages; `offline` is why
+    the hub cannot be reached (then only the local Hugging Face cache is read), None otherwise."""
+
+    path: str
+    shown: str
+    offline: str | None = None
+
+    def load(self, loader, what: str, fix: str, errors=(OSError, ValueError), **kwargs):
+        """loader(path, **kwargs), with a one-line CLIError naming `what` failed and `fix`."""
+        try:
+            return loader(self.path, local_files_only=self.offline is not None, **kwargs)
+        except errors as exc:
+            if self.offline is not None and isinstance(exc, OSError):
+                raise CLIError(f"--model {self.shown}: its {what} is not in the local Hugging Face cache, and "
+                               f"{self.offline}; download it where there is a network (hf download {self.shown}) "
+                               "or pass a local model directory") from None
+            reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise CLIError(f"--model {self.shown}: could not load its {what} ({reason}); {fix}") from None
+
+
+def _model_source(name: str | None) -> _Source:
+    """Where --model loads from; checks local directories, and whether the hub answers for model ids."""
     from lrp_triton.demo import DEMO_DIR, DEMO_NAME
+    from lrp_triton.hub import hub_unreachable
 
     if name is None:
-        return str(DEMO_DIR), DEMO_NAME
+        return _Source(str(DEMO_DIR), DEMO_NAME)
     path = Path(name).expanduser()
     looks_local = (path.is_absolute() or name.startswith((".", "~")) or name.endswith(("/", os.sep))
                    or name.count("/") > 1 or path.exists())
@@ -147,21 +170,18 @@ def _model_source(name: str | None) -> tuple[str, str]:
         if not (path / "config.json").is_file():
             raise CLIError(f"--model {name}: the directory has no config.json, so it is not a HuggingFace model; "
                            "save one there with model.save_pretrained(dir) and tokenizer.save_pretrained(dir)")
-        return str(path), name
-    return name, name
+        return _Source(str(path), name)
+    return _Source(name, name, hub_unreachable())
 
 
-def _load_config(source: str, shown: str):
+def _load_config(source: _Source):
     import transformers
 
     from lrp_triton.models import ADAPTERS, supported_model_types
 
-    try:
-        config = transformers.AutoConfig.from_pretrained(source)
-    except (OSError, ValueError) as exc:
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise CLIError(f"--model {shown}: could not load its config ({reason}); check the model id and your "
-                       "network connection, or pass a local model directory") from None
+    config = source.load(transformers.AutoConfig.from_pretrained, "config",
+                         "check the model id and your network connection, or pass a local model directory")
+    shown = source.shown
     adapter = ADAPTERS.get(config.model_type)
     causal = [t for t in supported_model_types() if ADAPTERS[t].kind == "causal_lm"]
     if adapter is None or adapter.kind != "causal_lm":
@@ -170,15 +190,12 @@ def _load_config(source: str, shown: str):
     return config
 
 
-def _load_tokenizer(source: str, shown: str):
+def _load_tokenizer(source: _Source):
     import transformers
 
-    try:
-        return transformers.AutoTokenizer.from_pretrained(source)
-    except (OSError, ValueError, TypeError) as exc:
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise CLIError(f"--model {shown}: could not load its tokenizer ({reason}); the model directory needs "
-                       "tokenizer files (tokenizer.save_pretrained(dir))") from None
+    return source.load(transformers.AutoTokenizer.from_pretrained, "tokenizer",
+                       "the model directory needs tokenizer files (tokenizer.save_pretrained(dir))",
+                       errors=(OSError, ValueError, TypeError))
 
 
 def _prompt(args, is_demo: bool) -> str:
@@ -277,7 +294,8 @@ def _print_top(attribution, k: int) -> None:
 
 def explain(args) -> int:
     _check_args(args)
-    source, shown = _model_source(args.model)
+    source = _model_source(args.model)
+    shown = source.shown
     is_demo = args.model is None
     device = _device(args.device)
     dtype = _dtype(args.dtype, device)
@@ -291,8 +309,8 @@ def explain(args) -> int:
     transformers.utils.logging.set_verbosity_error()
     status = Status()
     status.set(f"Loading {shown}: config and tokenizer ...")
-    config = _load_config(source, shown)
-    tokenizer = _load_tokenizer(source, shown)
+    config = _load_config(source)
+    tokenizer = _load_tokenizer(source)
 
     import torch
 
@@ -323,12 +341,11 @@ def explain(args) -> int:
 
     status.set(f"Loading {shown}: weights, on {device} as {str(dtype).removeprefix('torch.')} ...")
     try:
-        model = transformers.AutoModelForCausalLM.from_pretrained(source, dtype=dtype).to(device).eval()
-    except (OSError, ValueError) as exc:
+        model = source.load(transformers.AutoModelForCausalLM.from_pretrained, "weights",
+                            "the model directory needs its weights (model.save_pretrained(dir))", dtype=dtype)
+    finally:
         status.clear()
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise CLIError(f"--model {shown}: could not load its weights ({reason})") from None
-    status.clear()
+    model = model.to(device).eval()
     input_ids = input_ids.to(device)
 
     from lrp_triton import attribute, render

@@ -23,6 +23,7 @@ import torch.nn.functional as F
 
 from reference_lrp import (ACTIVATIONS, _div, act_kind, add, attention_core, d64, identity, layer_norm, linear,
                            merge_heads, split_heads)
+from scaled_close import summed
 
 
 # ------------------------------------------------------------------------------------------------
@@ -173,7 +174,7 @@ def bert_encoder(base, input_ids, mask, token_type_ids, mode, rule, gamma):
         for back in reversed(backs):
             r = back(r)
         r_word, r_typ, r_pos = b_sum(b_ln(r))
-        return r_word.sum(-1), r_pos.sum(-1), r_typ.sum(-1)
+        return summed(r_word, -1), summed(r_pos, -1), summed(r_typ, -1)
     return x, back_all
 
 
@@ -301,5 +302,5 @@ def vit_reference(model, pixel_values, target, mode="attnlrp", rule="epsilon", g
     r_tokens, r_pos = b_emb(r)
     r_patches = r_tokens[:, n_prefix:]
     r_px = b_conv(r_patches.transpose(1, 2).reshape(p.shape))
-    return dict(pixel=r_px.sum(1), patch=r_patches.sum(-1), cls=r_tokens[:, :n_prefix].sum(-1), pos=r_pos.sum(-1),
-                score=score, logits=z)
+    return dict(pixel=summed(r_px, 1), patch=summed(r_patches, -1), cls=summed(r_tokens[:, :n_prefix], -1),
+                pos=summed(r_pos, -1), score=score, logits=z)

@@ -14,6 +14,7 @@ import math
 import torch
 
 from reference_attention import attention_forward_reference, attention_relevance_from
+from scaled_close import summed
 
 
 def _div(num, den):
@@ -324,7 +325,7 @@ def decoder_reference(model, input_ids, attention_mask, positions, target, contr
                                  getattr(cfg, "final_logit_softcapping", None))
     for back in reversed(backs):
         r = back(r)
-    return r.sum(-1), score, z
+    return summed(r, -1), score, z
 
 
 def _mixtral_layer(layer, x, cos, sin, mask, cfg, mode):
@@ -381,4 +382,4 @@ def gpt2_reference(model, input_ids, attention_mask, positions, target, contrast
     for back in reversed(backs):
         r = back(r)
     r_tok, r_pos = b_emb(r)
-    return r_tok.sum(-1), r_pos.sum(-1), score, z
+    return summed(r_tok, -1), summed(r_pos, -1), score, z

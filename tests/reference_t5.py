@@ -14,6 +14,7 @@ import torch
 from lrp_triton.attribute_seq2seq import scales_decoder_output
 from reference_lrp import (ACTIVATIONS, act_kind, add, attention_core, d64, head_relevance, identity, linear,
                            merge_heads, rms_norm, split_heads, uniform_product)
+from scaled_close import summed
 
 
 def _attention(attn, x, source, mask, bias, causal, mode):
@@ -121,4 +122,4 @@ def t5_reference(model, input_ids, attention_mask, decoder_input_ids, positions,
         r_enc = r_enc + r_e
     for back in reversed(enc_backs):
         r_enc = back(r_enc)
-    return r_enc.sum(-1), r.sum(-1), score, z
+    return summed(r_enc, -1), summed(r, -1), score, z

@@ -34,9 +34,14 @@ except ImportError:
     HAS_MATPLOTLIB = False
 
 
-def run_cli(*args, timeout=240):
+def run_cli(*args, timeout=240, env=None):
+    """`python -m lrp_triton explain ARGS` in a subprocess; `env` overrides variables (None unsets one)."""
+    overrides = env or {}
     env = {k: v for k, v in os.environ.items() if k not in ("NO_COLOR", "FORCE_COLOR", "TRITON_INTERPRET")}
     env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
+    env.update({k: v for k, v in overrides.items() if v is not None})
+    for k in [k for k, v in overrides.items() if v is None]:
+        env.pop(k, None)
     return subprocess.run([sys.executable, "-m", "lrp_triton", "explain", *args], capture_output=True, text=True,
                           cwd=ROOT, env=env, timeout=timeout)
 
@@ -343,3 +348,42 @@ def test_html_renders_coloured_tokens_in_headless_chromium(tmp_path):
           f"{sum(r for r, _ in lines[:legend])} pixels")
     assert sum(r for r, _ in lines[:legend]) > 150  # the answers' source tokens, above the legend
     assert red_rows[-1] - red_rows[0] > 30  # in both rows of the heatmap
+
+
+# ------------------------------------------------------------------------------------------------
+# Hugging Face model ids without a network
+# ------------------------------------------------------------------------------------------------
+def offline_env(tmp_path):
+    """An empty Hugging Face cache under tmp_path and a hub endpoint that refuses connections."""
+    unset = ("HF_HUB_OFFLINE", "HF_HUB_CACHE", "TRANSFORMERS_CACHE", "HTTPS_PROXY", "https_proxy", "HTTP_PROXY",
+             "http_proxy", "ALL_PROXY", "all_proxy")
+    return {"HF_HOME": str(tmp_path / "hf"), "HF_ENDPOINT": "http://127.0.0.1:9", **dict.fromkeys(unset)}
+
+
+def test_uncached_model_id_without_network_fails_at_once(tmp_path):
+    """No retries against an unreachable hub: one line saying the cache misses and the hub is out of reach."""
+    proc = run_cli("--model", "lrp-test/absent-model", "--prompt", "hi", env=offline_env(tmp_path))
+    assert proc.returncode == 2
+    assert "Retry" not in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
+    line = proc.stderr.strip().splitlines()[-1]  # after the status line (printed as a line when not a tty)
+    assert line.startswith("lrp-triton: error: --model lrp-test/absent-model: its config")
+    assert "not in the local Hugging Face cache" in line and "http://127.0.0.1:9 cannot be reached" in line
+    assert "pass a local model directory" in line
+
+
+def test_cached_model_id_loads_without_network(tmp_path):
+    """A model id found in the Hugging Face cache (the layout `hf download` writes) loads offline."""
+    from lrp_triton.demo import DEMO_DIR
+
+    repo = tmp_path / "hf" / "hub" / "models--lrp-test--demo"
+    revision = "0123456789abcdef0123456789abcdef01234567"
+    shutil.copytree(DEMO_DIR, repo / "snapshots" / revision,
+                    ignore=shutil.ignore_patterns("*.py", "__pycache__"))
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text(revision)
+    out = tmp_path / "r.json"
+    proc = run_cli("--model", "lrp-test/demo", "--prompt", "a=7 k=3 x=9 q=1 m=4 ?k", "--top", "1",
+                   "--out", str(out), env=offline_env(tmp_path))
+    assert proc.returncode == 0, proc.stderr
+    doc = json.loads(out.read_text())
+    assert doc["model"] == "lrp-test/demo" and doc["rows"][0]["target_token"] == "3"

@@ -14,7 +14,7 @@ import lrp_triton
 from lrp_triton.attribute_encoder import lrp_cosine_similarity, mean_pool
 from lrp_triton.ops.gamma import lrp_gamma_conv1d, lrp_gamma_conv2d, lrp_gamma_linear
 from reference_encoders import bert_reference, conv2d, gamma_linear, signed_gamma_linear, vit_reference
-from scaled_close import assert_rel_close
+from scaled_close import assert_rel_close, summed
 
 TEXT = dict(vocab_size=61, hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=48,
             max_position_embeddings=64, type_vocab_size=2, num_labels=3)
@@ -239,6 +239,19 @@ def test_text_gamma_rule_matches_explicit_reference(name, capsys):
 
 
 @pytest.mark.parametrize("rule", ("epsilon", "gamma-signed"))
+@pytest.mark.parametrize("name", TEXT_MODELS)
+def test_float64_text_relevance_equals_the_reference_to_float64_rounding(name, rule):
+    """In float64 (the PyTorch path) every share equals the explicit reference's to float64 rounding."""
+    model = tiny(name).double()
+    ids, mask, types = text_inputs(pad_last=3)
+    a, ref = explain_text(name, model, ids, mask, types, rule=rule, gamma=0.25)
+    assert a.relevance.dtype == torch.float64
+    assert_rel_close(a.logit, ref["score"], 1e-12, "score")
+    for actual, key in ((a.relevance, "word"), (a.position_relevance, "pos"), (a.token_type_relevance, "type")):
+        assert_rel_close(actual, ref[key], 1e-12, f"{name} {rule} {key} relevance")
+
+
+@pytest.mark.parametrize("rule", ("epsilon", "gamma-signed"))
 @pytest.mark.parametrize("name", VISION_MODELS)
 def test_vision_relevance_matches_explicit_reference(name, rule, capsys):
     model = tiny(name)
@@ -320,7 +333,7 @@ def test_gradient_mode_is_input_times_gradient():
     emb = model.bert.embeddings.word_embeddings(ids).detach().requires_grad_()
     logits = model(inputs_embeds=emb, token_type_ids=types).logits
     logits.gather(-1, a.target[:, None]).sum().backward()
-    assert_rel_close(a.relevance, (emb * emb.grad).sum(-1), 1e-5, "input x gradient")
+    assert_rel_close(a.relevance, summed(emb * emb.grad, -1), 1e-5, "input x gradient")
 
 
 # ------------------------------------------------------------------------------------------------
