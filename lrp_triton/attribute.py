@@ -27,7 +27,7 @@ from lrp_triton.ops.elementwise import lrp_softcap
 # ------------------------------------------------------------------------------------------------
 # Input checking
 # ------------------------------------------------------------------------------------------------
-def _check_inputs(model, input_ids, inputs_embeds, attention_mask):
+def _check_inputs(model, input_ids, inputs_embeds, attention_mask, max_length):
     if (input_ids is None) == (inputs_embeds is None):
         raise ValueError("attribute: pass exactly one of input_ids and inputs_embeds")
     device = next(model.parameters()).device
@@ -60,10 +60,10 @@ def _check_inputs(model, input_ids, inputs_embeds, attention_mask):
         attention_mask = attention_mask.to(torch.bool)
         if not attention_mask.any(-1).all():
             raise ValueError("attribute: a row of attention_mask has no token to attend to")
-    max_positions = getattr(model.config, "max_position_embeddings", None)
-    if max_positions is not None and seq > max_positions:
-        raise ValueError(f"attribute: sequence length {seq} exceeds the model's max_position_embeddings "
-                         f"({max_positions})")
+    if max_length is not None and seq > max_length:
+        table = model.config.max_position_embeddings
+        raise ValueError(f"attribute: sequence length {seq} exceeds the {max_length} tokens this model takes "
+                         f"(its max_position_embeddings is {table}); shorten the input")
     return input_ids, inputs_embeds, attention_mask, batch, seq
 
 
@@ -295,8 +295,8 @@ def attribute(model, input_ids=None, *, inputs_embeds=None, attention_mask=None,
     if latent and checkpoint:
         raise ValueError("attribute: latent=True needs the layer activations kept, so it cannot be combined "
                          "with checkpoint=True")
-    input_ids, inputs_embeds, attention_mask, batch, seq = _check_inputs(model, input_ids, inputs_embeds,
-                                                                        attention_mask)
+    input_ids, inputs_embeds, attention_mask, batch, seq = _check_inputs(
+        model, input_ids, inputs_embeds, attention_mask, adapter.max_length(model.config))
     device = next(model.parameters()).device
     positions, several = _absolute_positions(position, attention_mask, batch, seq, device)
     n_pos = positions.shape[1]

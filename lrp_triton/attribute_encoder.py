@@ -232,8 +232,8 @@ def attribute_encoder(model, *, input_ids=None, inputs_embeds=None, attention_ma
     else:
         if pixel_values is not None:
             raise ValueError("attribute: a text encoder takes input_ids or inputs_embeds, not pixel_values")
-        input_ids, inputs_embeds, attention_mask, batch, seq = _check_inputs(model, input_ids, inputs_embeds,
-                                                                            attention_mask)
+        input_ids, inputs_embeds, attention_mask, batch, seq = _check_inputs(
+            model, input_ids, inputs_embeds, attention_mask, adapter.max_length(model.config))
         token_type_ids = _check_token_type_ids(model, token_type_ids, batch, seq, device)
         if attention_mask is None:
             attention_mask = torch.ones(batch, seq, dtype=torch.bool, device=device)

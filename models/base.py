@@ -47,6 +47,11 @@ def moe_experts() -> Factory:
     return lambda m, mode, backend: LRPMoEExperts.from_hf(m, mode=mode, backend=backend)
 
 
+def max_position_embeddings(config) -> int | None:
+    """The longest input a model takes: its position-embedding table's size (None: no table)."""
+    return getattr(config, "max_position_embeddings", None)
+
+
 @dataclass(frozen=True)
 class Adapter:
     """One model family: which layers to replace, and where its parts live."""
@@ -60,6 +65,7 @@ class Adapter:
     layers_attr: str = "layers"  # (dotted) attribute of the base model holding its layers
     # attention layers replaced in every mode, "gradient" included (e.g. T5's, for its compact bias)
     attention_replacements: dict[str, Factory] = field(default_factory=dict)
+    max_length: Callable[[object], int | None] = max_position_embeddings  # config -> longest input
 
     def replacement_for(self, module: nn.Module, mode: str, backend: str) -> nn.Module | None:
         """The lrp_triton layer for `module`, or None. Mode "gradient" replaces attention layers only."""

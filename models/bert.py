@@ -8,6 +8,13 @@ from lrp_triton.modules.encoder import (LRPDenseActivation, LRPHeadTransform, LR
                                         LRPRobertaClassificationHead, LRPRobertaLMHead)
 
 
+def _max_length(config) -> int:
+    """RoBERTa numbers positions from pad_token_id + 1: max_position_embeddings - pad_token_id - 1 fit."""
+    if config.model_type == "roberta":
+        return config.max_position_embeddings - config.pad_token_id - 1
+    return config.max_position_embeddings
+
+
 def _factory(cls):
     return lambda m, mode, backend: cls.from_hf(m, mode=mode, backend=backend)
 
@@ -27,4 +34,5 @@ ADAPTER = Adapter(
     },
     kind="encoder",
     layers_attr="encoder.layer",
+    max_length=_max_length,
 )

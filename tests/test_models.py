@@ -36,7 +36,7 @@ def test_applied_forward_equals_unapplied(family):
     with lrp_triton.apply(model) as handle:
         assert handle.active and model.config._attn_implementation == "lrp_triton"
         actual = model(ids).logits
-    torch.testing.assert_close(actual, expected, atol=2e-5, rtol=1e-5)
+    assert_rel_close(actual, expected, 1e-5, "logits")  # float32 rounding scales with the logits
 
 
 @pytest.mark.parametrize("family", ALL)
@@ -234,7 +234,7 @@ def test_errors():
         lrp_triton.attribute(model)
     with pytest.raises(ValueError, match="unknown mode"):
         lrp_triton.apply(model, mode="lrp")
-    with pytest.raises(ValueError, match="max_position_embeddings"):
+    with pytest.raises(ValueError, match="exceeds the 256 tokens this model takes"):
         lrp_triton.attribute(model, torch.randint(0, 101, (1, 300)))
     with lrp_triton.apply(model):
         with pytest.raises(RuntimeError, match="already called"):
