@@ -40,7 +40,7 @@ import numbers
 import torch
 import torch.nn.functional as F
 
-_DTYPES = (torch.float32, torch.float16, torch.bfloat16, torch.float64)
+from lrp_triton.backend import FLOAT_DTYPES
 
 
 def gamma_weight(w: torch.Tensor | None, gamma: float, sign: int = 1) -> torch.Tensor | None:
@@ -133,7 +133,7 @@ def _check(op, x, weight, bias, gamma):
             continue
         if not isinstance(t, torch.Tensor):
             raise TypeError(f"{op}: {name} must be a torch.Tensor, got {type(t).__name__}")
-        if t.dtype not in _DTYPES:
+        if t.dtype not in FLOAT_DTYPES:
             raise TypeError(f"{op}: unsupported dtype {t.dtype} for {name}")
         if t.device != x.device:
             raise ValueError(f"{op}: x is on {x.device} but {name} is on {t.device}")
