@@ -36,14 +36,15 @@ except ImportError:
 
 def run_cli(*args, timeout=240, env=None):
     """`python -m lrp_triton explain ARGS` in a subprocess; `env` overrides variables (None unsets one)."""
-    overrides = env or {}
-    env = {k: v for k, v in os.environ.items() if k not in ("NO_COLOR", "FORCE_COLOR", "TRITON_INTERPRET")}
-    env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
-    env.update({k: v for k, v in overrides.items() if v is not None})
-    for k in [k for k, v in overrides.items() if v is None]:
-        env.pop(k, None)
+    variables = {k: v for k, v in os.environ.items() if k not in ("NO_COLOR", "FORCE_COLOR", "TRITON_INTERPRET")}
+    variables["PYTHONPATH"] = str(ROOT) + os.pathsep + variables.get("PYTHONPATH", "")
+    for name, value in (env or {}).items():
+        if value is None:
+            variables.pop(name, None)
+        else:
+            variables[name] = value
     return subprocess.run([sys.executable, "-m", "lrp_triton", "explain", *args], capture_output=True, text=True,
-                          cwd=ROOT, env=env, timeout=timeout)
+                          cwd=ROOT, env=variables, timeout=timeout)
 
 
 class _Spans(html.parser.HTMLParser):
