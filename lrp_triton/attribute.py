@@ -251,9 +251,9 @@ def attribute(model, input_ids=None, *, inputs_embeds=None, attention_mask=None,
             `position` then counts over decoder tokens and `relevance` is at the encoder tokens, with
             `decoder_relevance` at the decoder tokens (see `lrp_triton.attribute_seq2seq`).
         tokenizer: optional; fills the result's `tokens`, `target_tokens` and `contrast_tokens`
-            (token strings, for display) from `input_ids` (decoder-only models). Relevance is unaffected.
+            (token strings, for display) from `input_ids` (text models). Relevance is unaffected.
         progress: optional callable `progress(done, total)`, called after each explained
-            position's backward pass (decoder-only models).
+            position's (or score's) backward pass.
         token_type_ids, pixel_values, linear_rule ("epsilon", "gamma", "gamma-signed"), gamma: encoders
             and vision transformers (BERT, RoBERTa, ViT, DeiT), see `lrp_triton.attribute_encoder`; there
             `target` may also be a callable on the model outputs returning one scalar per row.
@@ -273,7 +273,8 @@ def attribute(model, input_ids=None, *, inputs_embeds=None, attention_mask=None,
         return attribute_encoder(model, input_ids=input_ids, inputs_embeds=inputs_embeds,
                                  attention_mask=attention_mask, token_type_ids=token_type_ids,
                                  pixel_values=pixel_values, target=target, position=position, mode=mode,
-                                 linear_rule=linear_rule, gamma=gamma, latent=latent, backend=backend)
+                                 linear_rule=linear_rule, gamma=gamma, latent=latent, backend=backend,
+                                 tokenizer=tokenizer, progress=progress)
     if token_type_ids is not None or pixel_values is not None or linear_rule != "epsilon":
         raise ValueError(f"attribute: token_type_ids, pixel_values and linear_rule apply to encoder and vision "
                          f"models, not {adapter.family}")
@@ -286,7 +287,7 @@ def attribute(model, input_ids=None, *, inputs_embeds=None, attention_mask=None,
         return attribute_seq2seq(model, adapter, input_ids, attention_mask=attention_mask,
                                  decoder_input_ids=decoder_input_ids, decoder_attention_mask=decoder_attention_mask,
                                  target=target, position=position, contrast=contrast, mode=mode, latent=latent,
-                                 checkpoint=checkpoint, backend=backend)
+                                 checkpoint=checkpoint, backend=backend, tokenizer=tokenizer, progress=progress)
     if decoder_input_ids is not None or decoder_attention_mask is not None:
         raise ValueError(f"attribute: decoder_input_ids only apply to encoder-decoder models, not {adapter.family}")
     lm_head = model.get_output_embeddings()

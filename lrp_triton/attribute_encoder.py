@@ -32,7 +32,7 @@ import torch
 
 from lrp_triton.apply import LINEAR_RULES, active_handle, apply
 from lrp_triton.attribute import (_LatentRecorder, _absolute_positions, _applied, _check_inputs, _frozen_eval,
-                                  _per_row_ids, _stack_latent)
+                                  _per_row_ids, _stack_latent, token_names)
 from lrp_triton.attribution import Attribution
 from lrp_triton.backend import upcast
 from lrp_triton.models import adapter_for
@@ -190,7 +190,8 @@ def _class_targets(target, batch, n_classes, device):
 def attribute_encoder(model, *, input_ids=None, inputs_embeds=None, attention_mask=None, token_type_ids=None,
                       pixel_values=None, target: int | torch.Tensor | Callable | None = None,
                       position: int | list[int] | None = None, mode: str = "attnlrp", linear_rule: str = "epsilon",
-                      gamma: float = 0.25, latent: bool = False, backend: str = "auto") -> Attribution:
+                      gamma: float = 0.25, latent: bool = False, backend: str = "auto", tokenizer=None,
+                      progress: Callable[[int, int], None] | None = None) -> Attribution:
     """Explains an output of a BERT-family encoder or a vision transformer (see the module docstring).
 
     Args:
@@ -207,6 +208,9 @@ def attribute_encoder(model, *, input_ids=None, inputs_embeds=None, attention_ma
             task heads keep the epsilon rule. "gamma-signed" is numerically safe for signed inputs.
         latent: also return residual-stream, head and neuron relevance (as `attribute`).
         backend: kernel backend for a model that is not applied yet ("auto", "triton", "torch").
+        tokenizer: text models: fills `tokens` (and `target_tokens` for token-level heads) for display.
+            A classification head's `target_tokens` are its label names (config.id2label) either way.
+        progress: optional `progress(done, total)`, called after each explained score's backward pass.
 
     Returns:
         An `Attribution` (relevance float32 [B, N] or [B, P, N] for text, [B, H, W] for images).
@@ -220,6 +224,8 @@ def attribute_encoder(model, *, input_ids=None, inputs_embeds=None, attention_ma
         raise TypeError(f"attribute_encoder explains encoders and vision transformers; {type(model).__name__} "
                         f"is a {adapter.kind} model")
     vision = adapter.kind == "vision"
+    if vision and tokenizer is not None:
+        raise ValueError("attribute: tokenizer is for text models; a vision model's relevance is per pixel")
     device = next(model.parameters()).device
     base = adapter.base_model(model)
     if vision:
@@ -327,6 +333,8 @@ def attribute_encoder(model, *, input_ids=None, inputs_embeds=None, attention_ma
                         type_rel.append(type_leaf.relevance().expand(batch, seq))
                 if recorder is not None:
                     latents.append(recorder.read())
+                if progress is not None:
+                    progress(j + 1, n_scores)
         finally:
             for h in hooks:
                 h.hook.remove()
@@ -341,6 +349,12 @@ def attribute_encoder(model, *, input_ids=None, inputs_embeds=None, attention_ma
     squeeze = (lambda t: t) if several else (lambda t: t[..., 0])
     logit = squeeze(upcast(scores.detach()))
     relevance = shaped(relevance)
+    names = {}
+    if input_ids is not None:
+        names = token_names(tokenizer, input_ids, None if positions is None else squeeze(targets), None)
+    if positions is None and targets is not None:  # a classification head: its label names
+        labels = getattr(model.config, "id2label", None) or {}
+        names["target_tokens"] = [labels.get(t, f"class {t}") for t in targets.tolist()]
     return Attribution(
         relevance=relevance,
         target=None if targets is None else (squeeze(targets) if positions is not None else targets),
@@ -357,6 +371,7 @@ def attribute_encoder(model, *, input_ids=None, inputs_embeds=None, attention_ma
         patch_relevance=shaped(patch_rel),
         cls_relevance=shaped(cls_rel),
         extras={"linear_rule": linear_rule, "gamma": gamma} if linear_rule != "epsilon" else {},
+        **names,
     )
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 
 from lrp_triton.attribute import (_absolute_positions, _applied, _checkpointed, _frozen_eval, _per_row_ids,
-                                  token_relevance)
+                                  token_names, token_relevance)
 from lrp_triton.attribution import Attribution
 from lrp_triton.backend import upcast
 
@@ -49,7 +49,8 @@ def scales_decoder_output(config) -> bool:
 
 def attribute_seq2seq(model, adapter, input_ids, *, attention_mask=None, decoder_input_ids=None,
                       decoder_attention_mask=None, target=None, position=-1, contrast=None, mode="attnlrp",
-                      latent=False, checkpoint=False, backend="auto") -> Attribution:
+                      latent=False, checkpoint=False, backend="auto", tokenizer=None,
+                      progress=None) -> Attribution:
     """Explains decoder logits of an encoder-decoder model (see `lrp_triton.attribute`).
 
     `position` counts over each row's real decoder tokens; the default `decoder_input_ids` is the
@@ -113,6 +114,8 @@ def attribute_seq2seq(model, adapter, input_ids, *, attention_mask=None, decoder
             scores[:, j].sum().backward(retain_graph=j < n_pos - 1)
             enc_rel.append(token_relevance(enc_emb, enc_emb.grad))
             dec_rel.append(token_relevance(dec_emb, dec_emb.grad))
+            if progress is not None:
+                progress(j + 1, n_pos)
 
     def shaped(items):
         return torch.stack(items, dim=1) if several else items[0]
@@ -124,4 +127,5 @@ def attribute_seq2seq(model, adapter, input_ids, *, attention_mask=None, decoder
         decoder_relevance=shaped(dec_rel).detach(), input_ids=input_ids, attention_mask=attention_mask,
         mode=mode, model_type=model.config.model_type,
         extras={"decoder_input_ids": decoder_input_ids, "decoder_attention_mask": decoder_attention_mask},
+        **token_names(tokenizer, input_ids, squeeze(targets), None if contrasts is None else squeeze(contrasts)),
     )

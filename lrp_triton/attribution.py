@@ -15,11 +15,13 @@ class Attribution:
     and `relevance` has shape [B, P, N] instead of [B, N].
 
     Attributes:
-        relevance: float32 [B, N], token relevance at the input (token) embeddings, summed over
-            the hidden dimension; 0 at padding.
-        target: explained token id per row (and position).
+        relevance: float32 [B, N] (float64 for a float64 model), token relevance at the input (token)
+            embeddings, summed over the hidden dimension; 0 at padding.
+        target: explained token id per row (and position); a classification head's class index;
+            None for a callable (custom) target.
         logit: the explained score (the target logit, minus the contrast logit if given).
-        position: index into the (padded) sequence of each explained position.
+        position: index into the (padded) sequence of each explained position; None when a whole
+            sequence is explained (classification heads, custom scores).
         contrast: contrast token id, or None.
         position_relevance: relevance of learned position embeddings (GPT-2), like `relevance`.
         decoder_relevance: encoder-decoder models (T5): relevance of the decoder prefix tokens
@@ -40,7 +42,8 @@ class Attribution:
         tokens: optional token strings, one list per batch row aligned with the sequence axis of
             `relevance` (filled by `attribute(..., tokenizer=...)` and the CLI); display only.
         target_tokens, contrast_tokens: optional token strings of `target` / `contrast` (same
-            nesting as those fields, as lists). model_name: the model's name or path, for display.
+            nesting as those fields, as lists; a classification head's label names).
+        model_name: the model's name or path, for display.
 
     Outputs (see `lrp_triton.render`): `show()`, `to_html(path)`, `to_png(path)`, `to_json(path)`,
     `top(k)`.

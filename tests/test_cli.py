@@ -388,3 +388,81 @@ def test_cached_model_id_loads_without_network(tmp_path):
     assert proc.returncode == 0, proc.stderr
     doc = json.loads(out.read_text())
     assert doc["model"] == "lrp-test/demo" and doc["rows"][0]["target_token"] == "3"
+
+
+# ------------------------------------------------------------------------------------------------
+# Every kind of text attribution renders (encoders, custom scores, encoder-decoders)
+# ------------------------------------------------------------------------------------------------
+def word_tokenizer(vocab_size):
+    """A whitespace WordLevel tokenizer whose token i is the word `w{i}`."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    words = Tokenizer(models.WordLevel({f"w{i}": i for i in range(vocab_size)}, unk_token="w0"))
+    words.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    return PreTrainedTokenizerFast(tokenizer_object=words, unk_token="w0")
+
+
+def explain_kind(kind, tokenizer, progress):
+    """(attribution, input_ids, attention_mask) of one tiny model of `kind`."""
+    from test_encoders import TEXT, text_inputs, tiny
+    from test_t5 import inputs as t5_inputs
+    from test_t5 import tiny_t5
+
+    if kind == "seq2seq":
+        model = tiny_t5("flan")
+        ids, dec, mask = t5_inputs()
+        return attribute(model, ids, attention_mask=mask, decoder_input_ids=dec, position=[2, 4],
+                         tokenizer=tokenizer, progress=progress), ids, mask.bool()
+    model = tiny({"classification": "bert-cls", "masked-lm": "roberta-mlm", "custom score": "bert-base"}[kind])
+    ids, mask, types = text_inputs(pad_last=3)
+    kw = dict(input_ids=ids, attention_mask=mask, tokenizer=tokenizer, progress=progress)
+    if kind == "masked-lm":
+        kw["position"] = 4
+    elif kind == "custom score":
+        kw["target"] = lambda out: out.last_hidden_state[:, 0, 5]
+    else:
+        kw["token_type_ids"] = types
+    assert TEXT["vocab_size"] <= 101
+    return attribute(model, **kw), ids, mask
+
+
+@pytest.mark.parametrize("kind", ["classification", "masked-lm", "custom score", "seq2seq"])
+def test_every_text_attribution_renders_with_tokens_and_progress(kind, tmp_path, capsys):
+    """tokenizer= and progress= work for encoders and encoder-decoders too, and every output
+    (top, JSON, HTML, PNG) renders attributions without a position or with a custom score."""
+    calls = []
+    a, ids, mask = explain_kind(kind, word_tokenizer(101), lambda done, total: calls.append((done, total)))
+    n = 2 if kind == "seq2seq" else 1
+    assert calls == [(i, n) for i in range(1, n + 1)]
+    assert a.tokens == [[f"w{i}" for i in row] for row in ids.tolist()]
+    doc = a.to_json(tmp_path / "a.json")
+    assert json.loads((tmp_path / "a.json").read_text()) == json.loads(json.dumps(doc))
+    assert len(doc["rows"]) == 2 * n
+    for row in doc["rows"]:
+        b = row["batch"]
+        real = mask[b].nonzero()[:, 0].tolist()
+        assert row["tokens"] == [f"w{ids[b, i]}" for i in real]  # every real token, padding dropped
+        relevance = a.relevance[b] if n == 1 else a.relevance[b, [2, 4].index(row["position"])]
+        assert row["relevance"] == pytest.approx(relevance[real].tolist())
+        expected_target = {"classification": f"LABEL_{row['target']}", "custom score": None}.get(
+            kind, f"w{row['target']}")
+        assert row["target_token"] == expected_target
+    a.show(color=False)
+    shown = capsys.readouterr().out
+    label = {"classification": "target 'LABEL_", "custom score": "custom score  (score "}.get(kind, "target 'w")
+    assert shown.count(label) == 2 * n, shown
+    top = a.top(2)
+    assert len(top) == 2 * n and all(len(t) == 2 for t in top)
+    page = parse_html(a.to_html(tmp_path / "a.html"))
+    assert len(page.tokens) == sum(len(r["tokens"]) for r in doc["rows"])
+    if HAS_MATPLOTLIB:
+        a.to_png(tmp_path / "a.png")
+        assert (tmp_path / "a.png").stat().st_size > 0
+
+
+def test_vision_attribution_refuses_a_tokenizer():
+    from test_encoders import tiny
+
+    with pytest.raises(ValueError, match="tokenizer is for text models"):
+        attribute(tiny("vit"), pixel_values=torch.randn(1, 3, 32, 32), tokenizer=word_tokenizer(10))

@@ -3,8 +3,10 @@
 Every renderer (terminal, HTML, PNG, JSON, `top`) works on these rows. A row holds the real
 tokens (padding dropped); tokens after the explained position are dropped too when their
 relevance is exactly zero, as it is in a causal model, whose logit there depends on nothing later
-(so a generated token's row shows the prompt and the tokens before it). Raw relevance is kept as
-computed; `normalized` divides it by the row's largest magnitude, for colours.
+(so a generated token's row shows the prompt and the tokens before it). Attributions of a whole
+sequence (a classification head, a custom score) have no position, and an encoder-decoder's rows
+show its encoder tokens: both keep every real token.
+Raw relevance is kept as computed; `normalized` divides it by the row's largest magnitude, for colours.
 """
 
 from __future__ import annotations
@@ -24,8 +26,8 @@ class Row:
     relevance: list[float]  # raw relevance
     normalized: list[float]  # relevance / max |relevance| of the row, in [-1, 1]
     batch: int
-    position: int  # index of the explained position in the (padded) input sequence
-    target: int
+    position: int | None  # index of the explained position in the (padded) input; None: the whole sequence
+    target: int | None  # None: a custom score (a callable target)
     target_token: str | None
     logit: float
     contrast: int | None
@@ -33,6 +35,8 @@ class Row:
 
     @property
     def label(self) -> str:
+        if self.target is None:
+            return f"custom score  (score {self.logit:+.3f})"
         target = repr(self.target_token) if self.target_token is not None else f"#{self.target}"
         text = f"target {target}"
         if self.contrast is not None:
@@ -63,9 +67,11 @@ def rows(attribution) -> list[Row]:
     names = getattr(attribution, "tokens", None)
     target_names = getattr(attribution, "target_tokens", None)
     contrast_names = getattr(attribution, "contrast_tokens", None)
-    target = attribution.target.cpu()
+    target = attribution.target.cpu() if attribution.target is not None else None
     logit = attribution.logit.detach().float().cpu()
-    position = attribution.position.cpu()
+    position = attribution.position.cpu() if attribution.position is not None else None
+    # an encoder-decoder's position counts decoder tokens; its rows show the encoder tokens, all of them
+    encoder_decoder = getattr(attribution, "decoder_relevance", None) is not None
     contrast = attribution.contrast.cpu() if attribution.contrast is not None else None
 
     style = vocabulary_style([t for row in names for t in row]) if names is not None else None
@@ -82,9 +88,10 @@ def rows(attribution) -> list[Row]:
         else:
             shown = [f"[{i}]" for i in range(seq)]
         for j in range(n_pos):
-            pos = int(_entry(position, b, j, several))
+            pos = None if position is None else int(_entry(position, b, j, several))
             row_relevance = relevance[b, j] if several else relevance[b]
-            end = min(pos + 1, seq) if not row_relevance[pos + 1:].any() else seq
+            cut = pos is not None and not encoder_decoder and not row_relevance[pos + 1:].any()
+            end = min(pos + 1, seq) if cut else seq
             real = [i for i in range(end) if mask is None or mask[b, i]]
             values = row_relevance[real].tolist()
             largest = max((abs(v) for v in values), default=0.0)
@@ -97,7 +104,7 @@ def rows(attribution) -> list[Row]:
                 normalized=[v / largest if largest > 0 else 0.0 for v in values],
                 batch=b,
                 position=pos,
-                target=int(_entry(target, b, j, several)),
+                target=None if target is None else int(_entry(target, b, j, several)),
                 target_token=cleaned(_entry(target_names, b, j, several)),
                 logit=float(_entry(logit, b, j, several)),
                 contrast=None if c is None else int(c),
