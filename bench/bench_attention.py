@@ -31,7 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # `common` beside this
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
-from common import (cuda_time_ms, env_record, free_cuda, is_oom, markdown_table,  # noqa: E402
+from common import (cuda_time_ms, env_record, finish_run, free_cuda, is_oom, markdown_table,  # noqa: E402
                     peak_memory_bytes, require_cuda, result_paths, run_in_processes, write_json,
                     write_markdown)
 
@@ -503,12 +503,7 @@ def main(argv=None):
         record["elapsed_s"] = time.perf_counter() - start
         write_all(paths, record)  # after every case: a killed run still leaves its numbers
 
-    record["complete"] = True
-    record["elapsed_s"] = time.perf_counter() - start
-    write_all(paths, record)
-    print("\n" + markdown_table(record["ratios"], RATIO_COLS))
-    print(f"wrote {paths[0]} and {paths[1]} in {record['elapsed_s']:.0f} s", flush=True)
-    return 0
+    return finish_run(record, paths, start, write_all, RATIO_COLS)
 
 
 if __name__ == "__main__":

@@ -50,8 +50,9 @@ sys.path.insert(0, str(HERE))  # `common` beside this file
 
 import torch  # noqa: E402
 
-from common import (cuda_time_ms, env_record, free_cuda, is_oom, markdown_table, require_cuda,
-                    result_paths, short_error, smoke_files_problem, write_json, write_markdown)  # noqa: E402
+from common import (cuda_time_ms, env_record, free_cuda, is_oom, markdown_table, require_cuda,  # noqa: E402
+                    result_paths, sdpa_backends_accepting, sdpa_priority_order, short_error, smoke_files_problem,
+                    write_json, write_markdown)
 
 SCRIPT = "bench_attribute"
 GiB = 2 ** 30
@@ -360,36 +361,15 @@ def prewarm_attention(key, n, device, dtype):
 def sdpa_probe(device, dtype, head_dims=(64, 128), n=1024):
     """Which SDPA backends take the shape path (c) and (b) use (B=1, H=32, Hkv=8, causal, enable_gqa=True),
     forward and backward; and the backend torch picks by default (the one that runs with all enabled)."""
-    import warnings
-
-    import torch.nn.functional as F
-    from torch.nn.attention import SDPBackend, sdpa_kernel
-
     out = {}
     for d in head_dims:
         q = torch.randn(1, 32, n, d, device=device, dtype=dtype, requires_grad=True)
         k = torch.randn(1, 8, n, d, device=device, dtype=dtype, requires_grad=True)
         v = torch.randn(1, 8, n, d, device=device, dtype=dtype, requires_grad=True)
-        res = {}
-        for name in ("FLASH_ATTENTION", "CUDNN_ATTENTION", "EFFICIENT_ATTENTION", "MATH"):
-            backend = getattr(SDPBackend, name, None)
-            if backend is None:
-                continue
-            try:
-                with warnings.catch_warnings(), sdpa_kernel(backend):
-                    warnings.simplefilter("ignore")
-                    o = F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=True)
-                    torch.autograd.grad(o, (q, k, v), torch.ones_like(o))
-                res[name] = "ok"
-            except Exception as e:  # noqa: BLE001
-                res[name] = f"refused: {str(e).splitlines()[0][:120] if str(e) else type(e).__name__}"
-        out[f"head_dim_{d}"] = res
-    try:
-        names = {int(getattr(SDPBackend, x)): x for x in ("MATH", "FLASH_ATTENTION", "EFFICIENT_ATTENTION",
-                                                          "CUDNN_ATTENTION", "OVERRIDEABLE") if hasattr(SDPBackend, x)}
-        out["priority_order"] = [names.get(int(b), str(b)) for b in torch._C._get_sdp_priority_order()]
-    except Exception:  # noqa: BLE001 - private API, absent in some versions
-        pass
+        out[f"head_dim_{d}"] = sdpa_backends_accepting(q, k, v, is_causal=True, enable_gqa=True)
+    order = sdpa_priority_order()
+    if order is not None:
+        out["priority_order"] = order
     return out
 
 

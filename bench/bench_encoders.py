@@ -54,9 +54,9 @@ sys.path.insert(0, str(HERE))  # `common` and `bench_attribute` beside this file
 import torch  # noqa: E402
 
 import bench_attribute as ba  # noqa: E402  path (c): ref_applied, ref_sdpa_attention, REF_CALLS, ...
-from common import (cuda_time_ms, env_record, free_cuda, is_oom, markdown_table, require_cuda,
-                    result_paths, run_in_processes, short_error, smoke_files_problem, write_json,
-                    write_markdown)  # noqa: E402
+from common import (cuda_time_ms, env_record, free_cuda, is_oom, markdown_table, require_cuda,  # noqa: E402
+                    result_paths, run_in_processes, sdpa_backends_accepting, sdpa_priority_order, short_error,
+                    smoke_files_problem, write_json, write_markdown)
 
 SCRIPT = "bench_encoders"
 GiB = 2 ** 30
@@ -385,36 +385,14 @@ def sdpa_probe(device, dtype, n=1024, h=12, d=64):
     """Forward+backward of each SDPA backend on [1, 12, 1024, 64] (non-causal): without mask (BERT, ViT), with a
     T5-style float bias [1, 12, N, N] as compute_bias returns it (a permuted view) and contiguous; plus torch's
     priority order. A backend listed 'ok' in priority order first is the one torch picks."""
-    import warnings
-
-    import torch.nn.functional as F
-    from torch.nn.attention import SDPBackend, sdpa_kernel
-
     q, k, v = (torch.randn(1, h, n, d, device=device, dtype=dtype, requires_grad=True) for _ in range(3))
     bias_view = torch.randn(n, n, h, device=device, dtype=dtype).permute(2, 0, 1)[None]
     masks = {"no_mask": None, "t5_bias_view": bias_view, "t5_bias_contiguous": bias_view.contiguous()}
-    out = {}
-    for label, mask in masks.items():
-        res = {}
-        for name in ("FLASH_ATTENTION", "CUDNN_ATTENTION", "EFFICIENT_ATTENTION", "MATH"):
-            backend = getattr(SDPBackend, name, None)
-            if backend is None:
-                continue
-            try:
-                with warnings.catch_warnings(), sdpa_kernel(backend):
-                    warnings.simplefilter("ignore")
-                    o = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=1.0 if mask is not None else None)
-                    torch.autograd.grad(o, (q, k, v), torch.ones_like(o))
-                res[name] = "ok"
-            except Exception as e:  # noqa: BLE001
-                res[name] = f"refused: {str(e).splitlines()[0][:120] if str(e) else type(e).__name__}"
-        out[label] = res
-    try:
-        names = {int(getattr(SDPBackend, x)): x for x in ("MATH", "FLASH_ATTENTION", "EFFICIENT_ATTENTION",
-                                                          "CUDNN_ATTENTION", "OVERRIDEABLE") if hasattr(SDPBackend, x)}
-        out["priority_order"] = [names.get(int(b), str(b)) for b in torch._C._get_sdp_priority_order()]
-    except Exception:  # noqa: BLE001 - private API
-        pass
+    out = {label: sdpa_backends_accepting(q, k, v, attn_mask=mask, scale=1.0 if mask is not None else None)
+           for label, mask in masks.items()}
+    order = sdpa_priority_order()
+    if order is not None:
+        out["priority_order"] = order
     return out
 
 

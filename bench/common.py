@@ -402,3 +402,53 @@ def smoke_files_problem(paths: Sequence[Path], required: Sequence[str]) -> str |
 def short_error(e: BaseException) -> str:
     """One line for a result row: the exception type and the first line of its message."""
     return f"error: {type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''}"
+
+
+def sdpa_backends_accepting(q, k, v, **sdpa_kwargs) -> dict[str, str]:
+    """Forward + backward of F.scaled_dot_product_attention(q, k, v, **sdpa_kwargs) under each SDPA
+    backend alone: {backend name: "ok" or "refused: <first line of the error>"}."""
+    import warnings
+
+    import torch.nn.functional as F
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    res = {}
+    for name in ("FLASH_ATTENTION", "CUDNN_ATTENTION", "EFFICIENT_ATTENTION", "MATH"):
+        backend = getattr(SDPBackend, name, None)
+        if backend is None:
+            continue
+        try:
+            with warnings.catch_warnings(), sdpa_kernel(backend):
+                warnings.simplefilter("ignore")
+                o = F.scaled_dot_product_attention(q, k, v, **sdpa_kwargs)
+                torch.autograd.grad(o, (q, k, v), torch.ones_like(o))
+            res[name] = "ok"
+        except Exception as e:  # noqa: BLE001
+            res[name] = f"refused: {str(e).splitlines()[0][:120] if str(e) else type(e).__name__}"
+    return res
+
+
+def sdpa_priority_order() -> list[str] | None:
+    """The order in which torch tries the SDPA backends (private API: None where it is absent)."""
+    from torch.nn.attention import SDPBackend
+
+    try:
+        names = {int(getattr(SDPBackend, x)): x for x in ("MATH", "FLASH_ATTENTION", "EFFICIENT_ATTENTION",
+                                                          "CUDNN_ATTENTION", "OVERRIDEABLE") if hasattr(SDPBackend, x)}
+        return [names.get(int(b), str(b)) for b in torch._C._get_sdp_priority_order()]
+    except Exception:  # noqa: BLE001 - private API, absent in some versions
+        return None
+
+
+def finish_run(record: dict[str, Any], paths: Sequence[Path], start: float, write_all: Callable,
+               ratio_columns: Sequence[str]) -> int:
+    """Marks `record` complete, writes it with `write_all(paths, record)`, prints the ratio table and
+    where the files went; returns 0 (the script's exit status)."""
+    import time
+
+    record["complete"] = True
+    record["elapsed_s"] = time.perf_counter() - start
+    write_all(paths, record)
+    print("\n" + markdown_table(record["ratios"], ratio_columns))
+    print(f"wrote {paths[0]} and {paths[1]} in {record['elapsed_s']:.0f} s", flush=True)
+    return 0

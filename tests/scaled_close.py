@@ -1,4 +1,4 @@
-"""The one closeness check the relevance tests share: max error relative to the largest magnitude."""
+"""The closeness checks the relevance tests share, each relative to the largest magnitude."""
 
 from __future__ import annotations
 
@@ -32,3 +32,18 @@ def assert_rel_close(actual, expected, tol, what="value"):
     err = (actual - expected).abs().max().item()
     assert err <= tol * scale, f"{what}: max error {err:.3e} vs max magnitude {scale:.3e} (relative {err / scale:.2e}, tol {tol})"
     return err / scale
+
+
+def assert_close_scaled(actual, expected, dtype, tol_table, what):
+    """Elementwise |a - e| <= rtol |e| + atol * max|e|, (rtol, atol) = tol_table[dtype]; returns the
+    worst |a - e| / max|e|, which the message also names."""
+    rtol, atol = tol_table[dtype]
+    actual, expected = actual.double(), expected.double()
+    assert torch.isfinite(actual).all(), f"{what}: non-finite values"
+    scale = max(expected.abs().max().item(), 1e-300)
+    err = (actual - expected).abs()
+    bound = rtol * expected.abs() + atol * scale
+    worst = (err / scale).max().item()
+    assert (err <= bound).all(), (f"{what}: {(err > bound).sum().item()} elements out of tolerance, "
+                                  f"max |err| / max|ref| = {worst:.3g}")
+    return worst

@@ -13,14 +13,25 @@ from transformers.models.llama.modeling_llama import LlamaMLP
 
 from lrp_triton.kernels import activations_torch
 from lrp_triton.ops import ACTIVATIONS, lrp_activation, lrp_glu
+from scaled_close import assert_close_scaled
 
 BACKENDS = ("triton", "torch")
 DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 HF_NAMES = {"silu": "silu", "gelu": "gelu", "gelu_tanh": "gelu_pytorch_tanh", "relu": "relu"}
 # (rtol, atol relative to the largest reference value). bf16 is loosest: gradients are stored in
 # bf16 and the Triton interpreter rounds fp32 -> bf16 by truncation (the GPU rounds to nearest).
-REL_TOL = {torch.float64: (1e-12, 1e-13), torch.float32: (1e-5, 1e-7), torch.float16: (3e-3, 1e-4), torch.bfloat16: (2e-2, 1e-3)}
-FWD_TOL = {torch.float64: (1e-12, 1e-13), torch.float32: (1e-5, 1e-6), torch.float16: (2e-3, 1e-4), torch.bfloat16: (2.5e-2, 1e-3)}
+REL_TOL = {
+    torch.float64: (1e-12, 1e-13),
+    torch.float32: (1e-5, 1e-7),
+    torch.float16: (3e-3, 1e-4),
+    torch.bfloat16: (2e-2, 1e-3),
+}
+FWD_TOL = {
+    torch.float64: (1e-12, 1e-13),
+    torch.float32: (1e-5, 1e-6),
+    torch.float16: (2e-3, 1e-4),
+    torch.bfloat16: (2.5e-2, 1e-3),
+}
 
 
 @pytest.fixture(autouse=True)
@@ -30,18 +41,6 @@ def poisoned_outputs(monkeypatch):
         return torch.full(shape, float("nan"), dtype=dtype, device=device)
 
     monkeypatch.setattr(activations_torch, "new_output", nan_filled)
-
-
-def assert_close_scaled(actual, expected, dtype, tol_table, what):
-    """Elementwise |a - e| <= rtol |e| + atol * max|e|, with the worst error in the message."""
-    rtol, atol = tol_table[dtype]
-    actual, expected = actual.double(), expected.double()
-    assert torch.isfinite(actual).all(), f"{what}: non-finite values"
-    scale = max(expected.abs().max().item(), 1e-300)
-    err = (actual - expected).abs()
-    bound = rtol * expected.abs() + atol * scale
-    assert (err <= bound).all(), (f"{what}: {(err > bound).sum().item()} elements out of tolerance, "
-                                  f"max |err| / max|ref| = {(err / scale).max().item():.3g}")
 
 
 def randn(*shape, dtype=torch.float32, scale=1.0):

@@ -12,14 +12,25 @@ from transformers.models.llama.modeling_llama import LlamaRMSNorm
 
 from lrp_triton.kernels import layer_norm_torch, rms_norm_torch
 from lrp_triton.ops import lrp_layer_norm, lrp_rms_norm
+from scaled_close import assert_close_scaled
 
 BACKENDS = ("triton", "torch")
 DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 # (rtol, atol relative to the largest reference value) for relevance and forward outputs. bf16 is
 # loosest: the gradient itself is stored in bf16, and the Triton interpreter rounds fp32 -> bf16 by
 # truncation (on the GPU it rounds to nearest even).
-REL_TOL = {torch.float64: (1e-12, 1e-13), torch.float32: (1e-5, 1e-6), torch.float16: (4e-3, 1e-3), torch.bfloat16: (2e-2, 8e-3)}
-FWD_TOL = {torch.float64: (1e-12, 1e-13), torch.float32: (1e-5, 1e-6), torch.float16: (2e-3, 1e-4), torch.bfloat16: (2.5e-2, 1e-2)}
+REL_TOL = {
+    torch.float64: (1e-12, 1e-13),
+    torch.float32: (1e-5, 1e-6),
+    torch.float16: (4e-3, 1e-3),
+    torch.bfloat16: (2e-2, 8e-3),
+}
+FWD_TOL = {
+    torch.float64: (1e-12, 1e-13),
+    torch.float32: (1e-5, 1e-6),
+    torch.float16: (2e-3, 1e-4),
+    torch.bfloat16: (2.5e-2, 1e-2),
+}
 
 
 @pytest.fixture(autouse=True)
@@ -30,20 +41,6 @@ def poisoned_outputs(monkeypatch):
 
     monkeypatch.setattr(rms_norm_torch, "new_output", nan_filled)
     monkeypatch.setattr(layer_norm_torch, "new_output", nan_filled)
-
-
-def assert_close_scaled(actual, expected, dtype, tol_table, what):
-    """Elementwise |a - e| <= rtol |e| + atol * max|e|, with the worst error in the message."""
-    rtol, atol = tol_table[dtype]
-    actual, expected = actual.double(), expected.double()
-    assert torch.isfinite(actual).all(), f"{what}: non-finite values"
-    scale = expected.abs().max().item()
-    err = (actual - expected).abs()
-    bound = rtol * expected.abs() + atol * scale
-    worst = (err / scale).max().item()
-    assert (err <= bound).all(), (f"{what}: {(err > bound).sum().item()} elements out of tolerance, "
-                                  f"max |err| / max|ref| = {worst:.3g}")
-    return worst
 
 
 def randn(*shape, dtype=torch.float32, scale=1.0, shift=0.0):
