@@ -30,7 +30,7 @@ from __future__ import annotations
 import triton
 import triton.language as tl
 
-from lrp_triton.kernels import activations_torch
+from lrp_triton.kernels import activations_torch, buffers
 from lrp_triton.kernels.activations_torch import ACTIVATION_IDS
 from lrp_triton.kernels.triton_setup import autotune_configs
 
@@ -150,7 +150,7 @@ def _grid(numel):
 def activation_forward(x, *, activation):
     """y = act(x) in x's dtype."""
     x = x.contiguous()
-    y = activations_torch.new_output(x.shape, x.dtype, x.device)
+    y = buffers.new_output(x.shape, x.dtype, x.device)
     if x.numel():
         _act_fwd[_grid(x.numel())](x, y, x.numel(), ACT=ACTIVATION_IDS[activation])
     return y
@@ -160,7 +160,7 @@ def activation_backward(grad_out, x, *, activation):
     """Identity rule: g_x = g * act(x)/x, in x's dtype."""
     x = x.contiguous()
     grad_out = grad_out.contiguous()
-    dx = activations_torch.new_output(x.shape, x.dtype, x.device)
+    dx = buffers.new_output(x.shape, x.dtype, x.device)
     if x.numel():
         _act_bwd[_grid(x.numel())](grad_out, x, dx, x.numel(), ACT=ACTIVATION_IDS[activation])
     return dx
@@ -170,7 +170,7 @@ def glu_forward(gate, up, *, activation):
     """y = act(gate) * up in the input dtype."""
     gate = gate.contiguous()
     up = up.contiguous()
-    y = activations_torch.new_output(gate.shape, gate.dtype, gate.device)
+    y = buffers.new_output(gate.shape, gate.dtype, gate.device)
     if gate.numel():
         _glu_fwd[_grid(gate.numel())](gate, up, y, gate.numel(), ACT=ACTIVATION_IDS[activation])
     return y
@@ -181,8 +181,8 @@ def glu_backward(grad_out, gate, up, *, activation):
     gate = gate.contiguous()
     up = up.contiguous()
     grad_out = grad_out.contiguous()
-    d_gate = activations_torch.new_output(gate.shape, gate.dtype, gate.device)
-    d_up = activations_torch.new_output(up.shape, up.dtype, up.device)
+    d_gate = buffers.new_output(gate.shape, gate.dtype, gate.device)
+    d_up = buffers.new_output(up.shape, up.dtype, up.device)
     if gate.numel():
         _glu_bwd[_grid(gate.numel())](grad_out, gate, up, d_gate, d_up, gate.numel(),
                                       ACT=ACTIVATION_IDS[activation])

@@ -39,10 +39,6 @@ _SQRT1_2 = 1.0 / math.sqrt(2.0)
 _SQRT_2_OVER_PI = math.sqrt(2.0 / math.pi)
 
 
-def new_output(shape, dtype, device) -> torch.Tensor:
-    """Uninitialised output buffer of the Triton launchers (tests fill it with NaN to catch gaps)."""
-    return torch.empty(shape, dtype=dtype, device=device)
-
 
 def activation_torch(x: torch.Tensor, activation: str) -> torch.Tensor:
     """act(x) in x's dtype, exactly as HuggingFace's ACT2FN computes it."""

@@ -34,134 +34,17 @@ import torch
 import triton
 import triton.language as tl
 
-from lrp_triton.kernels import attention_torch
-from lrp_triton.kernels.attention_torch import ATTENTION_RULES
-from lrp_triton.kernels.triton_setup import INTERPRETING, autotune_configs
-
-_LOG2E = tl.constexpr(1.4426950408889634)
-_NEG_INF = tl.constexpr(float("-inf"))
-
-
-# ----------------------------------------------------------------------------------------------
-# Shared tile helpers
-# ----------------------------------------------------------------------------------------------
-@triton.jit
-def _tanh_over_x(x):
-    """tanh(x) / x, 1 at x = 0; tanh written through exp (the interpreter has no libdevice)."""
-    # |x| < 0.1: Taylor series tanh(x)/x = 1 - x^2/3 + 2x^4/15 - 17x^6/315 (error < 1e-9);
-    # elsewhere tanh(|x|) = (1 - e^{-2|x|}) / (1 + e^{-2|x|}), which never overflows.
-    x2 = x * x
-    series = 1.0 + x2 * (-1.0 / 3.0 + x2 * (2.0 / 15.0 - x2 * (17.0 / 315.0)))
-    ax = tl.maximum(tl.abs(x), 0.1)
-    e = tl.exp(-2.0 * ax)
-    return tl.where(tl.abs(x) < 0.1, series, (1.0 - e) / ((1.0 + e) * ax))
-
-
-@triton.jit
-def _visible(q_idx, k_idx, N, M, window, CAUSAL: tl.constexpr, HAS_WINDOW: tl.constexpr):
-    """Which (query, key) pairs attend; q_idx and k_idx broadcast against each other."""
-    q_pos = q_idx + (M - N)  # bottom-right alignment: the queries are the last N positions
-    vis = (q_idx < N) & (k_idx < M)
-    if CAUSAL:
-        vis = vis & (k_idx <= q_pos)
-    if HAS_WINDOW:
-        vis = vis & (q_pos - k_idx < window)
-    return vis
-
-
-@triton.jit
-def _scores(qk, q_idx, k_idx, vis, bias_base, stride_bn, stride_bm, rel_base, stride_rm, N, scale, softcap,
-            HAS_SOFTCAP: tl.constexpr, HAS_BIAS: tl.constexpr, HAS_REL: tl.constexpr):
-    """(S_raw, S) of one tile from the raw dot products qk; S is -inf where not visible."""
-    s_raw = qk * scale
-    s = s_raw
-    if HAS_SOFTCAP:
-        s = s_raw * _tanh_over_x(s_raw / softcap)  # c * tanh(S_raw / c)
-    if HAS_BIAS:
-        s = s + tl.load(bias_base + q_idx.to(tl.int64) * stride_bn + k_idx.to(tl.int64) * stride_bm, mask=vis,
-                        other=0.0).to(tl.float32)  # 64-bit offsets: a full bias may exceed 2^31 entries
-    if HAS_REL:  # relative-position bias of this head: one value per key - query offset (T5)
-        rel = k_idx - q_idx + (N - 1)
-        s = s + tl.load(rel_base + rel * stride_rm, mask=vis, other=0.0).to(tl.float32)
-    return s_raw, tl.where(vis, s, _NEG_INF)
-
-
-@triton.jit
-def _softcap_grad_factor(s_raw, softcap, SOFTCAP_IDENTITY: tl.constexpr):
-    """Factor from dS to dS_raw: identity rule tanh(x)/x, or the derivative 1 - tanh(x)^2."""
-    x = s_raw / softcap
-    ratio = _tanh_over_x(x)
-    if SOFTCAP_IDENTITY:
-        return ratio
-    t = ratio * x
-    return 1.0 - t * t
-
-
-@triton.jit
-def _key_range(m0, N, M, window, CAUSAL: tl.constexpr, HAS_WINDOW: tl.constexpr,
-               BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
-    """[lo, hi) of keys that some query of the block [m0, m0 + BLOCK_M) can see."""
-    lo = 0
-    hi = M
-    if CAUSAL:  # the block's last query sits at position m0 + BLOCK_M - 1 + M - N
-        hi = tl.minimum(M, m0 + BLOCK_M + (M - N))
-    if HAS_WINDOW:  # its first query sees keys j > m0 + M - N - window
-        lo = tl.maximum(0, m0 + (M - N) - window + 1)
-        lo = (lo // BLOCK_N) * BLOCK_N
-    return lo, hi
-
-
-@triton.jit
-def _query_range(n0, N, M, window, CAUSAL: tl.constexpr, HAS_WINDOW: tl.constexpr,
-                 BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
-    """[lo, hi) of queries that can see some key of the block [n0, n0 + BLOCK_N)."""
-    lo = 0
-    hi = N
-    if CAUSAL:  # key n0 is seen from position n0 on, i.e. from query n0 - (M - N)
-        lo = tl.maximum(0, n0 - (M - N))
-        lo = (lo // BLOCK_M) * BLOCK_M
-    if HAS_WINDOW:  # key n0 + BLOCK_N - 1 is seen up to position n0 + BLOCK_N - 2 + window
-        hi = tl.minimum(N, n0 + BLOCK_N - 1 + window - (M - N))
-    return lo, hi
-
-
-# ----------------------------------------------------------------------------------------------
-# Autotuning: a few configs on the GPU, exactly one under the interpreter
-# ----------------------------------------------------------------------------------------------
-def _configs(gpu_blocks, interpreter_blocks):
-    """(BLOCK_M, BLOCK_N, warps, stages) tuples as autotune configs; one config when interpreting."""
-    gpu = [triton.Config({"BLOCK_M": bm, "BLOCK_N": bn}, num_warps=w, num_stages=s) for bm, bn, w, s in gpu_blocks]
-    one = triton.Config({"BLOCK_M": interpreter_blocks[0], "BLOCK_N": interpreter_blocks[1]}, num_warps=4, num_stages=1)
-    return autotune_configs(gpu, one)
-
-
-def _prune_for_head_dim(configs, named_args, **kwargs):
-    """Tiles that fit in shared memory: smaller for large head dims, and for float32 tiles (twice the
-    bytes, exact non-tensor-core products that also compile slowly), which get at most 2 stages."""
-    block_d = kwargs.get("BLOCK_D", named_args.get("BLOCK_D", 128))
-    f32 = kwargs.get("DOT_F32", named_args.get("DOT_F32", False))
-    limit = 128 * 128 if block_d <= 128 else 64 * 64
-    if f32:
-        limit = 64 * 64 if block_d <= 64 else (64 * 32 if block_d <= 128 else 32 * 32)
-    kept = [c for c in configs if c.kwargs["BLOCK_M"] * c.kwargs["BLOCK_N"] <= limit
-            and (not f32 or c.num_stages <= 2)]
-    return kept or [min(configs, key=lambda c: (c.kwargs["BLOCK_M"] * c.kwargs["BLOCK_N"], c.num_stages))]
-
-
-_FWD_CONFIGS = _configs(
-    [(128, 64, 8, 3), (128, 128, 8, 3), (128, 32, 4, 3), (64, 64, 4, 3), (64, 32, 4, 2), (64, 64, 4, 4),
-     (32, 32, 4, 2)], (32, 16))
-_BWD_CONFIGS = _configs(
-    [(64, 128, 8, 3), (64, 64, 4, 3), (32, 128, 8, 2), (32, 64, 4, 2), (64, 32, 4, 2), (32, 32, 4, 2)], (16, 32))
-# (the smallest entries double as the float32 fallback: see _prune_for_head_dim)
-_TUNE_CAP = 16384
-_TUNE_KEY = ["N_BUCKET", "M_BUCKET", "BLOCK_D", "CAUSAL", "HAS_WINDOW", "HAS_SOFTCAP", "HAS_KPM", "HAS_BIAS", "HAS_REL"]
-
+from lrp_triton.kernels import buffers
+from lrp_triton.kernels.attention_tiles import (BWD_CONFIGS, FWD_CONFIGS, LOG2E, NEG_INF, TUNE_CAP, TUNE_KEY, key_range,
+                                             prune_for_head_dim, query_range, softcap_grad_factor, tile_scores,
+                                             visible)
+from lrp_triton.kernels.triton_setup import INTERPRETING
+from lrp_triton.rules import ATTENTION_RULES
 
 # ----------------------------------------------------------------------------------------------
 # Forward
 # ----------------------------------------------------------------------------------------------
-@triton.autotune(configs=_FWD_CONFIGS, key=_TUNE_KEY, prune_configs_by={"early_config_prune": _prune_for_head_dim})
+@triton.autotune(configs=FWD_CONFIGS, key=TUNE_KEY, prune_configs_by={"early_config_prune": prune_for_head_dim})
 @triton.jit
 def _attn_fwd(
     Q, K, V, O, LSE, KPM, BIAS, REL,
@@ -193,11 +76,11 @@ def _attn_fwd(
     bias_base = BIAS + b * stride_bb + h * stride_bh
     rel_base = REL + h * stride_rh
 
-    m_i = tl.full([BLOCK_M], _NEG_INF, dtype=tl.float32)  # running row max of S * log2(e)
+    m_i = tl.full([BLOCK_M], NEG_INF, dtype=tl.float32)  # running row max of S * log2(e)
     l_i = tl.zeros([BLOCK_M], dtype=tl.float32)  # running row sum of exp2(S * log2(e) - m_i)
     acc = tl.zeros([BLOCK_M, BLOCK_D], dtype=tl.float32)  # running sum of P V (unnormalised)
 
-    lo, hi = _key_range(pid_m * BLOCK_M, N, M, window, CAUSAL, HAS_WINDOW, BLOCK_M, BLOCK_N)
+    lo, hi = key_range(pid_m * BLOCK_M, N, M, window, CAUSAL, HAS_WINDOW, BLOCK_M, BLOCK_N)
     for start_n in range(lo, hi, BLOCK_N):
         offs_n = start_n + tl.arange(0, BLOCK_N)
         n_ok = offs_n < M
@@ -206,16 +89,16 @@ def _attn_fwd(
         if DOT_F32:
             k_t = k_t.to(tl.float32)
         qk = tl.dot(q, k_t, input_precision=PRECISION)
-        vis = _visible(offs_m[:, None], offs_n[None, :], N, M, window, CAUSAL, HAS_WINDOW)
+        vis = visible(offs_m[:, None], offs_n[None, :], N, M, window, CAUSAL, HAS_WINDOW)
         if HAS_KPM:
             keep = tl.load(KPM + b * stride_kpm_b + offs_n, mask=n_ok, other=0)
             vis = vis & (keep[None, :] != 0)
-        _, s = _scores(qk, offs_m[:, None], offs_n[None, :], vis, bias_base, stride_bn, stride_bm,
+        _, s = tile_scores(qk, offs_m[:, None], offs_n[None, :], vis, bias_base, stride_bn, stride_bm,
                        rel_base, stride_rm, N, scale, softcap, HAS_SOFTCAP, HAS_BIAS, HAS_REL)
-        s = s * _LOG2E
+        s = s * LOG2E
         # online softmax: new max, rescale what was accumulated under the old max
         m_new = tl.maximum(m_i, tl.max(s, 1))
-        m_use = tl.where(m_new == _NEG_INF, 0.0, m_new)  # rows with nothing visible yet: no NaN
+        m_use = tl.where(m_new == NEG_INF, 0.0, m_new)  # rows with nothing visible yet: no NaN
         p = tl.exp2(s - m_use[:, None])
         alpha = tl.exp2(m_i - m_use)
         l_i = l_i * alpha + tl.sum(p, 1)
@@ -259,8 +142,8 @@ def _attn_bwd_delta(
     tl.store(DELTA + pid_bh.to(tl.int64) * N + offs_m, tl.sum(o * do, 1), mask=offs_m < N)
 
 
-@triton.autotune(configs=_BWD_CONFIGS, key=_TUNE_KEY + ["COMPUTE_DQK"],
-                 prune_configs_by={"early_config_prune": _prune_for_head_dim})
+@triton.autotune(configs=BWD_CONFIGS, key=TUNE_KEY + ["COMPUTE_DQK"],
+                 prune_configs_by={"early_config_prune": prune_for_head_dim})
 @triton.jit
 def _attn_bwd_dkdv(
     Q, K, V, DO, LSE, DELTA, DK, DV, KPM, BIAS, REL,
@@ -299,7 +182,7 @@ def _attn_bwd_dkdv(
 
     dk = tl.zeros([BLOCK_N, BLOCK_D], dtype=tl.float32)
     dv = tl.zeros([BLOCK_N, BLOCK_D], dtype=tl.float32)
-    lo, hi = _query_range(pid_n * BLOCK_N, N, M, window, CAUSAL, HAS_WINDOW, BLOCK_M, BLOCK_N)
+    lo, hi = query_range(pid_n * BLOCK_N, N, M, window, CAUSAL, HAS_WINDOW, BLOCK_M, BLOCK_N)
     for g in range(0, GROUP):
         h = hk * GROUP + g
         bh = b * H + h
@@ -320,18 +203,18 @@ def _attn_bwd_dkdv(
             lse = tl.load(LSE + bh * N + offs_m, mask=m_ok, other=float("inf"))
             # transposed tiles [BLOCK_N, BLOCK_M]: rows are keys, columns queries
             qk_t = tl.dot(k, q_t, input_precision=PRECISION)
-            vis = _visible(offs_m[None, :], offs_n[:, None], N, M, window, CAUSAL, HAS_WINDOW)
+            vis = visible(offs_m[None, :], offs_n[:, None], N, M, window, CAUSAL, HAS_WINDOW)
             vis = vis & (keep[:, None] != 0)
-            s_raw, s = _scores(qk_t, offs_m[None, :], offs_n[:, None], vis, bias_base, stride_bn, stride_bm,
+            s_raw, s = tile_scores(qk_t, offs_m[None, :], offs_n[:, None], vis, bias_base, stride_bn, stride_bm,
                                rel_base, stride_rm, N, scale, softcap, HAS_SOFTCAP, HAS_BIAS, HAS_REL)
-            p_t = tl.exp2(s * _LOG2E - lse[None, :])  # P^T recomputed from the saved log-sum-exp
+            p_t = tl.exp2(s * LOG2E - lse[None, :])  # P^T recomputed from the saved log-sum-exp
             dv += tl.dot(p_t.to(do.dtype), do, input_precision=PRECISION)  # P^T dO
             if COMPUTE_DQK:
                 delta = tl.load(DELTA + bh * N + offs_m, mask=m_ok, other=0.0)
                 dp_t = tl.dot(v, tl.trans(do), input_precision=PRECISION)  # (dO V^T)^T
                 ds_t = p_t * (dp_t - delta[None, :])  # exact softmax gradient
                 if HAS_SOFTCAP:
-                    ds_t = ds_t * _softcap_grad_factor(s_raw, softcap, SOFTCAP_IDENTITY)
+                    ds_t = ds_t * softcap_grad_factor(s_raw, softcap, SOFTCAP_IDENTITY)
                 dk += tl.dot(ds_t.to(q_t.dtype), tl.trans(q_t), input_precision=PRECISION)  # dS^T Q
 
     # epilogue: the mode's constant LRP factors (AttnLRP: dK / 4, dV / 2) and the softmax scale
@@ -343,7 +226,7 @@ def _attn_bwd_dkdv(
              dv.to(DV.dtype.element_ty), mask=kv_mask)
 
 
-@triton.autotune(configs=_FWD_CONFIGS, key=_TUNE_KEY, prune_configs_by={"early_config_prune": _prune_for_head_dim})
+@triton.autotune(configs=FWD_CONFIGS, key=TUNE_KEY, prune_configs_by={"early_config_prune": prune_for_head_dim})
 @triton.jit
 def _attn_bwd_dq(
     Q, K, V, DO, LSE, DELTA, DQ, KPM, BIAS, REL,
@@ -385,7 +268,7 @@ def _attn_bwd_dq(
     rel_base = REL + h * stride_rh
 
     dq = tl.zeros([BLOCK_M, BLOCK_D], dtype=tl.float32)
-    lo, hi = _key_range(pid_m * BLOCK_M, N, M, window, CAUSAL, HAS_WINDOW, BLOCK_M, BLOCK_N)
+    lo, hi = key_range(pid_m * BLOCK_M, N, M, window, CAUSAL, HAS_WINDOW, BLOCK_M, BLOCK_N)
     for start_n in range(lo, hi, BLOCK_N):
         offs_n = start_n + tl.arange(0, BLOCK_N)
         n_ok = offs_n < M
@@ -396,17 +279,17 @@ def _attn_bwd_dq(
             k_t = k_t.to(tl.float32)
             v_t = v_t.to(tl.float32)
         qk = tl.dot(q, k_t, input_precision=PRECISION)
-        vis = _visible(offs_m[:, None], offs_n[None, :], N, M, window, CAUSAL, HAS_WINDOW)
+        vis = visible(offs_m[:, None], offs_n[None, :], N, M, window, CAUSAL, HAS_WINDOW)
         if HAS_KPM:
             keep = tl.load(KPM + b * stride_kpm_b + offs_n, mask=n_ok, other=0)
             vis = vis & (keep[None, :] != 0)
-        s_raw, s = _scores(qk, offs_m[:, None], offs_n[None, :], vis, bias_base, stride_bn, stride_bm,
+        s_raw, s = tile_scores(qk, offs_m[:, None], offs_n[None, :], vis, bias_base, stride_bn, stride_bm,
                            rel_base, stride_rm, N, scale, softcap, HAS_SOFTCAP, HAS_BIAS, HAS_REL)
-        p = tl.exp2(s * _LOG2E - lse[:, None])  # P recomputed from the saved log-sum-exp
+        p = tl.exp2(s * LOG2E - lse[:, None])  # P recomputed from the saved log-sum-exp
         dp = tl.dot(do, v_t, input_precision=PRECISION)  # dO V^T
         ds = p * (dp - delta[:, None])  # exact softmax gradient
         if HAS_SOFTCAP:
-            ds = ds * _softcap_grad_factor(s_raw, softcap, SOFTCAP_IDENTITY)
+            ds = ds * softcap_grad_factor(s_raw, softcap, SOFTCAP_IDENTITY)
         dq += tl.dot(ds.to(k_t.dtype), tl.trans(k_t), input_precision=PRECISION)  # dS K
 
     dq = dq * (scale * dqk_scale)  # epilogue: AttnLRP dQ / 4 and the softmax scale
@@ -446,7 +329,7 @@ def _common(q, k, key_padding_mask, bias, relative_bias, sliding_window, softcap
     # autotune key: lengths by power of two, capped so that long contexts reuse the 16k choice
     # instead of re-tuning (on real data, at full cost) at every new power of two
     scalars = dict(softcap=float(softcap or 1.0), window=int(sliding_window or 0),
-                   N_BUCKET=min(triton.next_power_of_2(n), _TUNE_CAP), M_BUCKET=min(triton.next_power_of_2(m), _TUNE_CAP))
+                   N_BUCKET=min(triton.next_power_of_2(n), TUNE_CAP), M_BUCKET=min(triton.next_power_of_2(m), TUNE_CAP))
     return kpm, kpm_stride, (bias_t, rel_t), bias_strides + rel_strides, scalars, meta
 
 
@@ -455,8 +338,8 @@ def attention_forward(q, k, v, *, causal, scale, key_padding_mask=None, sliding_
     """Exact attention. Returns (out [B, H, N, D] in q's dtype, lse [B, H, N] float32, log2 units)."""
     b, h, n, d = q.shape
     hkv, m = k.shape[1], k.shape[2]
-    out = attention_torch.new_output((b, h, n, d), q.dtype, q.device)
-    lse = attention_torch.new_output((b, h, n), torch.float32, q.device)
+    out = buffers.new_output((b, h, n, d), q.dtype, q.device)
+    lse = buffers.new_output((b, h, n), torch.float32, q.device)
     kpm, kpm_stride, biases, bias_strides, scalars, meta = _common(
         q, k, key_padding_mask, bias, relative_bias, sliding_window, softcap)
     grid = lambda META: (triton.cdiv(n, META["BLOCK_M"]), b * h)  # noqa: E731
@@ -477,13 +360,13 @@ def attention_backward(do, q, k, v, out, lse, *, causal, scale, mode, key_paddin
     block_d = meta["BLOCK_D"]
     compute_dqk = rule.dqk != 0.0
 
-    delta = attention_torch.new_output((b, h, n), torch.float32, q.device)
+    delta = buffers.new_output((b, h, n), torch.float32, q.device)
     if compute_dqk:
         _attn_bwd_delta[(triton.cdiv(n, 32), b * h)](
             out, do, delta, *out.stride(), *do.stride(), h, n, HEAD_DIM=d, BLOCK_D=block_d, BLOCK_M=32)
 
-    dk = attention_torch.new_output((b, hkv, m, d), k.dtype, q.device)
-    dv = attention_torch.new_output((b, hkv, m, d), v.dtype, q.device)
+    dk = buffers.new_output((b, hkv, m, d), k.dtype, q.device)
+    dv = buffers.new_output((b, hkv, m, d), v.dtype, q.device)
     _attn_bwd_dkdv[lambda META: (triton.cdiv(m, META["BLOCK_N"]), b * hkv)](
         q, k, v, do, lse, delta, dk, dv, kpm, *biases,
         *q.stride(), *k.stride(), *v.stride(), *do.stride(), kpm_stride, *bias_strides,
@@ -493,7 +376,7 @@ def attention_backward(do, q, k, v, out, lse, *, causal, scale, mode, key_paddin
 
     if not compute_dqk:
         return torch.zeros_like(q), dk, dv
-    dq = attention_torch.new_output((b, h, n, d), q.dtype, q.device)
+    dq = buffers.new_output((b, h, n, d), q.dtype, q.device)
     _attn_bwd_dq[lambda META: (triton.cdiv(n, META["BLOCK_M"]), b * h)](
         q, k, v, do, lse, delta, dq, kpm, *biases,
         *q.stride(), *k.stride(), *v.stride(), *do.stride(), kpm_stride, *bias_strides,

@@ -20,8 +20,8 @@ Backward, in gradient form (x * x.grad is the relevance of x), with D = rowsum(d
     dQ     = rule.dqk * scale * dS_raw K
     dK     = rule.dqk * scale * dS_raw^T Q       summed over the query heads of a kv group
 
-AttnLRP: dqk = 1/4 (half of O = P V goes to P, half of S = Q K^T to each of Q and K), dv = 1/2.
-CP-LRP: dqk = 0, dv = 1. Gradient: both 1, softcap by its true derivative.
+The factors per mode (AttnLRP: dqk = 1/4, dv = 1/2; CP-LRP: dqk = 0, dv = 1; gradient: both 1, softcap
+by its true derivative) are `lrp_triton.rules.ATTENTION_RULES`.
 
 Scores, softmax and gradients are computed in float32 (float64 for float64 inputs).
 """
@@ -29,39 +29,14 @@ Scores, softmax and gradients are computed in float32 (float64 for float64 input
 from __future__ import annotations
 
 import math
-from typing import NamedTuple
 
 import torch
 
-
-class AttentionRule(NamedTuple):
-    """The constant factors one mode folds into the exact attention gradient."""
-
-    dqk: float  # factor on dQ and dK
-    dv: float  # factor on dV
-    softcap_identity: bool  # soft-capping by the identity-rule ratio instead of its derivative
-
-
-ATTENTION_RULES = {
-    "attnlrp": AttentionRule(dqk=0.25, dv=0.5, softcap_identity=True),
-    "cp-lrp": AttentionRule(dqk=0.0, dv=1.0, softcap_identity=False),
-    "gradient": AttentionRule(dqk=1.0, dv=1.0, softcap_identity=False),
-}
+from lrp_triton.kernels import buffers
+from lrp_triton.rules import ATTENTION_RULES, tanh_over_x
 
 # Entries of one [B, H, chunk, M] float32 score block the PyTorch path allows itself.
 _CHUNK_ELEMENTS = 1 << 24
-
-
-def new_output(shape, dtype, device) -> torch.Tensor:
-    """Uninitialised output buffer of both attention paths (tests fill it with NaN to catch gaps)."""
-    return torch.empty(shape, dtype=dtype, device=device)
-
-
-def tanh_over_x(x: torch.Tensor) -> torch.Tensor:
-    """tanh(x) / x, equal to 1 at x = 0 (the identity-rule ratio of soft-capping)."""
-    small = x.abs() < 1e-4
-    safe = torch.where(small, torch.ones_like(x), x)
-    return torch.where(small, 1.0 - x * x / 3.0, torch.tanh(safe) / safe)
 
 
 def softcap_backward_factor(s_raw: torch.Tensor, softcap: float, identity: bool) -> torch.Tensor:
@@ -130,9 +105,9 @@ def attention_forward_torch(q, k, v, *, causal, scale, key_padding_mask=None, sl
     b, h, n, d = q.shape
     hkv, m = k.shape[1], k.shape[2]
     qg, bias_g = _grouped(q, k, bias)
-    out = new_output((b, hkv, h // hkv, n, v.shape[3]), q.dtype, q.device)
+    out = buffers.new_output((b, hkv, h // hkv, n, v.shape[3]), q.dtype, q.device)
     acc = compute_dtype(q.dtype)
-    lse = new_output((b, hkv, h // hkv, n), acc, q.device)
+    lse = buffers.new_output((b, hkv, h // hkv, n), acc, q.device)
     step = _chunk_size(b, h, n, m)
     for n0 in range(0, n, step):
         n1 = min(n, n0 + step)

@@ -25,7 +25,7 @@ import torch
 import triton
 import triton.language as tl
 
-from lrp_triton.kernels import layer_norm_torch
+from lrp_triton.kernels import buffers, layer_norm_torch
 from lrp_triton.kernels.rms_norm import ROW_CONFIGS, blocks
 
 
@@ -126,8 +126,8 @@ def layer_norm_forward(x, weight, bias, *, eps):
     n = x.shape[-1]
     x2 = x.contiguous().view(-1, n)
     rows = x2.shape[0]
-    y = layer_norm_torch.new_output(x.shape, x.dtype, x.device)
-    rstd = layer_norm_torch.new_output(x.shape[:-1], torch.float32, x.device)
+    y = buffers.new_output(x.shape, x.dtype, x.device)
+    rstd = buffers.new_output(x.shape[:-1], torch.float32, x.device)
     if rows and n:
         block_m, block_n, single = blocks(n)
         w = weight.contiguous() if weight is not None else x2  # x2: a never-read dummy pointer
@@ -143,7 +143,7 @@ def layer_norm_backward(grad_out, weight, rstd, *, dtype):
     n = grad_out.shape[-1]
     dy = grad_out.contiguous().view(-1, n)
     rows = dy.shape[0]
-    dx = layer_norm_torch.new_output(grad_out.shape, dtype, grad_out.device)
+    dx = buffers.new_output(grad_out.shape, dtype, grad_out.device)
     if rows and n:
         block_m, block_n, single = blocks(n)
         w = weight.contiguous() if weight is not None else dy

@@ -21,10 +21,6 @@ from __future__ import annotations
 import torch
 
 
-def new_output(shape, dtype, device) -> torch.Tensor:
-    """Uninitialised output buffer of the Triton launchers (tests fill it with NaN to catch gaps)."""
-    return torch.empty(shape, dtype=dtype, device=device)
-
 
 def layer_norm_forward_torch(x: torch.Tensor, weight, bias, *, eps: float):
     """Returns (y, rstd): y = F.layer_norm(x, ...) in x's dtype, rstd [...] float32 (float64 for float64 x)."""

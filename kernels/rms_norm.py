@@ -23,7 +23,7 @@ import torch
 import triton
 import triton.language as tl
 
-from lrp_triton.kernels import rms_norm_torch
+from lrp_triton.kernels import buffers, rms_norm_torch
 from lrp_triton.kernels.rms_norm_torch import rms_norm_output_dtype
 from lrp_triton.kernels.triton_setup import autotune_configs
 
@@ -114,8 +114,8 @@ def rms_norm_forward(x, weight, *, eps, offset):
     n = x.shape[-1]
     x2 = x.contiguous().view(-1, n)
     rows = x2.shape[0]
-    y = rms_norm_torch.new_output(x.shape, rms_norm_output_dtype(x.dtype, weight.dtype, offset), x.device)
-    rstd = rms_norm_torch.new_output(x.shape[:-1], torch.float32, x.device)
+    y = buffers.new_output(x.shape, rms_norm_output_dtype(x.dtype, weight.dtype, offset), x.device)
+    rstd = buffers.new_output(x.shape[:-1], torch.float32, x.device)
     if rows and n:
         block_m, block_n, single = blocks(n)
         _rms_norm_fwd[(triton.cdiv(rows, block_m),)](
@@ -129,7 +129,7 @@ def rms_norm_backward(grad_out, weight, rstd, *, offset, dtype):
     n = grad_out.shape[-1]
     dy = grad_out.contiguous().view(-1, n)
     rows = dy.shape[0]
-    dx = rms_norm_torch.new_output(grad_out.shape, dtype, grad_out.device)
+    dx = buffers.new_output(grad_out.shape, dtype, grad_out.device)
     if rows and n:
         block_m, block_n, _ = blocks(n)
         _rms_norm_bwd[(triton.cdiv(rows, block_m),)](

@@ -22,10 +22,6 @@ from __future__ import annotations
 import torch
 
 
-def new_output(shape, dtype, device) -> torch.Tensor:
-    """Uninitialised output buffer of the Triton launchers (tests fill it with NaN to catch gaps)."""
-    return torch.empty(shape, dtype=dtype, device=device)
-
 
 def rms_norm_output_dtype(x_dtype: torch.dtype, w_dtype: torch.dtype, offset: float) -> torch.dtype:
     """Llama multiplies by w in torch's promoted dtype; Gemma casts back to the input dtype."""

@@ -1,36 +1,52 @@
 """The attention function lrp_triton registers with transformers, under the name "lrp_triton".
 
 transformers looks attention up by `config._attn_implementation`; only models whose config says
-"lrp_triton" (set per instance by `lrp_triton.apply`) reach this function, so registering it
-changes nothing for any other model. Its mask function hands over the 2-D padding mask only:
-causality, sliding windows and soft-capping come from the attention module's own arguments and are
-applied inside the kernel (never as an N x M mask tensor).
+"lrp_triton" (set per instance by `lrp_triton.apply`, on a private copy of the config) reach this
+function, so registering it changes nothing for any other model. The mode and backend come from
+the options `apply` left on the attention module (`module.lrp_options`, see `lrp_triton.options`):
+a module reached without them is an error. Its mask function hands over the 2-D padding mask only: causality, sliding
+windows and soft-capping come from the attention module's own arguments and are applied inside
+the kernel (never as an N x M mask tensor).
+
+`sdpa_attention_interface` is the same glue around `lrp_sdpa_attention` (the rule through torch's
+SDPA: lxt's method, the benchmarks' reference), for registering under a name of one's own.
 """
 
 from __future__ import annotations
 
-import weakref
-from dataclasses import dataclass, field
-
 import torch
 
 from lrp_triton.ops.attention import lrp_attention
+from lrp_triton.ops.sdpa_attention import lrp_sdpa_attention
+from lrp_triton.options import LRPOptions
 
 NAME = "lrp_triton"
 
 
-@dataclass
-class AttentionOptions:
-    """What one attention module of an applied model runs with."""
+def module_options(module) -> LRPOptions:
+    """The options `lrp_triton.apply` left on the attention module, or a clear error."""
+    options = getattr(module, "lrp_options", None)
+    if not isinstance(options, LRPOptions):
+        raise RuntimeError(f"{type(module).__name__} reached lrp_triton's attention without lrp_triton options "
+                           "(it was not prepared by lrp_triton.apply); apply the model with "
+                           "lrp_triton.apply(model) instead of setting attn_implementation='lrp_triton' by hand")
+    return options
 
-    mode: str = "attnlrp"
-    backend: str = "auto"
-    recorder: list | None = field(default=None, repr=False)  # head outputs, for latent relevance
 
+def mask_terms(attention_mask, kv_length: int, dtype) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+    """(key_padding_mask, bias) from the mask transformers hands an attention function.
 
-# attention module -> its options; weak, so a discarded model leaves nothing behind
-OPTIONS: "weakref.WeakKeyDictionary[torch.nn.Module, AttentionOptions]" = weakref.WeakKeyDictionary()
-_DEFAULT = AttentionOptions()
+    A 2-D mask (from `lrp_attention_mask`) is the bool padding mask [B, kv_length] (True = attend);
+    a 4-D mask prepared by the caller becomes an additive bias (bool: 0 where True, -inf elsewhere).
+    """
+    if attention_mask is None:
+        return None, None
+    if attention_mask.dim() == 2:
+        return attention_mask[:, -kv_length:].to(torch.bool), None
+    if attention_mask.dtype == torch.bool:
+        return None, torch.zeros(attention_mask.shape, dtype=dtype, device=attention_mask.device).masked_fill(
+            ~attention_mask, float("-inf"))
+    return None, attention_mask
 
 
 def lrp_attention_forward(module, query, key, value, attention_mask, dropout: float = 0.0, scaling=None,
@@ -43,28 +59,47 @@ def lrp_attention_forward(module, query, key, value, attention_mask, dropout: fl
         if kwargs.get(name) is not None:
             raise NotImplementedError(f"lrp_triton attention does not support `{name}` "
                                       f"({type(module).__name__}); this model family is not supported")
-    options = OPTIONS.get(module, _DEFAULT)
+    options = module_options(module)
     if is_causal is None and not hasattr(module, "is_causal"):
         raise NotImplementedError(f"{type(module).__name__} does not say whether it is causal (no `is_causal`); "
                                   "lrp_triton will not guess")
     causal = bool(is_causal if is_causal is not None else module.is_causal)
-    key_padding_mask, bias = None, None
-    if attention_mask is not None:
-        if attention_mask.dim() == 2:  # from our mask function: True = attend
-            key_padding_mask = attention_mask[:, -key.shape[2]:].to(torch.bool)
-        else:  # a 4-D mask prepared by the caller already holds causality and padding
-            causal = False
-            bias = attention_mask
-            if bias.dtype == torch.bool:
-                bias = torch.zeros(bias.shape, dtype=query.dtype, device=bias.device).masked_fill(~bias, float("-inf"))
+    key_padding_mask, bias = mask_terms(attention_mask, key.shape[2], query.dtype)
+    causal = causal and bias is None  # a 4-D mask prepared by the caller already holds causality
     out = lrp_attention(query, key, value, causal=causal, scale=scaling, mode=options.mode,
                         key_padding_mask=key_padding_mask, sliding_window=sliding_window, softcap=softcap,
                         bias=bias, backend=options.backend)
     out = out.transpose(1, 2)
-    if options.recorder is not None and out.requires_grad:
-        out.retain_grad()
-        options.recorder.append(out)
+    options.taps.heads(out)
     return out, None
+
+
+def sdpa_attention_interface(module, query, key, value, attention_mask, dropout: float = 0.0, scaling=None,
+                             is_causal=None, sliding_window=None, softcap=None, position_bias=None, mode="attnlrp",
+                             **kwargs):
+    """transformers attention-interface signature around `lrp_sdpa_attention`: [B, H, S, D] in,
+    ([B, S, H, D], None) out.
+
+    Register it with `AttentionInterface.register(name, fn)` (partial(fn, mode=...) for another rule)
+    and `lrp_attention_mask` as its mask function (the benchmarks' reference method does): the mask then
+    arrives as the bool padding mask [B, M] (or None), and causality comes from `is_causal` or the
+    module. A 4-D mask prepared by the caller is taken as complete (no causal flag added): bool =
+    attend, float = additive. T5's materialised `position_bias` [1 or B, H, N, M] is the additive bias.
+    """
+    if dropout:
+        raise RuntimeError("sdpa_attention_interface: attention dropout is not an LRP rule; put the model in eval mode")
+    if kwargs.get("s_aux") is not None:
+        raise NotImplementedError(f"sdpa_attention_interface: attention sinks (s_aux) of {type(module).__name__} "
+                                  "are not supported")
+    causal = bool(is_causal if is_causal is not None else getattr(module, "is_causal", True))
+    key_padding_mask, bias = mask_terms(attention_mask, key.shape[2], query.dtype)
+    causal = causal and bias is None  # a 4-D mask prepared by the caller already holds causality
+    if position_bias is not None:
+        bias = position_bias if bias is None else position_bias + bias
+    out = lrp_sdpa_attention(query, key, value, causal=causal, scale=scaling, mode=mode,
+                             key_padding_mask=key_padding_mask, sliding_window=sliding_window, bias=bias,
+                             softcap=softcap)
+    return out.transpose(1, 2), None
 
 
 def lrp_attention_mask(batch_size, q_length, kv_length, q_offset=0, kv_offset=0, mask_function=None,

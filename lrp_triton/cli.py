@@ -19,6 +19,9 @@ import sys
 from pathlib import Path
 from typing import NamedTuple
 
+from lrp_triton.backend import BACKENDS
+from lrp_triton.rules import MODES
+
 OUT_FORMATS = {".html": "html", ".htm": "html", ".png": "png", ".json": "json"}
 DTYPES = ("auto", "float32", "float16", "bfloat16")
 
@@ -48,12 +51,12 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--contrast", help="explain target minus this token's logit (same forms as --target)")
     p.add_argument("--position", type=int, default=-1,
                    help="the prompt position whose next token is explained (default -1: the last)")
-    p.add_argument("--mode", choices=("attnlrp", "cp-lrp", "gradient"), default="attnlrp",
+    p.add_argument("--mode", choices=MODES, default="attnlrp",
                    help="attnlrp (default), cp-lrp, or gradient (Input x Gradient)")
     p.add_argument("--device", help="cpu, cuda or cuda:N (default: cuda when present, else cpu)")
     p.add_argument("--dtype", choices=DTYPES, default="auto",
                    help="model dtype (default auto: float32 on cpu, bfloat16 on cuda); relevance is float32")
-    p.add_argument("--backend", choices=("auto", "torch", "triton"), default="auto",
+    p.add_argument("--backend", choices=BACKENDS, default="auto",
                    help="attention kernels (default auto: triton on cuda, torch on cpu)")
     p.add_argument("--checkpoint", action="store_true",
                    help="recompute each layer in the backward pass (long prompts in less memory)")
@@ -175,19 +178,19 @@ def _model_source(name: str | None) -> _Source:
 
 
 def _load_config(source: _Source):
+    """The model's config and its family's adapter (a causal LM's, or a CLIError)."""
     import transformers
 
     from lrp_triton.models import ADAPTERS, supported_model_types
 
     config = source.load(transformers.AutoConfig.from_pretrained, "config",
                          "check the model id and your network connection, or pass a local model directory")
-    shown = source.shown
     adapter = ADAPTERS.get(config.model_type)
-    causal = [t for t in supported_model_types() if ADAPTERS[t].kind == "causal_lm"]
     if adapter is None or adapter.kind != "causal_lm":
-        raise CLIError(f"--model {shown}: model type {config.model_type!r} cannot be explained by `lrp-triton "
-                       f"explain`; it supports causal language models of type {', '.join(causal)}")
-    return config
+        raise CLIError(f"--model {source.shown}: model type {config.model_type!r} cannot be explained by "
+                       f"`lrp-triton explain`; it supports causal language models of type "
+                       f"{', '.join(supported_model_types('causal_lm'))}")
+    return config, adapter
 
 
 def _load_tokenizer(source: _Source):
@@ -309,7 +312,7 @@ def explain(args) -> int:
     transformers.utils.logging.set_verbosity_error()
     status = Status()
     status.set(f"Loading {shown}: config and tokenizer ...")
-    config = _load_config(source)
+    config, adapter = _load_config(source)
     tokenizer = _load_tokenizer(source)
 
     import torch
@@ -319,13 +322,13 @@ def explain(args) -> int:
     if n_prompt == 0:
         status.clear()
         raise CLIError("the prompt encodes to no tokens: pass some text with --prompt or --prompt-file")
-    limit = getattr(config, "max_position_embeddings", None)
+    limit = adapter.max_length(config)
     extra = args.generate or 0
     if limit is not None and n_prompt + extra > limit:
         status.clear()
         more = f" + {extra} to generate" if extra else ""
-        raise CLIError(f"the prompt is {n_prompt} tokens{more}, but {shown} takes at most {limit} "
-                       f"(max_position_embeddings); shorten the prompt" + (" or lower --generate" if extra else ""))
+        raise CLIError(f"the prompt is {n_prompt} tokens{more}, but {shown} takes at most {limit}; "
+                       "shorten the prompt" + (" or lower --generate" if extra else ""))
     if not -n_prompt <= args.position < n_prompt:
         status.clear()
         raise CLIError(f"--position {args.position} is outside the prompt, which has {n_prompt} tokens; "

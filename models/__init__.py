@@ -5,26 +5,31 @@
 
 from __future__ import annotations
 
-from lrp_triton.models import gemma2, gemma3, gpt2, llama, mistral, mixtral, phi3, qwen2, qwen3, t5, bert, vit
+from lrp_triton.models import bert, gemma2, gemma3, gpt2, llama, mistral, mixtral, phi3, qwen2, qwen3, roberta, t5, vit
 from lrp_triton.models.base import Adapter
 
 ADAPTERS: dict[str, Adapter] = {
     model_type: module.ADAPTER
-    for module in (llama, mistral, mixtral, qwen2, qwen3, gemma2, gemma3, phi3, gpt2, t5, bert, vit)
+    for module in (llama, mistral, mixtral, qwen2, qwen3, gemma2, gemma3, phi3, gpt2, t5, bert, roberta, vit)
     for model_type in module.ADAPTER.model_types
 }
 
 
-def supported_model_types() -> list[str]:
-    return sorted(ADAPTERS)
+def supported_model_types(kind: str | None = None) -> list[str]:
+    """The supported `config.model_type` values (of one adapter kind: "causal_lm", "encoder", ...)."""
+    return sorted(t for t, adapter in ADAPTERS.items() if kind is None or adapter.kind == kind)
+
+
+def adapter_for_config(config, what: str = "") -> Adapter:
+    """The adapter of a config's model type, or a NotImplementedError naming the type and the supported ones."""
+    model_type = getattr(config, "model_type", None)
+    if model_type not in ADAPTERS:
+        raise NotImplementedError(
+            f"lrp_triton does not support model type {model_type!r}{f' ({what})' if what else ''}; "
+            f"supported model types: {', '.join(supported_model_types())}")
+    return ADAPTERS[model_type]
 
 
 def adapter_for(model) -> Adapter:
     """The adapter of `model`'s family, or a NotImplementedError naming the type and the supported ones."""
-    config = getattr(model, "config", None)
-    model_type = getattr(config, "model_type", None)
-    if model_type not in ADAPTERS:
-        raise NotImplementedError(
-            f"lrp_triton does not support model type {model_type!r} ({type(model).__name__}); "
-            f"supported model types: {', '.join(supported_model_types())}")
-    return ADAPTERS[model_type]
+    return adapter_for_config(getattr(model, "config", None), type(model).__name__)

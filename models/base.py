@@ -1,9 +1,12 @@
-"""What an architecture adapter tells `lrp_triton.apply` and `lrp_triton.attribute`.
+"""What an architecture adapter tells `lrp_triton.apply` and the attribution drivers.
 
-An adapter maps HuggingFace module classes of one family (by class name) to the `lrp_triton`
-layers that replace them, and says where the family keeps its decoder layers, its final logit
-soft-capping and its learned position embeddings. Attention needs no entry: every supported
-family calls transformers' attention interface, which `apply` points at lrp_triton's kernel.
+An adapter owns all knowledge of one family: which HuggingFace module classes (by class name) are
+replaced by which `lrp_triton` layers, where its layer stacks live (several for an
+encoder-decoder), how it numbers positions, its final logit soft-capping and output scaling, the
+longest input it takes, and its embedding layout. Drivers and the CLI ask the adapter and never
+name a family. Attention needs no entry: every supported family calls transformers' attention
+interface, which `apply` points at lrp_triton's kernel (T5, which builds its own bias, has an
+attention replacement).
 """
 
 from __future__ import annotations
@@ -11,45 +14,63 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Callable
 
+import torch
 from torch import nn
 
 from lrp_triton.modules import LRPFusedGatedMLP, LRPGatedMLP, LRPLayerNorm, LRPMLP, LRPMoEExperts, LRPRMSNorm
+from lrp_triton.options import LRPOptions
 
-# A replacement factory: (hf_module, mode, backend) -> lrp_triton module
-Factory = Callable[[nn.Module, str, str], nn.Module]
+# A replacement factory: (hf_module, options) -> lrp_triton module
+Factory = Callable[[nn.Module, LRPOptions], nn.Module]
 
 # Class-name endings of layers that need an LRP rule; one left unreplaced is an error.
 _NEEDS_RULE = ("RMSNorm", "LayerNorm", "MLP", "Experts", "ActDense",
-              "Intermediate", "Pooler", "HeadTransform", "ClassificationHead")
+               "Intermediate", "Pooler", "HeadTransform", "ClassificationHead")
 
 
 def rms_norm(offset: float = 0.0) -> Factory:
-    return lambda m, mode, backend: LRPRMSNorm.from_hf(m, offset=offset, backend=backend)
+    return lambda m, options: LRPRMSNorm.from_hf(m, options, offset=offset)
 
 
-def layer_norm() -> Factory:
-    return lambda m, mode, backend: LRPLayerNorm.from_hf(m, backend=backend)
-
-
-def gated_mlp() -> Factory:
-    return lambda m, mode, backend: LRPGatedMLP.from_hf(m, mode=mode, backend=backend)
-
-
-def fused_gated_mlp() -> Factory:
-    return lambda m, mode, backend: LRPFusedGatedMLP.from_hf(m, mode=mode, backend=backend)
-
-
-def plain_mlp() -> Factory:
-    return lambda m, mode, backend: LRPMLP.from_hf(m, mode=mode, backend=backend)
-
-
-def moe_experts() -> Factory:
-    return lambda m, mode, backend: LRPMoEExperts.from_hf(m, mode=mode, backend=backend)
+layer_norm: Factory = LRPLayerNorm.from_hf
+gated_mlp: Factory = LRPGatedMLP.from_hf
+fused_gated_mlp: Factory = LRPFusedGatedMLP.from_hf
+plain_mlp: Factory = LRPMLP.from_hf
+moe_experts: Factory = LRPMoEExperts.from_hf
 
 
 def max_position_embeddings(config) -> int | None:
     """The longest input a model takes: its position-embedding table's size (None: no table)."""
     return getattr(config, "max_position_embeddings", None)
+
+
+def positions_from_zero(config, attention_mask: torch.Tensor) -> torch.Tensor:
+    """0, 1, 2, ... over each row's real tokens (left padding does not shift them); 0 at padding."""
+    return (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
+
+
+def no_output_scale(config) -> float | None:
+    return None
+
+
+@dataclass(frozen=True)
+class TextEmbeddings:
+    """Where a text model's input embeddings live: the word embedding (the explained input), and the
+    learned position and token-type embeddings summed with it (each a relevance leaf of its own)."""
+
+    word: nn.Module
+    position: nn.Module | None = None
+    token_type: nn.Module | None = None
+
+
+@dataclass(frozen=True)
+class PatchEmbeddings:
+    """A vision transformer's embedding: `summed` outputs cat(prefix tokens, patches(pixels)) + position."""
+
+    patches: nn.Module
+    summed: nn.Module
+    prefix: tuple[torch.Tensor, ...]  # the prepended token parameters (CLS; DeiT: CLS, distillation)
+    position: torch.Tensor  # the position-embedding parameter [1, n_prefix + num_patches, hidden]
 
 
 @dataclass(frozen=True)
@@ -59,21 +80,24 @@ class Adapter:
     family: str
     model_types: tuple[str, ...]
     replacements: dict[str, Factory]  # HF class name -> factory
-    kind: str = "causal_lm"  # which `attribute` path explains it: causal_lm, encoder, vision, seq2seq
+    kind: str = "causal_lm"  # which driver explains it: causal_lm, encoder, vision, seq2seq
     final_logit_softcap_attr: str | None = None  # config attribute holding the final-logit cap
     position_embedding_attr: str | None = None  # attribute of the base model (GPT-2: "wpe")
-    layers_attr: str = "layers"  # (dotted) attribute of the base model holding its layers
+    layers_attrs: tuple[str, ...] = ("layers",)  # (dotted) attributes of the base model: its layer stacks
     # attention layers replaced in every mode, "gradient" included (e.g. T5's, for its compact bias)
     attention_replacements: dict[str, Factory] = field(default_factory=dict)
     max_length: Callable[[object], int | None] = max_position_embeddings  # config -> longest input
+    position_ids: Callable[[object, torch.Tensor], torch.Tensor] = positions_from_zero  # (config, mask) -> ids
+    output_scale: Callable[[object], float | None] = no_output_scale  # config -> multiplier before the head
+    embeddings_of: Callable[[nn.Module], TextEmbeddings | PatchEmbeddings] | None = None  # default: decoders'
 
-    def replacement_for(self, module: nn.Module, mode: str, backend: str) -> nn.Module | None:
+    def replacement_for(self, module: nn.Module, options: LRPOptions) -> nn.Module | None:
         """The lrp_triton layer for `module`, or None. Mode "gradient" replaces attention layers only."""
         name = type(module).__name__
         factory = self.attention_replacements.get(name)
-        if factory is None and mode != "gradient":
+        if factory is None and options.mode != "gradient":
             factory = self.replacements.get(name)
-        return None if factory is None else factory(module, mode, backend)
+        return None if factory is None else factory(module, options)
 
     def check_all_handled(self, model: nn.Module) -> None:
         """Raises if a layer that needs an LRP rule is of a class this adapter does not know."""
@@ -88,15 +112,25 @@ class Adapter:
     def base_model(model: nn.Module) -> nn.Module:
         return getattr(model, model.base_model_prefix, model)
 
-    def decoder_layers(self, model: nn.Module) -> nn.ModuleList:
-        return self.base_model(model).get_submodule(self.layers_attr)
+    def layers(self, model: nn.Module) -> list[nn.Module]:
+        """Every transformer layer, stack after stack (encoder-decoders: encoder first)."""
+        base = self.base_model(model)
+        return [layer for attr in self.layers_attrs for layer in base.get_submodule(attr)]
+
+    @staticmethod
+    def head(model: nn.Module) -> nn.Module | None:
+        """The output projection to the vocabulary (language-model head), or None."""
+        return model.get_output_embeddings()
 
     def final_logit_softcap(self, config) -> float | None:
         if self.final_logit_softcap_attr is None:
             return None
         return getattr(config, self.final_logit_softcap_attr, None)
 
-    def position_embedding(self, model: nn.Module) -> nn.Module | None:
-        if self.position_embedding_attr is None:
-            return None
-        return getattr(self.base_model(model), self.position_embedding_attr)
+    def embeddings(self, model: nn.Module) -> TextEmbeddings | PatchEmbeddings:
+        if self.embeddings_of is not None:
+            return self.embeddings_of(model)
+        position = None
+        if self.position_embedding_attr is not None:
+            position = getattr(self.base_model(model), self.position_embedding_attr)
+        return TextEmbeddings(word=model.get_input_embeddings(), position=position)

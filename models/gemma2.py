@@ -11,6 +11,6 @@ from lrp_triton.models.base import Adapter, gated_mlp, rms_norm
 ADAPTER = Adapter(
     family="Gemma2",
     model_types=("gemma2",),
-    replacements={"Gemma2RMSNorm": rms_norm(offset=1.0), "Gemma2MLP": gated_mlp()},
+    replacements={"Gemma2RMSNorm": rms_norm(offset=1.0), "Gemma2MLP": gated_mlp},
     final_logit_softcap_attr="final_logit_softcapping",
 )

@@ -7,7 +7,7 @@ from lrp_triton.models.base import Adapter, layer_norm, plain_mlp
 ADAPTER = Adapter(
     family="GPT2",
     model_types=("gpt2",),
-    replacements={"LayerNorm": layer_norm(), "GPT2MLP": plain_mlp()},
+    replacements={"LayerNorm": layer_norm, "GPT2MLP": plain_mlp},
     position_embedding_attr="wpe",
-    layers_attr="h",
+    layers_attrs=("h",),
 )

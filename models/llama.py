@@ -9,5 +9,5 @@ from lrp_triton.models.base import Adapter, gated_mlp, rms_norm
 ADAPTER = Adapter(
     family="Llama",
     model_types=("llama",),
-    replacements={"LlamaRMSNorm": rms_norm(), "LlamaMLP": gated_mlp()},
+    replacements={"LlamaRMSNorm": rms_norm(), "LlamaMLP": gated_mlp},
 )

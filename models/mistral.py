@@ -5,5 +5,5 @@ from lrp_triton.models.base import Adapter, gated_mlp, rms_norm
 ADAPTER = Adapter(
     family="Mistral",
     model_types=("mistral",),
-    replacements={"MistralRMSNorm": rms_norm(), "MistralMLP": gated_mlp()},
+    replacements={"MistralRMSNorm": rms_norm(), "MistralMLP": gated_mlp},
 )

@@ -7,5 +7,5 @@ from lrp_triton.models.base import Adapter, moe_experts, rms_norm
 ADAPTER = Adapter(
     family="Mixtral",
     model_types=("mixtral",),
-    replacements={"MixtralRMSNorm": rms_norm(), "MixtralExperts": moe_experts()},
+    replacements={"MixtralRMSNorm": rms_norm(), "MixtralExperts": moe_experts},
 )

@@ -6,5 +6,5 @@ from lrp_triton.models.base import Adapter, fused_gated_mlp, rms_norm
 ADAPTER = Adapter(
     family="Phi3",
     model_types=("phi3",),
-    replacements={"Phi3RMSNorm": rms_norm(), "Phi3MLP": fused_gated_mlp()},
+    replacements={"Phi3RMSNorm": rms_norm(), "Phi3MLP": fused_gated_mlp},
 )

@@ -6,5 +6,5 @@ from lrp_triton.models.base import Adapter, gated_mlp, rms_norm
 ADAPTER = Adapter(
     family="Qwen2",
     model_types=("qwen2",),
-    replacements={"Qwen2RMSNorm": rms_norm(), "Qwen2MLP": gated_mlp()},
+    replacements={"Qwen2RMSNorm": rms_norm(), "Qwen2MLP": gated_mlp},
 )

@@ -5,5 +5,5 @@ from lrp_triton.models.base import Adapter, gated_mlp, rms_norm
 ADAPTER = Adapter(
     family="Qwen3",
     model_types=("qwen3",),
-    replacements={"Qwen3RMSNorm": rms_norm(), "Qwen3MLP": gated_mlp()},
+    replacements={"Qwen3RMSNorm": rms_norm(), "Qwen3MLP": gated_mlp},
 )

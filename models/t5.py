@@ -5,12 +5,26 @@ T5 v1.1: identity + uniform rules) or ReLU (T5 v1.0: identity rule). Attention: 
 scale; the relative-position bias is computed inside the kernel from a per-offset vector
 (LRPT5Attention), never as the [B, H, N, M] tensor transformers builds, and absorbs its share;
 decoder self-attention is causal, cross-attention attends to the encoder's padding mask. The
-tied-embedding output scaling d_model^-0.5 is linear (exact gradient), applied in `attribute`.
+tied-embedding output scaling d_model^-0.5 is linear (exact gradient): `output_scale`.
 """
 
 from lrp_triton.models.base import Adapter, rms_norm
 from lrp_triton.modules.mlp import LRPGatedMLP, LRPMLP
 from lrp_triton.modules.t5_attention import LRPT5Attention
+
+
+def scales_decoder_output(config) -> bool:
+    """Whether T5 multiplies the decoder output by d_model^-0.5 before lm_head.
+
+    transformers >= 5.2x says so in `scale_decoder_outputs`; earlier releases tie it to
+    `tie_word_embeddings`."""
+    scale = getattr(config, "scale_decoder_outputs", None)
+    return bool(config.tie_word_embeddings if scale is None else scale)
+
+
+def output_scale(config) -> float | None:
+    return config.d_model ** -0.5 if scales_decoder_output(config) else None
+
 
 ADAPTER = Adapter(
     family="T5",
@@ -18,9 +32,10 @@ ADAPTER = Adapter(
     kind="seq2seq",
     replacements={
         "T5LayerNorm": rms_norm(),
-        "T5DenseGatedActDense": lambda m, mode, backend: LRPGatedMLP.from_t5(m, mode=mode, backend=backend),
-        "T5DenseActDense": lambda m, mode, backend: LRPMLP.from_t5(m, mode=mode, backend=backend),
+        "T5DenseGatedActDense": LRPGatedMLP.from_t5,
+        "T5DenseActDense": LRPMLP.from_t5,
     },
-    attention_replacements={"T5Attention": lambda m, mode, backend: LRPT5Attention.from_hf(m)},
-    layers_attr="encoder.block",
+    attention_replacements={"T5Attention": LRPT5Attention.from_hf},
+    layers_attrs=("encoder.block", "decoder.block"),
+    output_scale=output_scale,
 )

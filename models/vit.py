@@ -2,24 +2,24 @@
 rule with `linear_rule="gamma"`), CLS (and DeiT distillation) token and position embeddings,
 pre-norm LayerNorm (std held constant), GELU MLP (identity rule), non-causal attention."""
 
-from lrp_triton.models.base import Adapter, layer_norm
+from lrp_triton.models.base import Adapter, PatchEmbeddings, layer_norm
 from lrp_triton.modules.encoder import LRPPooler
-from lrp_triton.modules.mlp import LRPMLP, activation_name
+from lrp_triton.modules.mlp import LRPMLP
 
 
-def _mlp(m, mode, backend):
-    return LRPMLP(m.fc1, m.fc2, activation_name(m.activation_fn), None, backend)
-
-
-def _pooler(m, mode, backend):
-    return LRPPooler.from_hf(m, mode=mode, backend=backend)
+def patch_embeddings(model) -> PatchEmbeddings:
+    emb = Adapter.base_model(model).embeddings
+    prefix = tuple(getattr(emb, name) for name in ("cls_token", "distillation_token")
+                   if getattr(emb, name, None) is not None)
+    return PatchEmbeddings(patches=emb.patch_embeddings, summed=emb, prefix=prefix, position=emb.position_embeddings)
 
 
 ADAPTER = Adapter(
     family="ViT",
     model_types=("vit", "deit"),
-    replacements={"LayerNorm": layer_norm(), "ViTMLP": _mlp, "DeiTMLP": _mlp, "ViTPooler": _pooler,
-                  "DeiTPooler": _pooler},
+    replacements={"LayerNorm": layer_norm, "ViTMLP": LRPMLP.from_vit, "DeiTMLP": LRPMLP.from_vit,
+                  "ViTPooler": LRPPooler.from_hf, "DeiTPooler": LRPPooler.from_hf},
     kind="vision",
-    layers_attr="layers",
+    layers_attrs=("layers",),
+    embeddings_of=patch_embeddings,
 )

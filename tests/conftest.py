@@ -41,3 +41,14 @@ def pytest_runtest_makereport(item, call):
     if rep.when == "call" and rep.failed:
         seeds = [v for k, v in item.user_properties if k == "seed"]
         rep.sections.append(("seed", f"rerun with LRP_TEST_SEED={seeds[0]}" if seeds else "?"))
+
+
+@pytest.fixture
+def poisoned_outputs(monkeypatch):
+    """Every kernel output buffer starts as NaN, so a value a kernel forgets to write fails the test."""
+    from lrp_triton.kernels import buffers
+
+    def nan_filled(shape, dtype, device):
+        return torch.full(shape, float("nan"), dtype=dtype, device=device)
+
+    monkeypatch.setattr(buffers, "new_output", nan_filled)

@@ -1,4 +1,11 @@
-"""Tiny random-weight HuggingFace decoder models, one per supported family, for the tests.
+"""The model zoo: one entry per supported model, each a tiny random-weight HuggingFace model.
+
+An entry knows how to build its model, make inputs (with padding), call `lrp_triton.attribute` and
+compute its explicit float64 reference (reference_lrp / reference_encoders / reference_t5, which
+never use lrp_triton's helpers). tests/test_model_contract.py runs every contract check on every
+entry of ZOO: a new family gets them all by adding one entry here (an instance of the Entry
+subclass of its kind, or a new subclass: build, inputs, reference, and the few head-specific
+hooks), with the reference cases (modes, rules, backends, float64) it is checked in.
 
 Weights are redrawn at a scale where attention is far from uniform and every nonlinearity is in
 its curved range (HF's default init of std 0.02 makes most rules trivially linear).
@@ -7,10 +14,21 @@ its curved range (HF's default init of std 0.02 makes most rules trivially linea
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass, field
 
 import torch
 import transformers
 
+import lrp_triton
+from reference_encoders import bert_reference, vit_reference
+from reference_lrp import decoder_reference, gpt2_reference
+from reference_t5 import t5_reference
+
+F32, F64 = torch.float32, torch.float64
+
+# ------------------------------------------------------------------------------------------------
+# Decoders
+# ------------------------------------------------------------------------------------------------
 COMMON = dict(vocab_size=101, hidden_size=64, intermediate_size=96, num_hidden_layers=2, num_attention_heads=4,
               num_key_value_heads=2, head_dim=16, max_position_embeddings=256, tie_word_embeddings=False)
 
@@ -39,7 +57,7 @@ FAMILIES = {
 
 
 def randomize(model: torch.nn.Module) -> torch.nn.Module:
-    """Redraws every parameter at a scale where the rules are not trivially linear."""
+    """Redraws every parameter of a decoder at a scale where the rules are not trivially linear."""
     gemma = model.config.model_type.startswith("gemma")
     with torch.no_grad():
         for name, p in model.named_parameters():
@@ -62,3 +80,523 @@ def tiny_model(family: str, seed: int | None = None, config=None):
     config = config if config is not None else FAMILIES[family]()
     model = transformers.AutoModelForCausalLM.from_config(config)
     return randomize(model).float().eval()
+
+
+# ------------------------------------------------------------------------------------------------
+# Encoders (BERT / RoBERTa) and vision transformers (ViT / DeiT)
+# ------------------------------------------------------------------------------------------------
+TEXT = dict(vocab_size=61, hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=48,
+            max_position_embeddings=64, type_vocab_size=2, num_labels=3)
+VISION = dict(image_size=32, patch_size=8, num_channels=3, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+              intermediate_size=48, num_labels=5)
+
+ENCODERS = {  # name -> (model class, config)
+    "bert-cls": lambda: (transformers.BertForSequenceClassification, transformers.BertConfig(**TEXT)),
+    "bert-mlm": lambda: (transformers.BertForMaskedLM, transformers.BertConfig(**TEXT)),
+    "bert-base": lambda: (transformers.BertModel, transformers.BertConfig(**TEXT)),
+    "roberta-cls": lambda: (transformers.RobertaForSequenceClassification,
+                            transformers.RobertaConfig(**TEXT, pad_token_id=1)),
+    "roberta-mlm": lambda: (transformers.RobertaForMaskedLM, transformers.RobertaConfig(**TEXT, pad_token_id=1)),
+    "vit": lambda: (transformers.ViTForImageClassification, transformers.ViTConfig(**VISION)),
+    "deit": lambda: (transformers.DeiTForImageClassification, transformers.DeiTConfig(**VISION)),
+}
+
+
+def randomize_encoder(model):
+    """Redraws every parameter of an encoder / ViT at a scale where the rules are not trivially linear."""
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if p.dim() == 1 and "norm" in name.lower() and name.endswith("weight"):
+                p.copy_(1.0 + 0.1 * torch.randn_like(p))
+            elif p.dim() == 1:
+                p.copy_(0.1 * torch.randn_like(p))
+            elif p.dim() == 4:  # patch-embedding convolution
+                p.copy_(torch.randn_like(p) * 1.5 / math.sqrt(p[0].numel()))
+            elif "embeddings" in name or name.endswith(("cls_token", "distillation_token")):
+                p.copy_(torch.randn_like(p))
+            else:
+                p.copy_(torch.randn_like(p) * 1.5 / math.sqrt(p.shape[-1]))
+    return model
+
+
+def tiny(name):
+    """A float32 eval-mode encoder / vision model of ENCODERS with fresh random weights."""
+    cls, config = ENCODERS[name]()
+    return randomize_encoder(cls(config)).float().eval()
+
+
+def text_inputs(batch=2, n=9, pad_last=0, side="right"):
+    """(input_ids, attention_mask, token_type_ids); the last row has `pad_last` padding tokens."""
+    ids = torch.randint(2, TEXT["vocab_size"], (batch, n))
+    mask = torch.ones(batch, n, dtype=torch.bool)
+    if pad_last:
+        sl = slice(n - pad_last, n) if side == "right" else slice(0, pad_last)
+        mask[-1, sl] = False
+        ids[-1, sl] = 1  # RoBERTa's pad id
+    types = torch.randint(0, 2, (batch, n))
+    return ids, mask, types
+
+
+def hidden_seed(h):
+    """The reference's relevance at the hidden states when explaining last_hidden_state[:, 0, 5]."""
+    r = torch.zeros_like(h)
+    r[:, 0, 5] = h[:, 0, 5]
+    return r, h[:, 0, 5].clone()
+
+
+def hidden_score(out):
+    """The custom score explained for a base encoder: last_hidden_state[:, 0, 5]."""
+    return out.last_hidden_state[:, 0, 5]
+
+
+# ------------------------------------------------------------------------------------------------
+# T5 / Flan-T5
+# ------------------------------------------------------------------------------------------------
+T5_VARIANTS = {  # Flan-T5 (T5 v1.1): gated GELU-tanh, no output rescaling; T5 v1.0: ReLU, rescaled tied head
+    "flan": dict(feed_forward_proj="gated-gelu", tie_word_embeddings=False),
+    "v1.0": dict(feed_forward_proj="relu", tie_word_embeddings=True),
+}
+
+
+def t5_config(variant="flan"):
+    return transformers.T5Config(vocab_size=101, d_model=64, d_kv=16, d_ff=96, num_layers=2, num_decoder_layers=2,
+                                 num_heads=4, relative_attention_num_buckets=8, relative_attention_max_distance=20,
+                                 decoder_start_token_id=0, pad_token_id=0, **T5_VARIANTS[variant])
+
+
+def tiny_t5(variant="flan"):
+    cfg = t5_config(variant)
+    model = transformers.T5ForConditionalGeneration(cfg)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "layer_norm" in name:
+                p.copy_(0.1 * torch.randn_like(p) + 1.0)
+            elif "shared" in name or "relative" in name or "lm_head" in name:
+                p.copy_(torch.randn_like(p))
+            elif name.endswith(".q.weight"):  # T5's own init: no 1/sqrt(d) in attention, so q is small
+                p.copy_(torch.randn_like(p) / (p.shape[-1] * cfg.d_kv) ** 0.5 * 2.0)
+            else:
+                p.copy_(torch.randn_like(p) / p.shape[-1] ** 0.5)
+    return model.float().eval()
+
+
+def t5_inputs(batch=2, n=29, n_dec=7, pad_from=20):
+    """(input_ids, decoder_input_ids, attention_mask); row 1 is padded from `pad_from` on."""
+    ids = torch.randint(1, 101, (batch, n))
+    dec = torch.randint(1, 101, (batch, n_dec))
+    mask = torch.ones(batch, n, dtype=torch.long)
+    if batch > 1 and pad_from is not None:
+        mask[1, pad_from:] = 0
+    return ids, dec, mask
+
+
+# ------------------------------------------------------------------------------------------------
+# The contract: cases, references, entries
+# ------------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Case:
+    """One relevance-against-the-explicit-reference check of an entry."""
+
+    dtype: torch.dtype = F32
+    mode: str = "attnlrp"
+    rule: str = "epsilon"
+    gamma: float = 0.25
+    backend: str = "auto"
+    tol: float = 1e-5  # relative to the reference's scale (scaled_close.assert_rel_close)
+    batch: int = 2
+    size: object = None  # the entry's input size (None: its default)
+    pad: int = 0  # padding tokens at the end of the last row
+    chosen: bool = False  # explain a chosen target (and position) instead of the model's own prediction
+    contrast: bool = False  # ... minus a chosen contrast
+
+    @property
+    def id(self):
+        parts = ["f64" if self.dtype == F64 else "f32", self.mode, self.rule]
+        if self.rule != "epsilon" and self.gamma != 0.25:
+            parts.append(f"g{self.gamma}")
+        if self.backend != "auto":
+            parts.append(self.backend)
+        if self.contrast:
+            parts.append("contrast")
+        return "-".join(parts)
+
+
+@dataclass
+class Reference:
+    """An entry's explicit float64 reference for one attribution."""
+
+    fields: dict  # Attribution field -> explicit relevance
+    score: torch.Tensor  # the explained score per row
+    output: torch.Tensor  # the reference forward's output ...
+    model_output: object  # ... and a callable giving the model's own, at the same places
+    zeros: dict = field(default_factory=dict)  # Attribution field -> bool mask where it must be exactly 0
+    position: torch.Tensor | None = None  # the explained index into the padded sequence, per row
+    score_scale: float | None = None  # score checked relative to this (max |logit|) instead of to itself
+
+
+def padded_index(mask, position):
+    """Index into the padded sequence of `position` (counted over each row's real tokens)."""
+    return torch.tensor([row.nonzero()[position, 0].item() for row in mask.bool()])
+
+
+def pad_rows(rows, side, pad_id, *others):
+    """Pads 1-D rows to one [B, N] batch on `side`; `others` are (rows, fill) padded alike.
+    Returns (ids, mask, *padded others)."""
+    n = max(len(r) for r in rows)
+    ids = torch.full((len(rows), n), pad_id, dtype=torch.long)
+    mask = torch.zeros(len(rows), n, dtype=torch.bool)
+    extra = [torch.full((len(rows), n), fill, dtype=torch.long) for _, fill in others]
+    for i, row in enumerate(rows):
+        sl = slice(n - len(row), n) if side == "left" else slice(0, len(row))
+        ids[i, sl], mask[i, sl] = row, True
+        for out, (values, _) in zip(extra, others):
+            out[i, sl] = values[i]
+    return (ids, mask, *extra)
+
+
+class Entry:
+    """One zoo model. Subclasses fill in the family-specific parts."""
+
+    name: str
+    model_type: str
+    kind: str
+    rules = ("epsilon",)  # linear rules checked in the forward, isolation and save / load contracts
+    padding_sides: tuple = ()  # sides of the padded-batch contract (none: the model takes no padding)
+    fields: tuple = ("relevance",)  # relevance fields of its Attribution
+    aliases: tuple = ()  # (field, field) pairs that must be the very same tensor
+    leaf_sum_dim = -1  # the dimension relevance sums over at the input (hidden; pixels: channels)
+    output_rel_tol: float | None = None  # None: reference outputs within atol 2e-5, rtol 1e-5; else relative
+    cases: tuple = ()
+
+    def __repr__(self):
+        return self.name
+
+    def config(self):
+        raise NotImplementedError
+
+    def build(self):
+        raise NotImplementedError
+
+    def inputs(self, batch=1, size=None, pad=0) -> dict:
+        raise NotImplementedError
+
+    def main(self, out):
+        """The model's main output tensor."""
+        return out.logits
+
+    def outputs(self, model, kwargs):
+        return self.main(model(**kwargs))
+
+    def task_kwargs(self) -> dict:
+        """What `attribute` always needs for this head (a masked-LM position, a custom score)."""
+        return {}
+
+    def padding_kwargs(self) -> dict:
+        return self.task_kwargs()
+
+    def explain(self, case, inputs) -> dict:
+        """attribute's target / contrast / position for `case`."""
+        return {}
+
+    def attribute(self, model, inputs, case=None, **kw):
+        """lrp_triton.attribute on `inputs` with this head's arguments (and `case`'s mode, backend, rule)."""
+        args = dict(inputs, **self.task_kwargs(), **kw)
+        if case is not None:
+            args.update(mode=case.mode, backend=case.backend)
+            if case.rule != "epsilon":
+                args.update(linear_rule=case.rule, gamma=case.gamma)
+        return lrp_triton.attribute(model, **args)
+
+    def reference(self, model, inputs, result, case, request) -> Reference:
+        raise NotImplementedError
+
+    def leaf(self, model, inputs):
+        """(x, kwargs): a differentiable input leaf x (relevance = x * grad) and the forward kwargs using it."""
+        ids = inputs["input_ids"]
+        x = model.get_input_embeddings()(ids).detach().requires_grad_()
+        kwargs = {k: v for k, v in inputs.items() if k != "input_ids"}
+        return x, dict(kwargs, inputs_embeds=x)
+
+    def explained(self, out, result):
+        """The score `result` explains, per row, from the model's outputs (no padding)."""
+        raise NotImplementedError
+
+    def scalar(self, out):
+        """A scalar of the outputs whose input gradient the isolation contract compares."""
+        raise NotImplementedError
+
+    def padded(self, side):
+        """(batched inputs, [single-row inputs], {field: bool mask of the real entries})."""
+        raise NotImplementedError
+
+
+class Decoder(Entry):
+    kind = "causal_lm"
+    padding_sides = ("left", "right")
+
+    def __init__(self, family):
+        self.name = self.model_type = family
+        self.fields = ("relevance", "position_relevance") if family == "gpt2" else ("relevance",)
+        cases = [Case(backend="torch", size=19, chosen=True, contrast=family in ("llama", "gemma2", "gpt2")),
+                 # float64 throughout: equal to float64 rounding (a 1e-6 change of the attention factor 1/4 fails
+                 # 8 of 9 families); Mixtral keeps float32 routing weights (HF's MixtralTopKRouter computes the
+                 # softmax in float32), hence its float32 tolerance (measured up to 2e-7)
+                 Case(dtype=F64, size=19, chosen=True, contrast=True, tol=1e-5 if family == "mixtral" else 1e-12)]
+        if family in ("llama", "mixtral", "gemma2"):
+            cases.append(Case(backend="triton", batch=1, size=21))
+        if family in ("llama", "mixtral", "gpt2"):
+            cases.append(Case(mode="cp-lrp", size=15))
+        self.cases = tuple(cases)
+
+    def config(self):
+        return FAMILIES[self.name]()
+
+    def build(self):
+        return tiny_model(self.name)
+
+    def inputs(self, batch=1, size=None, pad=0):
+        n = size or 19
+        ids = torch.randint(0, 101, (batch, n))
+        if not pad:
+            return {"input_ids": ids}
+        mask = torch.ones(batch, n, dtype=torch.bool)
+        mask[-1, n - pad:] = False
+        ids[-1, n - pad:] = 0
+        return {"input_ids": ids, "attention_mask": mask}
+
+    def explain(self, case, inputs):
+        if not case.chosen:
+            return {}
+        b = inputs["input_ids"].shape[0]
+        kw = dict(position=-3, target=torch.randint(0, 101, (b,)))
+        if case.contrast:
+            kw["contrast"] = torch.randint(0, 101, (b,))
+        return kw
+
+    def reference(self, model, inputs, result, case, request):
+        ids = inputs["input_ids"]
+        mask = inputs.get("attention_mask", torch.ones_like(ids, dtype=torch.bool)).bool()
+        positions = padded_index(mask, request.get("position", -1))
+        target = request.get("target", result.target)
+        args = (model, ids, mask, positions, target, request.get("contrast"), case.mode)
+        if self.name == "gpt2":
+            r, r_pos, score, z = gpt2_reference(*args)
+            fields = {"relevance": r, "position_relevance": r_pos}
+        else:
+            r, score, z = decoder_reference(*args)
+            fields = {"relevance": r}
+        rows = torch.arange(len(ids))
+        hidden = (torch.arange(ids.shape[1])[None] > positions[:, None]) | ~mask  # causal, and padding
+        return Reference(fields, score, z, lambda: self.outputs(model, inputs)[rows, positions],
+                         zeros={f: hidden for f in fields}, position=positions)
+
+    def explained(self, out, result):
+        return out.logits[:, -1].gather(-1, result.target[:, None])[:, 0]
+
+    def scalar(self, out):
+        return out.logits[:, -1].max()
+
+    def padding_kwargs(self):
+        return dict(position=-2)
+
+    def padded(self, side):
+        rows = [torch.randint(1, 101, (n,)) for n in (13, 8)]
+        ids, mask = pad_rows(rows, side, 0)
+        return ({"input_ids": ids, "attention_mask": mask}, [{"input_ids": r[None]} for r in rows],
+                {f: mask for f in self.fields})
+
+
+class Text(Entry):
+    """BERT / RoBERTa: sequence classification (-cls), masked LM (-mlm, position 3) or the base
+    model explaining last_hidden_state[:, 0, 5] (-base)."""
+
+    kind = "encoder"
+    rules = ("epsilon", "gamma", "gamma-signed")
+    fields = ("relevance", "position_relevance", "token_type_relevance")
+
+    def __init__(self, name):
+        self.name, self.head = name, name.split("-")[1]
+        self.model_type = name.split("-")[0]
+        # the CLS token sits at index 0: left padding would make the pooled token a pad token
+        self.padding_sides = ("left", "right") if self.head == "mlm" else ("right",)
+        cases = [Case(backend="torch", pad=3)]
+        if name in ("bert-cls", "bert-base", "roberta-mlm"):  # the sign-aware gamma rule end to end
+            cases.append(Case(rule="gamma-signed", backend="torch", pad=2, tol=2e-5))
+        cases += [Case(dtype=F64, rule=rule, backend="torch", pad=3, tol=1e-12) for rule in ("epsilon", "gamma-signed")]
+        if name == "bert-cls":  # non-causal attention with a padding mask, LayerNorm and GELU in Triton
+            cases += [Case(backend="triton", pad=3), Case(mode="cp-lrp", backend="torch", pad=2)]
+        self.cases = tuple(cases)
+
+    def config(self):
+        return ENCODERS[self.name]()[1]
+
+    def build(self):
+        return tiny(self.name)
+
+    def inputs(self, batch=1, size=None, pad=0):
+        ids, mask, types = text_inputs(batch, size or 9, pad_last=pad)
+        return {"input_ids": ids, "attention_mask": mask, "token_type_ids": types}
+
+    def main(self, out):
+        return out.last_hidden_state if self.head == "base" else out.logits
+
+    def task_kwargs(self):
+        return {"mlm": dict(position=3), "base": dict(target=hidden_score)}.get(self.head, {})
+
+    def reference(self, model, inputs, result, case, request):
+        ids, mask, types = inputs["input_ids"], inputs["attention_mask"], inputs["token_type_ids"]
+        kw = dict(mode=case.mode, rule=case.rule, gamma=case.gamma)
+        position = padded_index(mask, 3) if self.head == "mlm" else None
+        if self.head == "base":
+            ref = bert_reference(model, ids, mask, types, seed=hidden_seed, **kw)
+        else:
+            ref = bert_reference(model, ids, mask, types, target=result.target, position=position, **kw)
+        output = ref["out"]
+        real = mask[..., None].expand_as(output) if self.head == "base" else None  # the hidden states of real tokens
+
+        def model_output():
+            out = self.outputs(model, inputs)
+            return out[torch.arange(len(ids)), position] if self.head == "mlm" else out if real is None else out[real]
+        if real is not None:
+            output = output[real]
+        fields = {"relevance": ref["word"], "position_relevance": ref["pos"], "token_type_relevance": ref["type"]}
+        return Reference(fields, ref["score"], output, model_output, zeros={f: ~mask for f in fields},
+                         position=position)
+
+    def explained(self, out, result):
+        if self.head == "base":
+            return hidden_score(out)
+        logits = out.logits[:, 3] if self.head == "mlm" else out.logits
+        return logits.gather(-1, result.target[:, None])[:, 0]
+
+    def scalar(self, out):
+        return self.main(out)[:, 2].max()
+
+    def padded(self, side):
+        lengths = (11, 6)
+        rows = [torch.randint(2, TEXT["vocab_size"], (n,)) for n in lengths]
+        types = [torch.randint(0, 2, (n,)) for n in lengths]
+        ids, mask, tt = pad_rows(rows, side, 1, (types, 0))
+        singles = [{"input_ids": r[None], "token_type_ids": t[None]} for r, t in zip(rows, types)]
+        return ({"input_ids": ids, "attention_mask": mask, "token_type_ids": tt}, singles,
+                {f: mask for f in self.fields})
+
+
+class Vision(Entry):
+    kind = "vision"
+    rules = ("epsilon", "gamma", "gamma-signed")
+    fields = ("relevance", "patch_relevance", "cls_relevance", "position_relevance")
+    aliases = (("pixel_relevance", "relevance"),)
+    leaf_sum_dim = 1
+
+    def __init__(self, name):
+        self.name = self.model_type = name
+        cases = [Case(backend="torch", gamma=0.5), Case(rule="gamma-signed", gamma=0.5, backend="torch", tol=2e-5)]
+        if name == "vit":
+            cases += [Case(backend="triton", batch=1, rule="gamma-signed", tol=2e-5), Case(mode="cp-lrp")]
+        self.cases = tuple(cases)
+
+    def config(self):
+        return ENCODERS[self.name]()[1]
+
+    def build(self):
+        return tiny(self.name)
+
+    def inputs(self, batch=1, size=None, pad=0):
+        return {"pixel_values": torch.randn(batch, 3, 32, 32)}
+
+    def reference(self, model, inputs, result, case, request):
+        px = inputs["pixel_values"]
+        ref = vit_reference(model, px, result.target, mode=case.mode, rule=case.rule, gamma=case.gamma)
+        fields = {"relevance": ref["pixel"], "patch_relevance": ref["patch"], "cls_relevance": ref["cls"],
+                  "position_relevance": ref["pos"]}
+        return Reference(fields, ref["score"], ref["logits"], lambda: self.outputs(model, inputs))
+
+    def leaf(self, model, inputs):
+        x = inputs["pixel_values"].to(model.dtype).clone().requires_grad_()
+        return x, {"pixel_values": x}
+
+    def explained(self, out, result):
+        return out.logits.gather(-1, result.target[:, None])[:, 0]
+
+    def scalar(self, out):
+        return out.logits.max()
+
+
+class T5(Entry):
+    """T5 / Flan-T5: `relevance` at the encoder tokens, `decoder_relevance` at the decoder prefix."""
+
+    kind = "seq2seq"
+    model_type = "t5"
+    fields = ("relevance", "decoder_relevance")
+    padding_sides = ("right",)
+    output_rel_tol = 1e-5  # tied, unscaled embeddings: the logits are large
+
+    def __init__(self, variant):
+        self.variant, self.name = variant, f"t5-{variant}"
+        # T5's relative bias, gated or ReLU feed-forward and the rescaled tied head over 2 x 2 layers of
+        # float32: 5e-5 of max |R|; the score (target - contrast logit) within 1e-5 of max |logit|
+        cases = [Case(chosen=True, contrast=True, pad=9, tol=5e-5),
+                 Case(dtype=F64, chosen=True, contrast=True, pad=9, tol=1e-12)]
+        if variant == "flan":
+            cases += [Case(backend="triton", batch=1, size=(23, 5), tol=5e-5),
+                      Case(mode="cp-lrp", batch=1, size=(23, 5), tol=5e-5)]
+        self.cases = tuple(cases)
+
+    def config(self):
+        return t5_config(self.variant)
+
+    def build(self):
+        return tiny_t5(self.variant)
+
+    def inputs(self, batch=1, size=None, pad=0):
+        n, n_dec = size or (29, 7)
+        ids, dec, mask = t5_inputs(batch, n, n_dec, pad_from=None)
+        if pad:
+            mask[-1, n - pad:] = 0
+        return {"input_ids": ids, "attention_mask": mask, "decoder_input_ids": dec}
+
+    def outputs(self, model, kwargs):  # lrp_triton's T5 attention keeps no cache
+        return model(**kwargs, use_cache=False).logits
+
+    def leaf(self, model, inputs):
+        x, kwargs = super().leaf(model, inputs)
+        return x, dict(kwargs, use_cache=False)
+
+    def explain(self, case, inputs):
+        if not case.chosen:
+            return {}
+        b = inputs["input_ids"].shape[0]
+        return dict(position=4, target=torch.randint(0, 101, (b,)), contrast=torch.randint(0, 101, (b,)))
+
+    def reference(self, model, inputs, result, case, request):
+        ids, mask, dec = inputs["input_ids"], inputs["attention_mask"], inputs["decoder_input_ids"]
+        positions = padded_index(torch.ones_like(dec), request.get("position", -1))
+        r_enc, r_dec, score, z = t5_reference(model, ids, mask, dec, positions, request.get("target", result.target),
+                                              request.get("contrast"), case.mode)
+        rows = torch.arange(len(ids))
+        after = torch.arange(dec.shape[1])[None] > positions[:, None]  # causal decoder
+        return Reference({"relevance": r_enc, "decoder_relevance": r_dec}, score, z,
+                         lambda: self.outputs(model, inputs)[rows, positions],
+                         zeros={"relevance": ~mask.bool(), "decoder_relevance": after}, position=positions,
+                         score_scale=z.abs().max().item())
+
+    def explained(self, out, result):
+        return out.logits[:, -1].gather(-1, result.target[:, None])[:, 0]
+
+    def scalar(self, out):
+        return out.logits[:, -1].max()
+
+    def padded(self, side):
+        rows = [torch.randint(1, 101, (n,)) for n in (29, 20)]
+        dec = torch.randint(1, 101, (2, 7))
+        ids, mask = pad_rows(rows, side, 0)
+        singles = [{"input_ids": r[None], "decoder_input_ids": dec[i][None]} for i, r in enumerate(rows)]
+        return ({"input_ids": ids, "attention_mask": mask, "decoder_input_ids": dec}, singles,
+                {"relevance": mask, "decoder_relevance": torch.ones_like(dec, dtype=torch.bool)})
+
+
+ZOO = ([Decoder(f) for f in FAMILIES] + [Text(n) for n in ("bert-cls", "bert-mlm", "bert-base", "roberta-cls",
+                                                            "roberta-mlm")]
+       + [Vision(n) for n in ("vit", "deit")] + [T5(v) for v in T5_VARIANTS])
+BY_NAME = {e.name: e for e in ZOO}

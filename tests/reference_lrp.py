@@ -108,8 +108,21 @@ ACTIVATIONS = {
 
 
 def act_kind(module):
-    from lrp_triton.modules.mlp import activation_name
-    return activation_name(module)
+    """The ACTIVATIONS key of a HuggingFace / torch activation module, read from its class.
+
+    The reference's own mapping (never lrp_triton's): transformers' ACT2FN classes that compute
+    SiLU, exact GELU, the tanh approximation of GELU, or ReLU."""
+    from torch import nn
+    from transformers import activations as hf
+
+    if isinstance(module, nn.GELU):
+        return "gelu_tanh" if module.approximate == "tanh" else "gelu"
+    kinds = ((nn.SiLU, "silu"), (hf.SiLUActivation, "silu"), (hf.GELUActivation, "gelu"),
+             (hf.GELUTanh, "gelu_tanh"), (hf.NewGELUActivation, "gelu_tanh"), (nn.ReLU, "relu"))
+    for cls, kind in kinds:
+        if isinstance(module, cls):
+            return kind
+    raise AssertionError(f"the reference has no activation kind for {type(module).__name__}")
 
 
 # ------------------------------------------------------------------------------------------------

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import torch
 
-from lrp_triton.attribute_seq2seq import scales_decoder_output
 from reference_lrp import (ACTIVATIONS, act_kind, add, attention_core, d64, head_relevance, identity, linear,
                            merge_heads, rms_norm, split_heads, uniform_product)
 from scaled_close import summed
@@ -48,6 +47,13 @@ def _feed_forward(ff, x, mode):
     a, _ = identity(ACTIVATIONS[act_kind(ff.act)], f)
     y, bo = linear(a, ff.wo.weight)
     return y, lambda r: bf(bo(r))
+
+
+def scales_decoder_output(config) -> bool:
+    """Whether T5 multiplies the decoder output by d_model^-0.5 before lm_head, from the config:
+    `scale_decoder_outputs` where transformers has it (and it is set), else `tie_word_embeddings`."""
+    scale = getattr(config, "scale_decoder_outputs", None)
+    return bool(config.tie_word_embeddings if scale is None else scale)
 
 
 def _dense_bias(stack, n, m):

@@ -11,7 +11,6 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from lrp_triton.kernels import attention_torch
 from lrp_triton.ops import lrp_attention
 from reference_attention import (attention_forward_reference, attention_gradient_reference,
                                  attention_relevance_reference, dense_relative_bias, visibility)
@@ -20,14 +19,7 @@ from scaled_close import assert_rel_close
 BACKENDS = ("triton", "torch")
 MODES = ("attnlrp", "cp-lrp", "gradient")
 
-
-@pytest.fixture(autouse=True)
-def poisoned_outputs(monkeypatch):
-    """Every output buffer starts as NaN, so a value the kernel forgets to write fails the test."""
-    def nan_filled(shape, dtype, device):
-        return torch.full(shape, float("nan"), dtype=dtype, device=device)
-
-    monkeypatch.setattr(attention_torch, "new_output", nan_filled)
+pytestmark = pytest.mark.usefixtures("poisoned_outputs")  # conftest: NaN-filled output buffers
 
 
 def make_case(name, dtype=torch.float32, head_dim=80):
@@ -200,8 +192,8 @@ def test_auto_backend_on_cpu_uses_torch(monkeypatch):
     import lrp_triton.ops.attention as op_module
 
     chosen = []
-    real = op_module._implementation
-    monkeypatch.setattr(op_module, "_implementation", lambda backend: chosen.append(backend) or real(backend))
+    real = op_module.ATTENTION
+    monkeypatch.setattr(op_module, "ATTENTION", lambda backend: chosen.append(backend) or real(backend))
     q = torch.randn(1, 2, 5, 16)
     lrp_attention(q, q, q)
     assert chosen == ["torch"]

@@ -29,9 +29,9 @@ import torch.nn.functional as F
 from lrp_triton.ops import lrp_attention
 from reference_attention import attention_forward_reference, attention_gradient_reference, attention_relevance_reference
 from scaled_close import assert_rel_close
-from test_attention import poisoned_outputs, run_op  # noqa: F401  (autouse fixture)
+from test_attention import run_op
 
-pytestmark = pytest.mark.gpu
+pytestmark = [pytest.mark.gpu, pytest.mark.usefixtures("poisoned_outputs")]  # conftest: NaN-filled buffers
 
 DEVICE = "cuda"
 DTYPES = (torch.bfloat16, torch.float16, torch.float32)

@@ -1,8 +1,10 @@
-"""bench/bench_attribute.py --cpu-smoke: the benchmark's code paths run on the CPU, and its path (c)
-(AttnLRP in PyTorch around SDPA, lxt's method) gives the same relevance as lrp_triton.attribute.
+"""The benchmarks in bench/ on the CPU: `--cpu-smoke` runs each end-to-end script's code paths (bench/common.py's
+runner: cases x methods, simulated OOMs, the writers) on tiny float32 models, and checks that its reference
+method ("ref_sdpa": AttnLRP through SDPA with scaled gradients, lrp_triton.attention_interface.sdpa_attention_interface; T5 with
+transformers' own materialised-bias attention) gives the same relevance as lrp_triton.attribute.
 
-Runs the script in a subprocess (as the GPU session will), on a tiny float32 Llama; with
-TRITON_INTERPRET=1 (set by conftest.py on CPU-only machines) the Triton backend is compared too.
+Run in subprocesses, as the GPU session runs them; with TRITON_INTERPRET=1 (set by conftest.py on CPU-only
+machines) the Triton backend is compared too.
 """
 
 import os
@@ -13,46 +15,62 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-SCRIPT = ROOT / "bench" / "bench_attribute.py"
+BENCH = ROOT / "bench"
+SCRIPTS = ("bench_attention", "bench_norm_mlp", "bench_attribute", "bench_encoders")
+
+
+def run(*args, timeout=300):
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    return subprocess.run([*args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
+
+
+def check_smoke(script, families=()):
+    proc = run(sys.executable, str(BENCH / f"{script}.py"), "--cpu-smoke")
+    tail = (proc.stdout + proc.stderr)[-4000:]
+    assert proc.returncode == 0, f"--cpu-smoke exited with {proc.returncode}:\n{tail}"
+    agree = [line for line in proc.stdout.splitlines() if line.startswith("cpu-smoke: agree:")]
+    assert agree, f"no 'agree' line in the output:\n{tail}"
+    assert all(f" {fam} " in agree[0] for fam in families), agree[0]
+    assert "FAIL" not in proc.stdout, tail
+    if os.environ.get("TRITON_INTERPRET") == "1":
+        assert "TRITON_INTERPRET=1) vs ref_sdpa" in proc.stdout, tail
+    return proc.stdout
 
 
 @pytest.mark.slow
 def test_bench_attribute_cpu_smoke():
-    env = dict(os.environ, PYTHONUNBUFFERED="1")
-    proc = subprocess.run([sys.executable, str(SCRIPT), "--cpu-smoke"], cwd=ROOT, env=env, capture_output=True,
-                          text=True, timeout=300)
-    tail = (proc.stdout + proc.stderr)[-4000:]
-    assert proc.returncode == 0, f"--cpu-smoke exited with {proc.returncode}:\n{tail}"
-    agree = [line for line in proc.stdout.splitlines() if line.startswith("cpu-smoke: agree:")]
-    assert agree, f"no 'agree' line in the output:\n{tail}"
-    assert "FAIL" not in proc.stdout, tail
-
-
-def test_bench_attribute_help_and_no_gpu_message():
-    proc = subprocess.run([sys.executable, str(SCRIPT), "--help"], cwd=ROOT, capture_output=True, text=True,
-                          timeout=120)
-    assert proc.returncode == 0 and "--cpu-smoke" in proc.stdout
-    import torch
-
-    if not torch.cuda.is_available():
-        proc = subprocess.run([sys.executable, str(SCRIPT), "--quick"], cwd=ROOT, capture_output=True, text=True,
-                              timeout=120)
-        assert proc.returncode != 0 and "needs a CUDA GPU" in proc.stderr
-
-
-ENCODERS = ROOT / "bench" / "bench_encoders.py"
+    """Llama: every method (forward, gradient, ref_sdpa, lrp_triton, each +ckpt), the longest-context search."""
+    out = check_smoke("bench_attribute")
+    assert "ref_sdpa+ckpt vs ref_sdpa" in out
 
 
 @pytest.mark.slow
 def test_bench_encoders_cpu_smoke():
-    """bench/bench_encoders.py --cpu-smoke: BERT, ViT and T5 (tiny, float32) through every method of the benchmark,
-    and its pure-PyTorch path (SDPA; T5 with transformers' materialised bias) agreeing with lrp_triton.attribute."""
-    env = dict(os.environ, PYTHONUNBUFFERED="1")
-    proc = subprocess.run([sys.executable, str(ENCODERS), "--cpu-smoke"], cwd=ROOT, env=env, capture_output=True,
-                          text=True, timeout=300)
-    tail = (proc.stdout + proc.stderr)[-4000:]
-    assert proc.returncode == 0, f"--cpu-smoke exited with {proc.returncode}:\n{tail}"
-    agree = [line for line in proc.stdout.splitlines() if line.startswith("cpu-smoke: agree:")]
-    assert agree, f"no 'agree' line in the output:\n{tail}"
-    assert all(f" {fam} " in agree[0] for fam in ("bert", "vit", "t5")), agree[0]
-    assert "FAIL" not in proc.stdout, tail
+    """BERT, ViT and T5; T5's reference hands SDPA transformers' dense [1, H, N, N] position bias."""
+    out = check_smoke("bench_encoders", families=("bert", "vit", "t5"))
+    assert "materialised position biases" in out
+
+
+@pytest.mark.parametrize("script", SCRIPTS)
+def test_help_and_no_gpu_message(script):
+    proc = run(sys.executable, str(BENCH / f"{script}.py"), "--help", timeout=120)
+    assert proc.returncode == 0 and "--budget-s" in proc.stdout and "--quick" in proc.stdout
+    import torch
+
+    if not torch.cuda.is_available():
+        proc = run(sys.executable, str(BENCH / f"{script}.py"), "--quick", timeout=120)
+        assert proc.returncode == 2 and "needs a CUDA GPU" in proc.stderr, proc.stderr[-2000:]
+
+
+def test_run_gpu_sh_arguments():
+    """Limits come from arguments / environment, never from this workplace's machine."""
+    proc = run("bash", str(BENCH / "run_gpu.sh"), "--help", timeout=60)
+    assert proc.returncode == 0 and "--total-s" in proc.stdout
+    proc = run("bash", str(BENCH / "run_gpu.sh"), "no_such_step", timeout=60)
+    assert proc.returncode == 2 and "unknown argument" in proc.stdout
+
+
+def test_bench_stays_small():
+    """The issue's target: bench/*.py and bench/*.sh together under 2,000 lines."""
+    lines = sum(len(p.read_text().splitlines()) for p in [*BENCH.glob("*.py"), *BENCH.glob("*.sh")])
+    assert lines < 2000, lines

@@ -11,7 +11,6 @@ from transformers import LlamaConfig
 from transformers.activations import ACT2FN
 from transformers.models.llama.modeling_llama import LlamaMLP
 
-from lrp_triton.kernels import activations_torch
 from lrp_triton.ops import ACTIVATIONS, lrp_activation, lrp_glu
 from scaled_close import assert_close_scaled
 
@@ -33,14 +32,7 @@ FWD_TOL = {
     torch.bfloat16: (2.5e-2, 1e-3),
 }
 
-
-@pytest.fixture(autouse=True)
-def poisoned_outputs(monkeypatch):
-    """Every Triton output buffer starts as NaN, so a value the kernel forgets to write fails."""
-    def nan_filled(shape, dtype, device):
-        return torch.full(shape, float("nan"), dtype=dtype, device=device)
-
-    monkeypatch.setattr(activations_torch, "new_output", nan_filled)
+pytestmark = pytest.mark.usefixtures("poisoned_outputs")  # conftest: NaN-filled output buffers
 
 
 def randn(*shape, dtype=torch.float32, scale=1.0):

@@ -8,18 +8,19 @@
 - `LRPRobertaLMHead`: decoder(LayerNorm(gelu(dense(x)))), the same rules.
 - `LRPRobertaClassificationHead`: out_proj(tanh(dense(h[:, 0]))); identity rule on tanh.
 Linear layers keep their exact gradient (epsilon rule), unless `linear_rule="gamma"` swaps them.
-tanh goes through `lrp_softcap(x, 1.0)`, whose forward is tanh(x) and whose backward is the
-identity-rule ratio tanh(x)/x.
+tanh goes through `lrp_tanh`, whose backward is the identity-rule ratio tanh(x)/x. Each layer is
+built with `from_hf(module, options)` (`lrp_triton.options.LRPOptions`).
 """
 
 from __future__ import annotations
 
 from torch import nn
 
-from lrp_triton.modules.mlp import _RecordingMixin, activation_name
+from lrp_triton.modules.mlp import activation_name
 from lrp_triton.modules.norms import LRPLayerNorm
-from lrp_triton.ops.elementwise import lrp_softcap
+from lrp_triton.ops.elementwise import lrp_tanh
 from lrp_triton.ops.mlp import lrp_activation
+from lrp_triton.options import LatentTaps, LRPOptions
 
 
 def encoder_activation_name(act) -> str:
@@ -32,37 +33,39 @@ def encoder_activation_name(act) -> str:
 def lrp_act(x, activation: str, backend: str):
     """act(x) with the identity rule (R_x = R_y)."""
     if activation == "tanh":
-        return lrp_softcap(x, 1.0)
+        return lrp_tanh(x)
     return lrp_activation(x, activation, backend=backend)
 
 
-class LRPDenseActivation(_RecordingMixin, nn.Module):
+class LRPDenseActivation(nn.Module):
     """Drop-in for BertIntermediate / RobertaIntermediate (dense, intermediate_act_fn)."""
 
-    def __init__(self, dense, activation: str, backend: str = "auto"):
+    def __init__(self, dense, activation: str, *, backend: str, taps: LatentTaps | None = None):
         super().__init__()
-        self.dense, self.activation, self.backend = dense, activation, backend
+        self.dense, self.activation, self.backend, self.taps = dense, activation, backend, taps
 
     @classmethod
-    def from_hf(cls, module, *, mode="attnlrp", backend="auto"):
-        return cls(module.dense, encoder_activation_name(module.intermediate_act_fn), backend)
+    def from_hf(cls, module, options: LRPOptions):
+        return cls(module.dense, encoder_activation_name(module.intermediate_act_fn), backend=options.backend,
+                   taps=options.taps)
 
     def forward(self, x):
         neurons = lrp_act(self.dense(x), self.activation, self.backend)
-        self._record(neurons)
+        if self.taps is not None:
+            self.taps.neurons(neurons)
         return neurons
 
 
 class LRPPooler(nn.Module):
     """Drop-in for BertPooler / RobertaPooler / ViTPooler / DeiTPooler: act(dense(h[:, 0]))."""
 
-    def __init__(self, dense, activation: str, backend: str = "auto"):
+    def __init__(self, dense, activation: str, *, backend: str):
         super().__init__()
         self.dense, self.activation, self.backend = dense, activation, backend
 
     @classmethod
-    def from_hf(cls, module, *, mode="attnlrp", backend="auto"):
-        return cls(module.dense, encoder_activation_name(module.activation), backend)
+    def from_hf(cls, module, options: LRPOptions):
+        return cls(module.dense, encoder_activation_name(module.activation), backend=options.backend)
 
     def forward(self, hidden_states):
         return lrp_act(self.dense(hidden_states[:, 0]), self.activation, self.backend)
@@ -71,14 +74,14 @@ class LRPPooler(nn.Module):
 class LRPHeadTransform(nn.Module):
     """Drop-in for BertPredictionHeadTransform: LayerNorm(act(dense(x)))."""
 
-    def __init__(self, dense, activation: str, layer_norm: LRPLayerNorm, backend: str = "auto"):
+    def __init__(self, dense, activation: str, layer_norm: LRPLayerNorm, *, backend: str):
         super().__init__()
         self.dense, self.activation, self.LayerNorm, self.backend = dense, activation, layer_norm, backend
 
     @classmethod
-    def from_hf(cls, module, *, mode="attnlrp", backend="auto"):
+    def from_hf(cls, module, options: LRPOptions):
         return cls(module.dense, encoder_activation_name(module.transform_act_fn),
-                   LRPLayerNorm.from_hf(module.LayerNorm, backend=backend), backend)
+                   LRPLayerNorm.from_hf(module.LayerNorm, options), backend=options.backend)
 
     def forward(self, x):
         return self.LayerNorm(lrp_act(self.dense(x), self.activation, self.backend))
@@ -87,15 +90,15 @@ class LRPHeadTransform(nn.Module):
 class LRPRobertaLMHead(nn.Module):
     """Drop-in for RobertaLMHead: decoder(layer_norm(gelu(dense(x)))); `bias` is the decoder's bias."""
 
-    def __init__(self, dense, layer_norm: LRPLayerNorm, decoder, bias, backend: str = "auto"):
+    def __init__(self, dense, layer_norm: LRPLayerNorm, decoder, bias, *, backend: str):
         super().__init__()
         self.dense, self.layer_norm, self.decoder, self.bias = dense, layer_norm, decoder, bias
         self.backend = backend
 
     @classmethod
-    def from_hf(cls, module, *, mode="attnlrp", backend="auto"):
-        return cls(module.dense, LRPLayerNorm.from_hf(module.layer_norm, backend=backend), module.decoder,
-                   module.bias, backend)
+    def from_hf(cls, module, options: LRPOptions):
+        return cls(module.dense, LRPLayerNorm.from_hf(module.layer_norm, options), module.decoder, module.bias,
+                   backend=options.backend)
 
     def forward(self, features, **kwargs):
         x = lrp_act(self.dense(features), "gelu", self.backend)  # transformers.activations.gelu: erf GELU
@@ -110,10 +113,10 @@ class LRPRobertaClassificationHead(nn.Module):
         self.dense, self.out_proj, self.dropout = dense, out_proj, dropout
 
     @classmethod
-    def from_hf(cls, module, *, mode="attnlrp", backend="auto"):
+    def from_hf(cls, module, options: LRPOptions):
         return cls(module.dense, module.out_proj, module.dropout)
 
     def forward(self, features, **kwargs):
         x = self.dropout(features[:, 0, :])
-        x = lrp_softcap(self.dense(x), 1.0)
+        x = lrp_tanh(self.dense(x))
         return self.out_proj(self.dropout(x))

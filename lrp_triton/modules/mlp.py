@@ -6,8 +6,9 @@
 - Plain MLP `proj(act(fc(x)))`: identity rule on the activation, g_x = g * act(x)/x.
 The linear projections keep their exact gradient (epsilon rule).
 
-A layer whose `recorder` is set appends its intermediate activation (the neuron outputs) to it,
-with `retain_grad()`, for latent (neuron) relevance.
+Each layer hands its intermediate activation (the neuron outputs) to its `taps` (the applied
+model's `LatentTaps`), which keep it, with `retain_grad()`, while latent relevance is collected.
+Built with `from_hf(module, options)` from the layer it replaces (`lrp_triton.options.LRPOptions`).
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ import torch
 from torch import nn
 
 from lrp_triton.ops.mlp import lrp_activation, lrp_glu
+from lrp_triton.options import LatentTaps, LRPOptions
+from lrp_triton.rules import cp_lrp_constant
 
 # HuggingFace activation classes -> the activation names of lrp_triton.ops.mlp
 _ACTIVATIONS = {
@@ -38,83 +41,90 @@ def activation_name(act: nn.Module) -> str:
     return _ACTIVATIONS[name]
 
 
-class _RecordingMixin:
-    recorder = None  # a list while latent relevance is being collected
-
-    def _record(self, neurons: torch.Tensor) -> None:
-        if self.recorder is not None and neurons.requires_grad:
-            neurons.retain_grad()
-            self.recorder.append(neurons)
-
-
 def gated_product(gate: torch.Tensor, up: torch.Tensor, activation: str, mode: str, backend: str):
     """act(gate) * up with the mode's rule (see the module docstring)."""
     if mode == "cp-lrp":
-        return lrp_activation(gate, activation, backend=backend).detach() * up
+        return cp_lrp_constant(lrp_activation(gate, activation, backend=backend), mode) * up
     return lrp_glu(gate, up, activation, backend=backend)
 
 
-class LRPGatedMLP(_RecordingMixin, nn.Module):
+class LRPGatedMLP(nn.Module):
     """Drop-in for LlamaMLP-style layers (gate_proj, up_proj, down_proj, act_fn)."""
 
-    def __init__(self, gate_proj, up_proj, down_proj, activation: str, mode: str = "attnlrp", backend: str = "auto"):
+    def __init__(self, gate_proj, up_proj, down_proj, activation: str, *, mode: str, backend: str,
+                 taps: LatentTaps | None = None):
         super().__init__()
         self.gate_proj, self.up_proj, self.down_proj = gate_proj, up_proj, down_proj
-        self.activation, self.mode, self.backend = activation, mode, backend
+        self.activation, self.mode, self.backend, self.taps = activation, mode, backend, taps
 
     @classmethod
-    def from_hf(cls, module, *, mode="attnlrp", backend="auto"):
-        return cls(module.gate_proj, module.up_proj, module.down_proj, activation_name(module.act_fn), mode, backend)
+    def from_hf(cls, module, options: LRPOptions):
+        return cls(module.gate_proj, module.up_proj, module.down_proj, activation_name(module.act_fn),
+                   mode=options.mode, backend=options.backend, taps=options.taps)
 
     @classmethod
-    def from_t5(cls, module, *, mode="attnlrp", backend="auto"):
+    def from_t5(cls, module, options: LRPOptions):
         """T5DenseGatedActDense: wi_0 is the gate, wi_1 the up projection, wo the down projection."""
-        return cls(module.wi_0, module.wi_1, module.wo, activation_name(module.act), mode, backend)
+        return cls(module.wi_0, module.wi_1, module.wo, activation_name(module.act), mode=options.mode,
+                   backend=options.backend, taps=options.taps)
 
     def forward(self, x):
         neurons = gated_product(self.gate_proj(x), self.up_proj(x), self.activation, self.mode, self.backend)
-        self._record(neurons)
+        if self.taps is not None:
+            self.taps.neurons(neurons)
         return self.down_proj(neurons.to(self.down_proj.weight.dtype))  # T5 may keep `wo` in float32
 
 
-class LRPFusedGatedMLP(_RecordingMixin, nn.Module):
+class LRPFusedGatedMLP(nn.Module):
     """Drop-in for Phi-3's MLP: one gate_up_proj whose output halves are (gate, up)."""
 
-    def __init__(self, gate_up_proj, down_proj, activation: str, mode: str = "attnlrp", backend: str = "auto"):
+    def __init__(self, gate_up_proj, down_proj, activation: str, *, mode: str, backend: str,
+                 taps: LatentTaps | None = None):
         super().__init__()
         self.gate_up_proj, self.down_proj = gate_up_proj, down_proj
-        self.activation, self.mode, self.backend = activation, mode, backend
+        self.activation, self.mode, self.backend, self.taps = activation, mode, backend, taps
 
     @classmethod
-    def from_hf(cls, module, *, mode="attnlrp", backend="auto"):
-        return cls(module.gate_up_proj, module.down_proj, activation_name(module.activation_fn), mode, backend)
+    def from_hf(cls, module, options: LRPOptions):
+        return cls(module.gate_up_proj, module.down_proj, activation_name(module.activation_fn),
+                   mode=options.mode, backend=options.backend, taps=options.taps)
 
     def forward(self, x):
         gate, up = self.gate_up_proj(x).chunk(2, dim=-1)
         neurons = gated_product(gate, up, self.activation, self.mode, self.backend)
-        self._record(neurons)
+        if self.taps is not None:
+            self.taps.neurons(neurons)
         return self.down_proj(neurons)
 
 
-class LRPMLP(_RecordingMixin, nn.Module):
-    """Drop-in for GPT-2's MLP (c_fc, act, c_proj, dropout)."""
+class LRPMLP(nn.Module):
+    """Drop-in for GPT-2's MLP (c_fc, act, c_proj, dropout); ViT's and T5 v1.0's by their own names."""
 
-    def __init__(self, fc, proj, activation: str, dropout=None, backend: str = "auto"):
+    def __init__(self, fc, proj, activation: str, dropout=None, *, backend: str, taps: LatentTaps | None = None):
         super().__init__()
         self.fc, self.proj, self.dropout = fc, proj, dropout
-        self.activation, self.backend = activation, backend
+        self.activation, self.backend, self.taps = activation, backend, taps
 
     @classmethod
-    def from_hf(cls, module, *, mode="attnlrp", backend="auto"):
-        return cls(module.c_fc, module.c_proj, activation_name(module.act), getattr(module, "dropout", None), backend)
+    def from_hf(cls, module, options: LRPOptions):
+        return cls(module.c_fc, module.c_proj, activation_name(module.act), getattr(module, "dropout", None),
+                   backend=options.backend, taps=options.taps)
 
     @classmethod
-    def from_t5(cls, module, *, mode="attnlrp", backend="auto"):
+    def from_t5(cls, module, options: LRPOptions):
         """T5DenseActDense (T5 v1.0): wi, act (ReLU), wo."""
-        return cls(module.wi, module.wo, activation_name(module.act), None, backend)
+        return cls(module.wi, module.wo, activation_name(module.act), None, backend=options.backend,
+                   taps=options.taps)
+
+    @classmethod
+    def from_vit(cls, module, options: LRPOptions):
+        """ViTMLP / DeiTMLP: fc1, activation_fn, fc2."""
+        return cls(module.fc1, module.fc2, activation_name(module.activation_fn), None, backend=options.backend,
+                   taps=options.taps)
 
     def forward(self, x):
         neurons = lrp_activation(self.fc(x), self.activation, backend=self.backend)
-        self._record(neurons)
+        if self.taps is not None:
+            self.taps.neurons(neurons)
         out = self.proj(neurons.to(self.proj.weight.dtype))
         return self.dropout(out) if self.dropout is not None else out

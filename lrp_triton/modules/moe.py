@@ -15,25 +15,27 @@ from torch import nn
 
 from lrp_triton.modules.mlp import activation_name, gated_product
 from lrp_triton.ops.elementwise import lrp_uniform_product
+from lrp_triton.options import LRPOptions
+from lrp_triton.rules import cp_lrp_constant
 
 
 class LRPMoEExperts(nn.Module):
     """Drop-in for MixtralExperts: experts stored as 3-D gate_up_proj / down_proj parameters."""
 
-    def __init__(self, gate_up_proj, down_proj, activation: str, mode: str = "attnlrp", backend: str = "auto"):
+    def __init__(self, gate_up_proj, down_proj, activation: str, *, mode: str, backend: str):
         super().__init__()
         self.gate_up_proj, self.down_proj = gate_up_proj, down_proj  # the replaced module's Parameters
         self.num_experts = gate_up_proj.shape[0]
         self.activation, self.mode, self.backend = activation, mode, backend
 
     @classmethod
-    def from_hf(cls, module, *, mode="attnlrp", backend="auto"):
-        return cls(module.gate_up_proj, module.down_proj, activation_name(module.act_fn), mode, backend)
+    def from_hf(cls, module, options: LRPOptions):
+        return cls(module.gate_up_proj, module.down_proj, activation_name(module.act_fn), mode=options.mode,
+                   backend=options.backend)
 
     def forward(self, hidden_states, top_k_index, top_k_weights):
         out = torch.zeros_like(hidden_states)
-        if self.mode == "cp-lrp":
-            top_k_weights = top_k_weights.detach()
+        top_k_weights = cp_lrp_constant(top_k_weights, self.mode)
         for expert in torch.unique(top_k_index).tolist():
             token, slot = torch.where(top_k_index == expert)
             gate, up = nn.functional.linear(hidden_states[token], self.gate_up_proj[expert]).chunk(2, dim=-1)

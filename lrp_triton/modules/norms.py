@@ -12,12 +12,13 @@ import torch
 from torch import nn
 
 from lrp_triton.ops.norms import lrp_layer_norm, lrp_rms_norm
+from lrp_triton.options import LRPOptions
 
 
 class LRPRMSNorm(nn.Module):
     """Drop-in for LlamaRMSNorm (offset 0) and Gemma's `(1 + w)` RMSNorm (offset 1)."""
 
-    def __init__(self, weight: nn.Parameter, eps: float, offset: float = 0.0, backend: str = "auto"):
+    def __init__(self, weight: nn.Parameter, eps: float, offset: float = 0.0, *, backend: str):
         super().__init__()
         self.weight = weight  # the replaced module's own Parameter
         self.eps = eps
@@ -25,11 +26,11 @@ class LRPRMSNorm(nn.Module):
         self.backend = backend
 
     @classmethod
-    def from_hf(cls, module: nn.Module, *, offset: float = 0.0, backend: str = "auto") -> "LRPRMSNorm":
+    def from_hf(cls, module: nn.Module, options: LRPOptions, *, offset: float = 0.0) -> "LRPRMSNorm":
         eps = getattr(module, "variance_epsilon", getattr(module, "eps", None))
         if eps is None:
             raise TypeError(f"cannot read the epsilon of {type(module).__name__}")
-        return cls(module.weight, float(eps), offset, backend)
+        return cls(module.weight, float(eps), offset, backend=options.backend)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return lrp_rms_norm(x, self.weight, self.eps, offset=self.offset, backend=self.backend)
@@ -41,7 +42,7 @@ class LRPRMSNorm(nn.Module):
 class LRPLayerNorm(nn.Module):
     """Drop-in for torch.nn.LayerNorm over the last dimension."""
 
-    def __init__(self, weight, bias, eps: float, backend: str = "auto"):
+    def __init__(self, weight, bias, eps: float, *, backend: str):
         super().__init__()
         self.weight = weight
         self.bias = bias
@@ -49,10 +50,10 @@ class LRPLayerNorm(nn.Module):
         self.backend = backend
 
     @classmethod
-    def from_hf(cls, module: nn.LayerNorm, *, backend: str = "auto") -> "LRPLayerNorm":
+    def from_hf(cls, module: nn.LayerNorm, options: LRPOptions) -> "LRPLayerNorm":
         if len(module.normalized_shape) != 1:
             raise TypeError(f"LayerNorm over {module.normalized_shape} is not supported (last dim only)")
-        return cls(module.weight, module.bias, float(module.eps), backend)
+        return cls(module.weight, module.bias, float(module.eps), backend=options.backend)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return lrp_layer_norm(x, self.weight, self.bias, self.eps, backend=self.backend)

@@ -17,15 +17,16 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from lrp_triton import attention_interface
 from lrp_triton.ops.attention import lrp_attention
+from lrp_triton.options import LatentTaps, LRPOptions
 
 
 class LRPT5Attention(nn.Module):
     """Drop-in for T5Attention (self- and cross-attention) sharing its projections and bias table."""
 
-    def __init__(self, original: nn.Module):
+    def __init__(self, original: nn.Module, *, mode: str, backend: str, taps: LatentTaps | None = None):
         super().__init__()
+        self.mode, self.backend, self.taps = mode, backend, taps
         self.q, self.k, self.v, self.o = original.q, original.k, original.v, original.o
         self.relative_attention_bias = getattr(original, "relative_attention_bias", None)
         self.has_relative_attention_bias = original.has_relative_attention_bias
@@ -37,8 +38,8 @@ class LRPT5Attention(nn.Module):
         self._bucket = type(original)._relative_position_bucket
 
     @classmethod
-    def from_hf(cls, module, *, mode="attnlrp", backend="auto"):
-        return cls(module)
+    def from_hf(cls, module, options: LRPOptions):
+        return cls(module, mode=options.mode, backend=options.backend, taps=options.taps)
 
     def relative_bias(self, n: int, m: int, device) -> torch.Tensor:
         """[H, N + M - 1]: bias of each key - query offset, queries the last N of M positions."""
@@ -50,7 +51,6 @@ class LRPT5Attention(nn.Module):
     def forward(self, hidden_states, mask=None, key_value_states=None, position_bias=None, cache=None, **kwargs):
         if cache is not None:
             raise NotImplementedError("lrp_triton's T5 attention explains full sequences: pass use_cache=False")
-        options = attention_interface.OPTIONS.get(self, attention_interface.AttentionOptions())
         b, n, _ = hidden_states.shape
         source = hidden_states if key_value_states is None else key_value_states
         q = self.q(hidden_states).view(b, n, -1, self.head_dim).transpose(1, 2)
@@ -64,10 +64,9 @@ class LRPT5Attention(nn.Module):
             if mask.dim() != 2:
                 raise ValueError("LRPT5Attention expects the 2-D padding mask of the lrp_triton mask interface")
             key_padding_mask = mask[:, -m:].to(torch.bool)
-        out = lrp_attention(q, k, v, causal=self.is_causal, scale=1.0, mode=options.mode,
-                            key_padding_mask=key_padding_mask, relative_bias=position_bias, backend=options.backend)
+        out = lrp_attention(q, k, v, causal=self.is_causal, scale=1.0, mode=self.mode,
+                            key_padding_mask=key_padding_mask, relative_bias=position_bias, backend=self.backend)
         out = out.transpose(1, 2)
-        if options.recorder is not None and out.requires_grad:
-            out.retain_grad()
-            options.recorder.append(out)
+        if self.taps is not None:
+            self.taps.heads(out)
         return self.o(out.reshape(b, n, -1)), position_bias, None

@@ -11,20 +11,15 @@ from __future__ import annotations
 import torch
 
 from lrp_triton.backend import FLOAT_DTYPES, resolve_backend
-from lrp_triton.kernels.attention_torch import (ATTENTION_RULES, attention_backward_torch,
-                                                attention_forward_torch, default_scale)
+from lrp_triton.kernels.attention_torch import attention_backward_torch, attention_forward_torch, default_scale
+from lrp_triton.ops.dispatch import KernelPair
+from lrp_triton.rules import ATTENTION_RULES, MODES
 
-ATTENTION_MODES = tuple(ATTENTION_RULES)
+ATTENTION_MODES = MODES
 _TRITON_HEAD_DIMS = (16, 256)
 
-
-def _implementation(backend: str):
-    """(forward, backward) of the chosen backend; Triton is imported only when it is used."""
-    if backend == "torch":
-        return attention_forward_torch, attention_backward_torch
-    from lrp_triton.kernels.attention import attention_backward, attention_forward
-
-    return attention_forward, attention_backward
+ATTENTION = KernelPair(attention_forward_torch, attention_backward_torch,
+                       "lrp_triton.kernels.attention", "attention_forward", "attention_backward")
 
 
 class LRPAttentionFunction(torch.autograd.Function):
@@ -32,7 +27,7 @@ class LRPAttentionFunction(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, q, k, v, key_padding_mask, bias, relative_bias, options):
-        forward, _ = _implementation(options["backend"])
+        forward, _ = ATTENTION(options["backend"])
         out, lse = forward(q, k, v, causal=options["causal"], scale=options["scale"],
                            key_padding_mask=key_padding_mask, sliding_window=options["sliding_window"],
                            softcap=options["softcap"], bias=bias, relative_bias=relative_bias)
@@ -44,7 +39,7 @@ class LRPAttentionFunction(torch.autograd.Function):
     def backward(ctx, grad_out):
         q, k, v, out, lse, key_padding_mask, bias, relative_bias = ctx.saved_tensors
         o = ctx.options
-        _, backward = _implementation(o["backend"])
+        _, backward = ATTENTION(o["backend"])
         dq, dk, dv = backward(grad_out, q, k, v, out, lse, causal=o["causal"], scale=o["scale"],
                               mode=o["mode"], key_padding_mask=key_padding_mask,
                               sliding_window=o["sliding_window"], softcap=o["softcap"], bias=bias,
@@ -52,7 +47,7 @@ class LRPAttentionFunction(torch.autograd.Function):
         return dq, dk, dv, None, None, None, None
 
 
-def _check_inputs(q, k, v, key_padding_mask, bias, relative_bias, mode, sliding_window, softcap, scale):
+def check_attention_inputs(q, k, v, key_padding_mask, bias, relative_bias, mode, sliding_window, softcap, scale):
     for name, t in (("q", q), ("k", k), ("v", v)):
         if not isinstance(t, torch.Tensor):
             raise TypeError(f"lrp_attention: {name} must be a torch.Tensor, got {type(t).__name__}")
@@ -143,7 +138,7 @@ def lrp_attention(q, k, v, *, causal=True, scale=None, mode="attnlrp", key_paddi
     Returns:
         out [B, H, N, D] in q's dtype. Rows whose keys are all masked are 0.
     """
-    _check_inputs(q, k, v, key_padding_mask, bias, relative_bias, mode, sliding_window, softcap, scale)
+    check_attention_inputs(q, k, v, key_padding_mask, bias, relative_bias, mode, sliding_window, softcap, scale)
     d = q.shape[3]
     supported = _TRITON_HEAD_DIMS[0] <= d <= _TRITON_HEAD_DIMS[1]
     chosen = resolve_backend(backend, q.device, triton_supports=supported, dtype=q.dtype)

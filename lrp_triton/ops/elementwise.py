@@ -1,4 +1,4 @@
-"""Small elementwise LRP ops in plain PyTorch: the uniform product rule and soft-capping.
+"""Small elementwise LRP ops in plain PyTorch: the uniform product rule, soft-capping and tanh.
 
 Both are memory-bound one-liners that autograd-friendly PyTorch already runs at bandwidth, so they
 have no Triton kernel.
@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 
 from lrp_triton.backend import upcast
-from lrp_triton.kernels.attention_torch import tanh_over_x
+from lrp_triton.rules import tanh_over_x
 
 
 def _sum_to(grad: torch.Tensor, shape: torch.Size) -> torch.Tensor:
@@ -64,3 +64,17 @@ def lrp_softcap(x: torch.Tensor, cap: float) -> torch.Tensor:
     Gradient form: g_x = g * tanh(x / cap) / (x / cap), which is 1 at x = 0 (Gemma 2 final logits).
     """
     return _SoftcapIdentity.apply(x, float(cap))
+
+
+def lrp_tanh(x: torch.Tensor) -> torch.Tensor:
+    """tanh(x) with the identity rule R_x = R_y (poolers, classification heads).
+
+    Gradient form: g_x = g * tanh(x) / x (soft-capping with cap 1).
+    """
+    return _SoftcapIdentity.apply(x, 1.0)
+
+
+def softcap_by_mode(x: torch.Tensor, cap: float, mode: str) -> torch.Tensor:
+    """Final-logit soft-capping `cap * tanh(x / cap)` by the mode's rule: the identity rule
+    (`lrp_softcap`) in the LRP modes, the exact derivative in mode "gradient" (Input x Gradient)."""
+    return cap * torch.tanh(x / cap) if mode == "gradient" else lrp_softcap(x, cap)

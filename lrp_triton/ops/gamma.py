@@ -35,12 +35,10 @@ Weights and biases receive no gradient. Plain PyTorch: a few extra matmuls / con
 
 from __future__ import annotations
 
-import numbers
-
 import torch
 import torch.nn.functional as F
 
-from lrp_triton.backend import FLOAT_DTYPES
+from lrp_triton.ops.checks import check_float_tensor, check_non_negative
 
 
 def gamma_weight(w: torch.Tensor | None, gamma: float, sign: int = 1) -> torch.Tensor | None:
@@ -128,17 +126,11 @@ class LRPGammaFunction(torch.autograd.Function):
 
 
 def _check(op, x, weight, bias, gamma):
-    for name, t in (("x", x), ("weight", weight), ("bias", bias)):
-        if t is None and name == "bias":
-            continue
-        if not isinstance(t, torch.Tensor):
-            raise TypeError(f"{op}: {name} must be a torch.Tensor, got {type(t).__name__}")
-        if t.dtype not in FLOAT_DTYPES:
-            raise TypeError(f"{op}: unsupported dtype {t.dtype} for {name}")
-        if t.device != x.device:
-            raise ValueError(f"{op}: x is on {x.device} but {name} is on {t.device}")
-    if isinstance(gamma, bool) or not isinstance(gamma, numbers.Real) or not gamma >= 0:
-        raise ValueError(f"{op}: gamma must be a non-negative number, got {gamma!r}")
+    check_float_tensor(op, "x", x)
+    for name, t in (("weight", weight), ("bias", bias)):
+        if t is not None or name == "weight":
+            check_float_tensor(op, name, t, x, same_precision=False)
+    check_non_negative(op, "gamma", gamma)
 
 
 def lrp_gamma_linear(x, weight, bias=None, gamma: float = 0.25, *, signed: bool = False):

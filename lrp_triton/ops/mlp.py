@@ -13,24 +13,17 @@ from __future__ import annotations
 
 import torch
 
-from lrp_triton.backend import FLOAT_DTYPES, resolve_backend
+from lrp_triton.backend import resolve_backend
 from lrp_triton.kernels.activations_torch import (ACTIVATIONS, activation_backward_torch,
                                                   activation_forward_torch, glu_backward_torch,
                                                   glu_forward_torch)
+from lrp_triton.ops.checks import check_float_tensor
+from lrp_triton.ops.dispatch import KernelPair
 
-
-
-def _implementation(backend: str):
-    """(glu_forward, glu_backward, activation_forward, activation_backward) of the chosen backend.
-
-    Triton is imported only when it is used.
-    """
-    if backend == "torch":
-        return glu_forward_torch, glu_backward_torch, activation_forward_torch, activation_backward_torch
-    from lrp_triton.kernels.activations import (activation_backward, activation_forward, glu_backward,
-                                                glu_forward)
-
-    return glu_forward, glu_backward, activation_forward, activation_backward
+GLU = KernelPair(glu_forward_torch, glu_backward_torch, "lrp_triton.kernels.activations", "glu_forward",
+                 "glu_backward")
+ACTIVATION = KernelPair(activation_forward_torch, activation_backward_torch, "lrp_triton.kernels.activations",
+                        "activation_forward", "activation_backward")
 
 
 class LRPGLUFunction(torch.autograd.Function):
@@ -38,7 +31,7 @@ class LRPGLUFunction(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, gate, up, options):
-        forward = _implementation(options["backend"])[0]
+        forward, _ = GLU(options["backend"])
         y = forward(gate, up, activation=options["activation"])
         ctx.save_for_backward(gate, up)
         ctx.options = options
@@ -49,7 +42,7 @@ class LRPGLUFunction(torch.autograd.Function):
         gate, up = ctx.saved_tensors
         if not (ctx.needs_input_grad[0] or ctx.needs_input_grad[1]):
             return None, None, None
-        backward = _implementation(ctx.options["backend"])[1]
+        _, backward = GLU(ctx.options["backend"])
         d_gate, d_up = backward(grad_out, gate, up, activation=ctx.options["activation"])
         return (d_gate if ctx.needs_input_grad[0] else None, d_up if ctx.needs_input_grad[1] else None,
                 None)
@@ -60,7 +53,7 @@ class LRPActivationFunction(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x, options):
-        forward = _implementation(options["backend"])[2]
+        forward, _ = ACTIVATION(options["backend"])
         y = forward(x, activation=options["activation"])
         ctx.save_for_backward(x)
         ctx.options = options
@@ -71,15 +64,8 @@ class LRPActivationFunction(torch.autograd.Function):
         (x,) = ctx.saved_tensors
         if not ctx.needs_input_grad[0]:
             return None, None
-        backward = _implementation(ctx.options["backend"])[3]
+        _, backward = ACTIVATION(ctx.options["backend"])
         return backward(grad_out, x, activation=ctx.options["activation"]), None
-
-
-def _check_tensor(op: str, name: str, t) -> None:
-    if not isinstance(t, torch.Tensor):
-        raise TypeError(f"{op}: {name} must be a torch.Tensor, got {type(t).__name__}")
-    if t.dtype not in FLOAT_DTYPES:
-        raise TypeError(f"{op}: unsupported dtype {t.dtype} for {name}; use float32, float16, bfloat16 or float64")
 
 
 def _check_activation(op: str, activation) -> None:
@@ -106,8 +92,8 @@ def lrp_glu(gate, up, activation="silu", *, backend="auto"):
         (act(gate) rounded to the input dtype before the product).
     """
     op = "lrp_glu"
-    _check_tensor(op, "gate", gate)
-    _check_tensor(op, "up", up)
+    check_float_tensor(op, "gate", gate)
+    check_float_tensor(op, "up", up)
     if gate.shape != up.shape:
         raise ValueError(f"{op}: gate and up must have the same shape, got {tuple(gate.shape)} and "
                          f"{tuple(up.shape)}")
@@ -134,7 +120,7 @@ def lrp_activation(x, activation="gelu", *, backend="auto"):
         act(x) in x's dtype.
     """
     op = "lrp_activation"
-    _check_tensor(op, "x", x)
+    check_float_tensor(op, "x", x)
     _check_activation(op, activation)
     chosen = resolve_backend(backend, x.device, dtype=x.dtype)
     return LRPActivationFunction.apply(x, dict(activation=activation, backend=chosen))

@@ -14,28 +14,16 @@ import numbers
 
 import torch
 
-from lrp_triton.backend import FLOAT_DTYPES, resolve_backend
+from lrp_triton.backend import resolve_backend
 from lrp_triton.kernels.layer_norm_torch import layer_norm_backward_torch, layer_norm_forward_torch
 from lrp_triton.kernels.rms_norm_torch import rms_norm_backward_torch, rms_norm_forward_torch
+from lrp_triton.ops.checks import check_float_tensor, check_non_negative, check_vector_param
+from lrp_triton.ops.dispatch import KernelPair
 
-
-
-def _rms_implementation(backend: str):
-    """(forward, backward) of the chosen backend; Triton is imported only when it is used."""
-    if backend == "torch":
-        return rms_norm_forward_torch, rms_norm_backward_torch
-    from lrp_triton.kernels.rms_norm import rms_norm_backward, rms_norm_forward
-
-    return rms_norm_forward, rms_norm_backward
-
-
-def _layer_norm_implementation(backend: str):
-    """(forward, backward) of the chosen backend; Triton is imported only when it is used."""
-    if backend == "torch":
-        return layer_norm_forward_torch, layer_norm_backward_torch
-    from lrp_triton.kernels.layer_norm import layer_norm_backward, layer_norm_forward
-
-    return layer_norm_forward, layer_norm_backward
+RMS_NORM = KernelPair(rms_norm_forward_torch, rms_norm_backward_torch,
+                      "lrp_triton.kernels.rms_norm", "rms_norm_forward", "rms_norm_backward")
+LAYER_NORM = KernelPair(layer_norm_forward_torch, layer_norm_backward_torch,
+                        "lrp_triton.kernels.layer_norm", "layer_norm_forward", "layer_norm_backward")
 
 
 class LRPRMSNormFunction(torch.autograd.Function):
@@ -43,7 +31,7 @@ class LRPRMSNormFunction(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x, weight, options):
-        forward, _ = _rms_implementation(options["backend"])
+        forward, _ = RMS_NORM(options["backend"])
         y, rstd = forward(x, weight, eps=options["eps"], offset=options["offset"])
         ctx.save_for_backward(weight, rstd)
         ctx.options = options
@@ -55,7 +43,7 @@ class LRPRMSNormFunction(torch.autograd.Function):
         weight, rstd = ctx.saved_tensors
         if not ctx.needs_input_grad[0]:
             return None, None, None
-        _, backward = _rms_implementation(ctx.options["backend"])
+        _, backward = RMS_NORM(ctx.options["backend"])
         dx = backward(grad_out, weight, rstd, offset=ctx.options["offset"], dtype=ctx.x_dtype)
         return dx, None, None
 
@@ -65,7 +53,7 @@ class LRPLayerNormFunction(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x, weight, bias, options):
-        forward, _ = _layer_norm_implementation(options["backend"])
+        forward, _ = LAYER_NORM(options["backend"])
         y, rstd = forward(x, weight, bias, eps=options["eps"])
         ctx.save_for_backward(weight, rstd)
         ctx.options = options
@@ -77,40 +65,13 @@ class LRPLayerNormFunction(torch.autograd.Function):
         weight, rstd = ctx.saved_tensors
         if not ctx.needs_input_grad[0]:
             return None, None, None, None
-        _, backward = _layer_norm_implementation(ctx.options["backend"])
+        _, backward = LAYER_NORM(ctx.options["backend"])
         dx = backward(grad_out, weight, rstd, dtype=ctx.x_dtype)
         return dx, None, None, None
 
 
-def _check_tensor(op: str, name: str, t, x) -> None:
-    """t is a float32/float16/bfloat16 tensor on x's device, or float64 when x is float64 too."""
-    if not isinstance(t, torch.Tensor):
-        raise TypeError(f"{op}: {name} must be a torch.Tensor, got {type(t).__name__}")
-    if t.dtype not in FLOAT_DTYPES:
-        raise TypeError(f"{op}: unsupported dtype {t.dtype} for {name}; use float32, float16, bfloat16 or float64")
-    if (t.dtype == torch.float64) != (x.dtype == torch.float64):
-        raise TypeError(f"{op}: x is {x.dtype} but {name} is {t.dtype}; float64 runs only with "
-                        "float64 x and parameters (convert the whole model with .double())")
-    if t.device != x.device:
-        raise ValueError(f"{op}: x is on {x.device} but {name} is on {t.device}")
-
-
-def _check_param(op: str, name: str, p, x) -> None:
-    """p is a 1-D float tensor of x's last-dimension size on x's device."""
-    _check_tensor(op, name, p, x)
-    n = x.shape[-1]
-    if tuple(p.shape) != (n,):
-        raise ValueError(f"{op}: {name} must have shape ({n},) to match the last dimension of x "
-                         f"(shape {tuple(x.shape)}), got {tuple(p.shape)}")
-
-
-def _check_eps(op: str, eps) -> None:
-    if isinstance(eps, bool) or not isinstance(eps, numbers.Real) or not eps >= 0:
-        raise ValueError(f"{op}: eps must be a non-negative number, got {eps!r}")
-
-
 def _check_x(op: str, x) -> None:
-    _check_tensor(op, "x", x, x)
+    check_float_tensor(op, "x", x, x)
     if x.dim() == 0:
         raise ValueError(f"{op}: x must have at least one dimension (the normalised one)")
 
@@ -135,8 +96,8 @@ def lrp_rms_norm(x, weight, eps=1e-6, *, offset=0.0, backend="auto"):
     """
     op = "lrp_rms_norm"
     _check_x(op, x)
-    _check_param(op, "weight", weight, x)
-    _check_eps(op, eps)
+    check_vector_param(op, "weight", weight, x)
+    check_non_negative(op, "eps", eps)
     if isinstance(offset, bool) or not isinstance(offset, numbers.Real):
         raise TypeError(f"{op}: offset must be a number, got {type(offset).__name__}")
     chosen = resolve_backend(backend, x.device, dtype=x.dtype)
@@ -163,10 +124,10 @@ def lrp_layer_norm(x, weight, bias, eps=1e-5, *, backend="auto"):
     op = "lrp_layer_norm"
     _check_x(op, x)
     if weight is not None:
-        _check_param(op, "weight", weight, x)
+        check_vector_param(op, "weight", weight, x)
     if bias is not None:
-        _check_param(op, "bias", bias, x)
-    _check_eps(op, eps)
+        check_vector_param(op, "bias", bias, x)
+    check_non_negative(op, "eps", eps)
     chosen = resolve_backend(backend, x.device, dtype=x.dtype)
     options = dict(eps=float(eps), backend=chosen)
     return LRPLayerNormFunction.apply(x, weight, bias, options)

@@ -1,0 +1,130 @@
+"""Tile helpers shared by the attention kernels (kernels/attention.py): visibility, scores with
+soft-capping and biases, the soft-cap backward factor, the key / query ranges a block visits, and
+the autotune configurations (a few on the GPU, exactly one under the interpreter).
+
+The math each helper computes is in kernels/attention.py's docstring; the soft-cap identity ratio
+tanh(x)/x is `lrp_triton.rules.tanh_over_x`'s twin, written through exp for the interpreter.
+"""
+
+from __future__ import annotations
+
+import triton
+import triton.language as tl
+
+from lrp_triton.kernels.triton_setup import autotune_configs
+
+LOG2E = tl.constexpr(1.4426950408889634)
+NEG_INF = tl.constexpr(float("-inf"))
+
+
+@triton.jit
+def tanh_over_x(x):
+    """tanh(x) / x, 1 at x = 0; tanh written through exp (the interpreter has no libdevice)."""
+    # |x| < 0.1: Taylor series tanh(x)/x = 1 - x^2/3 + 2x^4/15 - 17x^6/315 (error < 1e-9);
+    # elsewhere tanh(|x|) = (1 - e^{-2|x|}) / (1 + e^{-2|x|}), which never overflows.
+    x2 = x * x
+    series = 1.0 + x2 * (-1.0 / 3.0 + x2 * (2.0 / 15.0 - x2 * (17.0 / 315.0)))
+    ax = tl.maximum(tl.abs(x), 0.1)
+    e = tl.exp(-2.0 * ax)
+    return tl.where(tl.abs(x) < 0.1, series, (1.0 - e) / ((1.0 + e) * ax))
+
+
+@triton.jit
+def visible(q_idx, k_idx, N, M, window, CAUSAL: tl.constexpr, HAS_WINDOW: tl.constexpr):
+    """Which (query, key) pairs attend; q_idx and k_idx broadcast against each other."""
+    q_pos = q_idx + (M - N)  # bottom-right alignment: the queries are the last N positions
+    vis = (q_idx < N) & (k_idx < M)
+    if CAUSAL:
+        vis = vis & (k_idx <= q_pos)
+    if HAS_WINDOW:
+        vis = vis & (q_pos - k_idx < window)
+    return vis
+
+
+@triton.jit
+def tile_scores(qk, q_idx, k_idx, vis, bias_base, stride_bn, stride_bm, rel_base, stride_rm, N, scale, softcap,
+            HAS_SOFTCAP: tl.constexpr, HAS_BIAS: tl.constexpr, HAS_REL: tl.constexpr):
+    """(S_raw, S) of one tile from the raw dot products qk; S is -inf where not visible."""
+    s_raw = qk * scale
+    s = s_raw
+    if HAS_SOFTCAP:
+        s = s_raw * tanh_over_x(s_raw / softcap)  # c * tanh(S_raw / c)
+    if HAS_BIAS:
+        s = s + tl.load(bias_base + q_idx.to(tl.int64) * stride_bn + k_idx.to(tl.int64) * stride_bm, mask=vis,
+                        other=0.0).to(tl.float32)  # 64-bit offsets: a full bias may exceed 2^31 entries
+    if HAS_REL:  # relative-position bias of this head: one value per key - query offset (T5)
+        rel = k_idx - q_idx + (N - 1)
+        s = s + tl.load(rel_base + rel * stride_rm, mask=vis, other=0.0).to(tl.float32)
+    return s_raw, tl.where(vis, s, NEG_INF)
+
+
+@triton.jit
+def softcap_grad_factor(s_raw, softcap, SOFTCAP_IDENTITY: tl.constexpr):
+    """Factor from dS to dS_raw: identity rule tanh(x)/x, or the derivative 1 - tanh(x)^2."""
+    x = s_raw / softcap
+    ratio = tanh_over_x(x)
+    if SOFTCAP_IDENTITY:
+        return ratio
+    t = ratio * x
+    return 1.0 - t * t
+
+
+@triton.jit
+def key_range(m0, N, M, window, CAUSAL: tl.constexpr, HAS_WINDOW: tl.constexpr,
+               BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
+    """[lo, hi) of keys that some query of the block [m0, m0 + BLOCK_M) can see."""
+    lo = 0
+    hi = M
+    if CAUSAL:  # the block's last query sits at position m0 + BLOCK_M - 1 + M - N
+        hi = tl.minimum(M, m0 + BLOCK_M + (M - N))
+    if HAS_WINDOW:  # its first query sees keys j > m0 + M - N - window
+        lo = tl.maximum(0, m0 + (M - N) - window + 1)
+        lo = (lo // BLOCK_N) * BLOCK_N
+    return lo, hi
+
+
+@triton.jit
+def query_range(n0, N, M, window, CAUSAL: tl.constexpr, HAS_WINDOW: tl.constexpr,
+                 BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
+    """[lo, hi) of queries that can see some key of the block [n0, n0 + BLOCK_N)."""
+    lo = 0
+    hi = N
+    if CAUSAL:  # key n0 is seen from position n0 on, i.e. from query n0 - (M - N)
+        lo = tl.maximum(0, n0 - (M - N))
+        lo = (lo // BLOCK_M) * BLOCK_M
+    if HAS_WINDOW:  # key n0 + BLOCK_N - 1 is seen up to position n0 + BLOCK_N - 2 + window
+        hi = tl.minimum(N, n0 + BLOCK_N - 1 + window - (M - N))
+    return lo, hi
+
+
+# ----------------------------------------------------------------------------------------------
+# Autotuning: a few configs on the GPU, exactly one under the interpreter
+# ----------------------------------------------------------------------------------------------
+def block_configs(gpu_blocks, interpreter_blocks):
+    """(BLOCK_M, BLOCK_N, warps, stages) tuples as autotune configs; one config when interpreting."""
+    gpu = [triton.Config({"BLOCK_M": bm, "BLOCK_N": bn}, num_warps=w, num_stages=s) for bm, bn, w, s in gpu_blocks]
+    one = triton.Config({"BLOCK_M": interpreter_blocks[0], "BLOCK_N": interpreter_blocks[1]}, num_warps=4, num_stages=1)
+    return autotune_configs(gpu, one)
+
+
+def prune_for_head_dim(configs, named_args, **kwargs):
+    """Tiles that fit in shared memory: smaller for large head dims, and for float32 tiles (twice the
+    bytes, exact non-tensor-core products that also compile slowly), which get at most 2 stages."""
+    block_d = kwargs.get("BLOCK_D", named_args.get("BLOCK_D", 128))
+    f32 = kwargs.get("DOT_F32", named_args.get("DOT_F32", False))
+    limit = 128 * 128 if block_d <= 128 else 64 * 64
+    if f32:
+        limit = 64 * 64 if block_d <= 64 else (64 * 32 if block_d <= 128 else 32 * 32)
+    kept = [c for c in configs if c.kwargs["BLOCK_M"] * c.kwargs["BLOCK_N"] <= limit
+            and (not f32 or c.num_stages <= 2)]
+    return kept or [min(configs, key=lambda c: (c.kwargs["BLOCK_M"] * c.kwargs["BLOCK_N"], c.num_stages))]
+
+
+FWD_CONFIGS = block_configs(
+    [(128, 64, 8, 3), (128, 128, 8, 3), (128, 32, 4, 3), (64, 64, 4, 3), (64, 32, 4, 2), (64, 64, 4, 4),
+     (32, 32, 4, 2)], (32, 16))
+BWD_CONFIGS = block_configs(
+    [(64, 128, 8, 3), (64, 64, 4, 3), (32, 128, 8, 2), (32, 64, 4, 2), (64, 32, 4, 2), (32, 32, 4, 2)], (16, 32))
+# (the smallest entries double as the float32 fallback: see prune_for_head_dim)
+TUNE_CAP = 16384
+TUNE_KEY = ["N_BUCKET", "M_BUCKET", "BLOCK_D", "CAUSAL", "HAS_WINDOW", "HAS_SOFTCAP", "HAS_KPM", "HAS_BIAS", "HAS_REL"]

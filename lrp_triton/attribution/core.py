@@ -1,0 +1,191 @@
+"""What every attribution driver shares: the model's state for one call, relevance leaves, one
+backward pass per explained score, and packing the results.
+
+Relevance of a tensor is `x * x.grad` after a backward pass through the applied model (see
+`lrp_triton.rules`); a *leaf* is a tensor the driver detaches and marks as requiring grad, so that
+its grad, and hence its relevance, can be read after each backward pass.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Callable, Iterable
+
+import torch
+from torch import nn
+from torch.utils.checkpoint import checkpoint as torch_checkpoint
+
+from lrp_triton.apply import LRPHandle, active_handle, apply_options
+from lrp_triton.backend import upcast
+from lrp_triton.options import LRPOptions
+
+
+# ------------------------------------------------------------------------------------------------
+# Model state for one call
+# ------------------------------------------------------------------------------------------------
+@contextlib.contextmanager
+def frozen_eval(model: nn.Module):
+    """Eval mode (no dropout) and frozen parameters for the call; both restored afterwards."""
+    was_training = model.training
+    flags = [(p, p.requires_grad) for p in model.parameters()]
+    model.eval()
+    for p, _ in flags:
+        p.requires_grad_(False)
+    try:
+        yield
+    finally:
+        for p, flag in flags:
+            p.requires_grad_(flag)
+        model.train(was_training)
+
+
+def describe(options: LRPOptions) -> str:
+    rule = f", linear_rule={options.linear_rule!r}, gamma={options.gamma}" if options.linear_rule != "epsilon" else ""
+    return f"mode {options.mode!r}{rule}"
+
+
+@contextlib.contextmanager
+def applied_for_call(model: nn.Module, options: LRPOptions):
+    """The model's own handle when it is applied with the same rules (kept afterwards), else an
+    `apply` for the call (removed afterwards). Yields the handle."""
+    handle: LRPHandle | None = active_handle(model)
+    if handle is not None:
+        if not handle.options.same_rules(options):
+            raise ValueError(f"attribute: the model is applied with {describe(handle.options)} but "
+                             f"{describe(options)} was asked for; remove the handle or ask for the same rules")
+        yield handle
+        return
+    handle = apply_options(model, options)
+    try:
+        yield handle
+    finally:
+        handle.remove()
+
+
+@contextlib.contextmanager
+def checkpointed(layers: Iterable[nn.Module], enabled: bool):
+    """Each layer recomputes its forward in the backward (non-reentrant checkpointing)."""
+    if not enabled:
+        yield
+        return
+    saved = []  # (layer, its own instance-level forward or None), e.g. accelerate's hooks
+    for layer in layers:
+        saved.append((layer, vars(layer).get("forward")))
+        original = layer.forward
+        layer.forward = (lambda fn: lambda *a, **kw: torch_checkpoint(fn, *a, use_reentrant=False, **kw))(original)
+    try:
+        yield
+    finally:
+        for layer, own in saved:
+            if own is None:
+                del layer.forward  # the class's forward shows through again
+            else:
+                layer.forward = own
+
+
+# ------------------------------------------------------------------------------------------------
+# Relevance leaves
+# ------------------------------------------------------------------------------------------------
+def token_relevance(x: torch.Tensor, grad: torch.Tensor | None = None, chunk: int = 4096) -> torch.Tensor:
+    """sum over the last dim of x * grad (grad: x.grad; 0 where None), in float32 (float64 for float64
+    x), a chunk of positions at a time: [..., N, hidden] -> [..., N]; never a float32 copy of x."""
+    grad = x.grad if grad is None else grad
+    out = torch.zeros(x.shape[:-1], dtype=torch.promote_types(x.dtype, torch.float32), device=x.device)
+    if grad is None:
+        return out
+    for s in range(0, x.shape[-2], chunk):
+        out[..., s:s + chunk] = (upcast(x[..., s:s + chunk, :]) * upcast(grad[..., s:s + chunk, :])).sum(-1)
+    return out
+
+
+def leaf(t: torch.Tensor) -> torch.Tensor:
+    """`t` detached and requiring grad: its grad after a backward pass carries its relevance."""
+    return t.detach().requires_grad_(True)
+
+
+class OutputTap:
+    """A forward hook that keeps the outputs of `module` (None: no module, nothing kept).
+
+    `as_leaf=True` replaces each output by a leaf of its own (the relevance stops there and is read
+    from it); otherwise the output is kept as it is (with retain_grad, when `retain`)."""
+
+    def __init__(self, module: nn.Module | None, as_leaf: bool = True, retain: bool = True):
+        self.tensors: list[torch.Tensor] = []
+        self.as_leaf, self.retain = as_leaf, retain
+        self._hook = None if module is None else module.register_forward_hook(self._keep)
+
+    def _keep(self, module, args, output):
+        if self.as_leaf:
+            output = leaf(output)
+        elif self.retain and output.requires_grad:
+            output.retain_grad()
+        self.tensors.append(output)
+        return output
+
+    @property
+    def first(self) -> torch.Tensor | None:
+        return self.tensors[0] if self.tensors else None
+
+    def relevance(self, like: torch.Tensor | None = None) -> torch.Tensor | None:
+        """Token relevance of the first output (None when nothing was kept), expanded to like's shape."""
+        if self.first is None:
+            return None
+        r = token_relevance(self.first)
+        return r if like is None else r.expand(like.shape)
+
+    def __enter__(self) -> "OutputTap":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self._hook is not None:
+            self._hook.remove()
+
+
+# ------------------------------------------------------------------------------------------------
+# One backward pass per explained score
+# ------------------------------------------------------------------------------------------------
+def one_backward_per_score(scores: torch.Tensor, leaves: list[torch.Tensor], read: Callable[[], dict],
+                           progress: Callable[[int, int], None] | None = None) -> list[dict]:
+    """For each column j of scores [..., P]: clear the grads of `leaves`, backpropagate
+    scores[..., j].sum() (rows are independent, so one pass explains every row), and collect read().
+    `progress(done, total)` is called after each pass."""
+    n = scores.shape[-1]
+    out = []
+    for j in range(n):
+        for t in leaves:
+            t.grad = None
+        scores[..., j].sum().backward(retain_graph=j < n - 1)
+        out.append(read())
+        if progress is not None:
+            progress(j + 1, n)
+    return out
+
+
+def stack_scores(per_score: list[dict], several: bool) -> dict:
+    """Per-score dicts of tensors (or None) -> one dict: stacked on dim 1 when several scores were
+    explained, the single score's tensors otherwise."""
+    out = {}
+    for key, first in per_score[0].items():
+        if first is None:
+            out[key] = None
+        else:
+            out[key] = (torch.stack([p[key] for p in per_score], dim=1) if several else first).detach()
+    return out
+
+
+def per_score(t: torch.Tensor | None, several: bool) -> torch.Tensor | None:
+    """A [..., P] field as it is for several scores, its single column [...] otherwise."""
+    return t if t is None or several else t[..., 0]
+
+
+def token_names(tokenizer, input_ids, targets=None, contrasts=None) -> dict:
+    """Token strings of the inputs, targets and contrasts, as Attribution fields ({} without a tokenizer)."""
+    if tokenizer is None:
+        return {}
+
+    def convert(ids):
+        if ids is None:
+            return None
+        return [tokenizer.convert_ids_to_tokens(row) for row in ids.tolist()]
+
+    return {"tokens": convert(input_ids), "target_tokens": convert(targets), "contrast_tokens": convert(contrasts)}

@@ -1,0 +1,72 @@
+"""Attribution of a bidirectional text encoder (adapter kind "encoder": BERT, RoBERTa).
+
+One forward pass of the whole model (task head included), then one backward pass per explained
+score (see `targets.output_scores`): a classification logit, a token-level head's logit at
+`position` (masked LM, token classification), or a callable target's scores (e.g. a sentence
+similarity). `relevance` is at the word embeddings, summed over the hidden dimension; the position
+and token-type embeddings, summed with them before the embedding LayerNorm (epsilon rule: the
+exact gradient), are leaves of their own: `position_relevance` and `token_type_relevance`.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from lrp_triton.attribution.core import (OutputTap, applied_for_call, frozen_eval, leaf, one_backward_per_score,
+                                         per_score, stack_scores, token_names, token_relevance)
+from lrp_triton.attribution.inputs import check_text_inputs, check_token_type_ids
+from lrp_triton.attribution.latent import recording, stack_latent
+from lrp_triton.attribution.result import Attribution
+from lrp_triton.attribution.targets import output_scores
+from lrp_triton.backend import upcast
+
+
+def label_names(model, targets: torch.Tensor) -> list[str]:
+    """A classification head's label names (config.id2label) for class ids [B]."""
+    labels = getattr(model.config, "id2label", None) or {}
+    return [labels.get(t, f"class {t}") for t in targets.tolist()]
+
+
+def explain_encoder(model, adapter, options, *, input_ids, inputs_embeds, attention_mask, token_type_ids, target,
+                    position, latent, tokenizer, progress) -> Attribution:
+    """See `lrp_triton.attribute` for the arguments."""
+    inputs = check_text_inputs(model, input_ids, inputs_embeds, attention_mask, adapter.max_length(model.config))
+    mask = inputs.attention_mask
+    token_type_ids = check_token_type_ids(model, token_type_ids, inputs.shape)
+    if callable(target) and position is not None:
+        raise ValueError("attribute: position is for token-level heads; a callable target picks its own scores")
+    embeddings = adapter.embeddings(model)
+
+    with frozen_eval(model), applied_for_call(model, options) as handle, OutputTap(embeddings.position) as pos_leaf, \
+            OutputTap(embeddings.token_type) as type_leaf, recording(latent, handle, adapter.layers(model)) as recorder:
+        words = leaf(embeddings.word(inputs.input_ids) if inputs.input_ids is not None else inputs.inputs_embeds)
+        extra = {} if token_type_ids is None else {"token_type_ids": token_type_ids}
+        with torch.enable_grad():
+            outputs = model(inputs_embeds=words, attention_mask=mask, **extra,
+                            position_ids=adapter.position_ids(model.config, mask))
+            head = output_scores(outputs, target, position, mask, type(model).__name__)
+
+        def read():
+            return {"relevance": token_relevance(words), "position_relevance": pos_leaf.relevance(like=mask),
+                    "token_type_relevance": type_leaf.relevance(like=mask),
+                    "latent": recorder.read() if recorder is not None else None}
+
+        results = one_backward_per_score(head.scores, [words, *pos_leaf.tensors, *type_leaf.tensors], read, progress)
+    latents = [r.pop("latent") for r in results]
+    targets = per_score(head.targets, head.several)
+    names = {} if inputs.input_ids is None else token_names(tokenizer, inputs.input_ids,
+                                                            targets if head.positions is not None else None)
+    if head.positions is None and targets is not None:  # a classification head: its label names
+        names["target_tokens"] = label_names(model, targets)
+    return Attribution(
+        **stack_scores(results, head.several), target=targets,
+        logit=per_score(upcast(head.scores.detach()), head.several),
+        position=per_score(head.positions, head.several),
+        latent=stack_latent(latents, head.several) if latent else None, input_ids=inputs.input_ids,
+        attention_mask=mask, mode=options.mode, model_type=model.config.model_type,
+        extras=rule_extras(options), **names)
+
+
+def rule_extras(options) -> dict:
+    """The gamma rule's settings, recorded on the Attribution (empty for the epsilon rule)."""
+    return {"linear_rule": options.linear_rule, "gamma": options.gamma} if options.linear_rule != "epsilon" else {}

@@ -1,0 +1,40 @@
+"""RoBERTa adapter: BERT's layers and rules, its own heads (LM head: GELU + LayerNorm; classification
+head: tanh, identity rule) and its position numbering: positions start at pad_token_id + 1, and
+padding sits at pad_token_id, as RoBERTa derives them from input_ids."""
+
+import torch
+
+from lrp_triton.models.base import Adapter, layer_norm
+from lrp_triton.models.bert import text_embeddings
+from lrp_triton.modules.encoder import (LRPDenseActivation, LRPPooler, LRPRobertaClassificationHead,
+                                        LRPRobertaLMHead)
+
+
+def position_ids(config, attention_mask: torch.Tensor) -> torch.Tensor:
+    """pad + 1, pad + 2, ... over each row's real tokens (left padding does not shift them); pad at padding."""
+    count = attention_mask.long().cumsum(-1)
+    pad = config.pad_token_id
+    return torch.where(attention_mask, count + pad, torch.full_like(count, pad))
+
+
+def max_length(config) -> int:
+    """Positions run from pad_token_id + 1: max_position_embeddings - pad_token_id - 1 of them fit."""
+    return config.max_position_embeddings - config.pad_token_id - 1
+
+
+ADAPTER = Adapter(
+    family="RoBERTa",
+    model_types=("roberta",),
+    replacements={
+        "LayerNorm": layer_norm,
+        "RobertaIntermediate": LRPDenseActivation.from_hf,
+        "RobertaPooler": LRPPooler.from_hf,
+        "RobertaLMHead": LRPRobertaLMHead.from_hf,
+        "RobertaClassificationHead": LRPRobertaClassificationHead.from_hf,
+    },
+    kind="encoder",
+    layers_attrs=("encoder.layer",),
+    max_length=max_length,
+    position_ids=position_ids,
+    embeddings_of=text_embeddings,
+)
