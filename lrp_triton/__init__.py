@@ -16,5 +16,16 @@ from lrp_triton.ops import lrp_activation, lrp_attention, lrp_glu, lrp_layer_nor
 
 __version__ = "0.1.0"
 
+
+
+def __getattr__(name):
+    """`lrp_triton.demo` (the bundled demo model: DEMO_DIR, load()) without importing it up front."""
+    if name == "demo":
+        import importlib
+
+        return importlib.import_module("lrp_triton.demo")
+    raise AttributeError(f"module 'lrp_triton' has no attribute {name!r}")
+
+
 __all__ = ["Attribution", "LRPHandle", "apply", "attribute", "ops", "lrp_activation", "lrp_attention", "lrp_glu",
            "lrp_layer_norm", "lrp_rms_norm", "lrp_cosine_similarity", "mean_pool", "__version__"]

@@ -11,6 +11,7 @@ from typing import Callable, Sequence
 
 import torch
 
+from lrp_triton.attribution.core import attribution_call
 from lrp_triton.attribution.decoder import explain_decoder
 from lrp_triton.attribution.encoder import explain_encoder
 from lrp_triton.attribution.result import Attribution
@@ -28,6 +29,7 @@ def _refuse(family: str, hint: str = "", **given) -> None:
                          f"{family} models" + (f" ({hint})" if hint else ""))
 
 
+@attribution_call
 def attribute(model, input_ids=None, *, inputs_embeds=None, attention_mask=None,
               target: int | torch.Tensor | Callable | None = None, position: int | Sequence[int] | None = None,
               contrast=None, mode: str = "attnlrp", latent: bool = False, checkpoint: bool = False,
@@ -67,7 +69,33 @@ def attribute(model, input_ids=None, *, inputs_embeds=None, attention_mask=None,
     Returns:
         An `Attribution` (relevance float32 [B, N], or [B, P, N] for several positions; [B, H, W]
         for images; float64 for a float64 model).
+
+    Input checks (before any work; the model is left as it was):
+        - ids (input_ids, decoder_input_ids, token_type_ids): any integer dtype (int32 / int64 kept,
+          int8 / int16 / uint8 / ... widened to int64), inside the vocabulary; bool and float refused
+          (ValueError). A batch of 0 rows, or rows of 0 tokens (0 x 0 images), is a ValueError.
+        - inputs_embeds: floating point, hidden size = the model's input embeddings; pixel_values:
+          floating point, config.num_channels channels, config.image_size; attention masks: 0/1 or bool.
+        - target / contrast: ints, integer tensors or lists of ints as above; float, bool, str, a
+          callable for a language model, or None inside a per-row list are a TypeError naming the
+          argument and what it takes. A callable target must return a float tensor [B] or 0-d.
+        - NaN / inf: non-finite inputs_embeds or pixel_values (also after the cast to the model's
+          dtype) are a ValueError naming the rows; after the forward, an explained score (logit,
+          contrast difference, callable score) that is NaN or inf is a ValueError naming the rows,
+          since its relevance would be NaN; so is relevance that comes out NaN or inf behind a
+          finite score (a NaN weight on the backward path).
+
+    Calls: works under torch.no_grad and torch.inference_mode; one call at a time per model instance
+    (other threads wait); a PEFT model is explained through the transformers model it holds.
+
+    Raises:
+        ValueError / TypeError: one clear message per bad argument, as listed above.
     """
+    for name, flag in (("latent", latent), ("checkpoint", checkpoint)):
+        if not isinstance(flag, bool):
+            raise TypeError(f"attribute: {name} must be True or False, got {flag!r}")
+    if progress is not None and not callable(progress):
+        raise TypeError(f"attribute: progress must be a callable progress(done, total) or None, got {progress!r}")
     options = LRPOptions.checked(mode, backend, linear_rule, gamma, where="attribute")
     adapter = adapter_for(model)
     family, kind = adapter.family, adapter.kind

@@ -1,12 +1,13 @@
 """`lrp-triton explain`: explain a language model's next token from the command line.
 
     lrp-triton explain                                   # the bundled demo model on its demo prompt
-    lrp-triton explain --prompt "a=7 k=3 x=9 k?" --top 3 --out heatmap.html
+    lrp-triton explain --prompt "a=7 k=3 x=9 ?k" --top 3 --out heatmap.html
     lrp-triton explain --model Qwen/Qwen2.5-0.5B --prompt "The capital of France is" --target " Paris"
-    lrp-triton explain --prompt "a=7 k=3 x=9 k?" --generate 5
+    lrp-triton explain --prompt "a=7 k=3 x=9 ?x" --generate 5
 
-Prints the prompt as a heatmap (red: positive relevance, blue: negative; plain text when stdout is
-not a terminal), optionally the most relevant tokens, and writes .html / .png / .json files.
+Prints the prompt as a heatmap (red: positive relevance, blue: negative; when stdout is not a
+terminal, plain text with the most relevant tokens' ranks marked under it), optionally the most
+relevant tokens, and writes .html / .png / .json files.
 Errors are one line naming the fix; the exit status is then 2.
 """
 
@@ -45,9 +46,10 @@ def parser() -> argparse.ArgumentParser:
     src = p.add_mutually_exclusive_group()
     src.add_argument("--prompt", help="the text to explain (default with the demo model: a demo prompt)")
     src.add_argument("--prompt-file", type=Path, help="read the prompt from this file (UTF-8)")
-    p.add_argument("--target", help="the token to explain: a token string, or a token id as id:N (a bare number "
-                                    "that is not itself a token is read as an id); default: the model's own "
-                                    "next-token prediction")
+    p.add_argument("--target", help="the token to explain: a token string (as written, or with a leading space), "
+                                    "or a token id as id:N. A bare number is always text: --target 12 is the "
+                                    "token '12' when that is one token (stderr notes it), else an error; token "
+                                    "id 12 is id:12. Default: the model's own next-token prediction")
     p.add_argument("--contrast", help="explain target minus this token's logit (same forms as --target)")
     p.add_argument("--position", type=int, default=-1,
                    help="the prompt position whose next token is explained (default -1: the last)")
@@ -84,14 +86,25 @@ def _check_args(args) -> None:
                            "at its own position); drop --position")
     if args.top < 0:
         raise CLIError(f"--top {args.top}: K cannot be negative; pass 0 (no list) or more")
-    for out in args.out:
-        fmt = OUT_FORMATS.get(Path(out).suffix.lower())
+    seen = set()
+    for out in args.out:  # every output is checked before any work is done
+        path = Path(out).expanduser()
+        fmt = OUT_FORMATS.get(path.suffix.lower())
         if fmt is None:
-            raise CLIError(f"--out {out}: unknown file type {Path(out).suffix or '(none)'!r}; "
+            raise CLIError(f"--out {out}: unknown file type {path.suffix or '(none)'!r}; "
                            "use a name ending in .html, .png or .json")
-        parent = Path(out).expanduser().resolve().parent
+        if path.is_dir():
+            raise CLIError(f"--out {out}: that is an existing directory, not a file; pass a file name, e.g. "
+                           f"{path / ('heatmap' + path.suffix)}")
+        parent = path.resolve().parent
         if not parent.is_dir():
             raise CLIError(f"--out {out}: the directory {parent} does not exist; create it first")
+        if not os.access(parent, os.W_OK | os.X_OK) or (path.exists() and not os.access(path, os.W_OK)):
+            raise CLIError(f"--out {out}: no permission to write {'it' if path.exists() else 'in ' + str(parent)}; "
+                           "pass a file in a directory you can write to")
+        if path.resolve() in seen:
+            raise CLIError(f"--out {out}: given twice; pass each output file once")
+        seen.add(path.resolve())
         if fmt == "png":
             try:
                 import matplotlib  # noqa: F401
@@ -225,7 +238,8 @@ def _prompt(args, is_demo: bool) -> str:
 
 
 def _token_id(tokenizer, text: str, flag: str, vocab_size: int) -> int:
-    """A token id from a --target / --contrast value (see the --target help)."""
+    """A token id from a --target / --contrast value: `id:N` is token id N, anything else is text that
+    must be one token (see the --target help). A bare number is text too; stderr notes how it was read."""
     from lrp_triton.render import clean_tokens
 
     def checked(i: int) -> int:
@@ -234,21 +248,28 @@ def _token_id(tokenizer, text: str, flag: str, vocab_size: int) -> int:
                            f"{vocab_size - 1}")
         return i
 
-    for prefix in ("id:", "#"):
-        if text.startswith(prefix) and text[len(prefix):].strip().isdigit():
-            return checked(int(text[len(prefix):]))
-    vocab = tokenizer.get_vocab()
-    if text in vocab:
-        return checked(vocab[text])
-    for candidate in (text, " " + text):
+    if text.startswith("id:"):
+        if not text[3:].strip().isdigit():
+            raise CLIError(f"{flag} {text}: id: takes a whole number; pass a token id like id:42")
+        return checked(int(text[3:]))
+    number = text.strip().isdigit()
+    found = tokenizer.get_vocab().get(text)
+    for candidate in (text, " " + text) if found is None else ():
         ids = tokenizer.encode(candidate, add_special_tokens=False)
         if len(ids) == 1:
-            return checked(ids[0])
-    if text.isdigit():
-        return checked(int(text))
+            found = ids[0]
+            break
+    if found is not None:
+        if number:  # loud: say that the number was read as text, and how to ask for the id instead
+            shown = clean_tokens(tokenizer.convert_ids_to_tokens([found]))[0]
+            print(f"lrp-triton: note: {flag} {text} is the token {shown!r} (id {found}); for the token with id "
+                  f"{text.strip()}, pass {flag} id:{text.strip()}", file=sys.stderr)
+        return checked(found)
     pieces = clean_tokens(tokenizer.convert_ids_to_tokens(tokenizer.encode(text, add_special_tokens=False)))
+    fix = (f"a bare number is read as text, never as an id: for the token with id {text.strip()}, pass id:"
+           f"{text.strip()}" if number else "pass one token, or a token id as id:N")
     raise CLIError(f"{flag} {text!r} is not a single token of this model (it splits into {len(pieces)}: "
-                   f"{' '.join(repr(p) for p in pieces)}); pass one token, or a token id as id:N")
+                   f"{' '.join(repr(p) for p in pieces)}); {fix}")
 
 
 # ------------------------------------------------------------------------------------------------
@@ -334,11 +355,9 @@ def explain(args) -> int:
         raise CLIError(f"--position {args.position} is outside the prompt, which has {n_prompt} tokens; "
                        f"use -{n_prompt} to {n_prompt - 1}")
     vocab_size = config.get_text_config().vocab_size if hasattr(config, "get_text_config") else config.vocab_size
-    try:
-        target = None if args.target is None else _token_id(tokenizer, args.target, "--target", vocab_size)
-        contrast = None if args.contrast is None else _token_id(tokenizer, args.contrast, "--contrast", vocab_size)
-    finally:
-        status.clear()
+    status.clear()
+    target = None if args.target is None else _token_id(tokenizer, args.target, "--target", vocab_size)
+    contrast = None if args.contrast is None else _token_id(tokenizer, args.contrast, "--contrast", vocab_size)
     if args.backend == "triton" and device.type == "cpu":
         os.environ.setdefault("TRITON_INTERPRET", "1")  # read when triton is first imported
 
@@ -370,15 +389,18 @@ def explain(args) -> int:
         result = attribute(model, input_ids, position=args.position, target=target, contrast=contrast,
                            mode=args.mode, checkpoint=args.checkpoint, backend=args.backend, tokenizer=tokenizer)
         status.clear()
-    result = dataclasses.replace(result, model_name=shown)
+    result = dataclasses.replace(result, model_name=shown)  # the token style comes with it (attribute's tokenizer=)
 
     color = {"always": True, "never": False}.get(args.color)
     print(render.terminal_text(result, color=color))
     if args.top:
         _print_top(result, args.top)
     for out in args.out:
-        fmt = OUT_FORMATS[Path(out).suffix.lower()]
-        getattr(result, f"to_{fmt}")(out)
+        path = Path(out).expanduser()
+        try:
+            getattr(result, f"to_{OUT_FORMATS[path.suffix.lower()]}")(path)
+        except OSError as exc:  # checked before the work; this is a change since, or a full disk
+            raise CLIError(f"--out {out}: could not write it ({exc.strerror or exc}); pass another file") from None
         print(f"wrote {out}", file=sys.stderr)
     return 0
 

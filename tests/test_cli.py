@@ -11,6 +11,7 @@ from __future__ import annotations
 import html.parser
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -93,6 +94,10 @@ def test_explain_demo_end_to_end_writes_every_format(tmp_path):
     lines = proc.stdout.splitlines()
     assert "\x1b[" not in proc.stdout  # not a terminal: plain text
     assert DEMO_PROMPT in lines  # the prompt, as text
+    marks = lines[lines.index(DEMO_PROMPT) + 1]  # ... with the ranking marked under it
+    assert marks[DEMO_PROMPT.index("k=3") + 2] == "1" and set(marks) <= set(" 12345~")
+    assert sorted(c for c in marks if c.isdigit()) == list("12345")
+    assert any(line.startswith("(no colour: a digit k under the text") for line in lines)
     assert any(line.startswith("top 3 tokens for target '") for line in lines)
     assert "Loading lrp_triton/demo" in proc.stderr  # the status line
     for out in outs:
@@ -160,6 +165,10 @@ def main(capsys, *args):
     (["--prompt", "a=1 " * 20 + "?a"], "takes at most"),
     (["--target", "ab"], "is not a single token"),
     (["--target", "id:999"], "outside the vocabulary"),
+    (["--target", "12"], "'12' is not a single token of this model (it splits into 2: '1' '2'); a bare number is "
+                         "read as text, never as an id: for the token with id 12, pass id:12"),
+    (["--contrast", "42"], "for the token with id 42, pass id:42"),
+    (["--target", "id:x"], "id: takes a whole number"),
     (["--top", "-1"], "cannot be negative"),
     (["--generate", "0"], "at least 1"),
     (["--device", "cuda"] if not torch.cuda.is_available() else ["--device", "cuda:99"], "CUDA"),
@@ -174,6 +183,39 @@ def test_bad_input_is_one_line_with_the_fix(capsys, args, message):
     line = err.strip().splitlines()[-1]
     assert line.startswith("lrp-triton: error: ") and message in line, err
     assert "; " in line or "use" in line or "pass" in line  # names the fix
+
+
+def test_target_id_form_and_the_note_only_for_bare_numbers(capsys, tmp_path):
+    from lrp_triton.demo import load
+
+    _, tokenizer = load()
+    out = tmp_path / "r.json"
+    code, _, err = main(capsys, "--target", "id:12", "--contrast", "k", "--top", "0", "--out", str(out))
+    assert code == 0 and "note:" not in err  # id:N is an id, a word is a token: nothing to note
+    (row,) = json.loads(out.read_text())["rows"]
+    assert row["target"] == 12 and row["target_token"] == tokenizer.convert_ids_to_tokens(12)
+    assert row["contrast"] == tokenizer.convert_tokens_to_ids("k")
+
+
+def test_out_problems_are_found_before_the_work(capsys, tmp_path):
+    existing = tmp_path / "already.html"
+    existing.mkdir()
+    code, out, err = main(capsys, "--out", str(existing))
+    assert code == 2 and out == "" and "Loading" not in err and "Traceback" not in err
+    assert f"--out {existing}: that is an existing directory, not a file; pass a file name" in err
+    code, _, err = main(capsys, "--out", str(tmp_path / "a.json"), "--out", str(tmp_path / "." / "a.json"))
+    assert code == 2 and "given twice" in err and "Loading" not in err
+
+
+def test_a_write_that_fails_after_the_work_is_one_line(capsys, tmp_path, monkeypatch):
+    def full_disk(self, path=None):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(Attribution, "to_json", full_disk)
+    code, _, err = main(capsys, "--out", str(tmp_path / "r.json"), "--top", "0")
+    assert code == 2 and "Traceback" not in err
+    assert err.strip().splitlines()[-1] == (f"lrp-triton: error: --out {tmp_path / 'r.json'}: could not write it "
+                                            "(No space left on device); pass another file")
 
 
 def test_png_out_without_matplotlib_fails_before_loading(capsys, monkeypatch, tmp_path):
@@ -191,10 +233,13 @@ def test_target_contrast_position_and_prompt_file(capsys, tmp_path):
     prompt = tmp_path / "prompt.txt"
     prompt.write_text("a=7 k=3 x=9 ?a\n")
     out = tmp_path / "r.json"
-    code, text, _ = main(capsys, "--prompt-file", str(prompt), "--target", "9", "--contrast", "7", "--top", "2",
-                         "--out", str(out), "--mode", "cp-lrp")
+    code, text, err = main(capsys, "--prompt-file", str(prompt), "--target", "9", "--contrast", "7", "--top", "2",
+                           "--out", str(out), "--mode", "cp-lrp")
     assert code == 0
-    assert "target '9' vs '7'" in text and text.count("\n  ") == 2
+    assert "target '9' vs '7'" in text and len(re.findall(r"^ +\d\. '", text, flags=re.M)) == 2
+    # a bare number is the token; stderr says so and how to ask for the id instead
+    assert "note: --target 9 is the token '9' (id " in err and "pass --target id:9" in err
+    assert "note: --contrast 7 is the token '7'" in err
     (row,) = json.loads(out.read_text())["rows"]
     assert row["target_token"] == "9" and row["contrast_token"] == "7" and "".join(row["tokens"]) == "a=7 k=3 x=9 ?a"
     code, text, _ = main(capsys, "--prompt", "a=7 k=3", "--position", "2", "--checkpoint", "--out", str(out))
@@ -226,11 +271,14 @@ def test_local_model_directory_with_a_byte_level_tokenizer(capsys, tmp_path):
     code, text, err = main(capsys, "--model", str(directory), "--prompt", prompt, "--target", "Paris",
                            "--top", "2", "--out", str(out))
     assert code == 0, err
-    assert prompt in text and "Ġ" not in text
+    lines = text.splitlines()
+    first = lines.index("The café is↵")  # plain text: each line of the prompt, its rank marks under it
+    assert lines[first + 2] == "in" and "Ġ" not in text
     (row,) = json.loads(out.read_text())["rows"]
     assert "".join(row["tokens"]) == prompt and "\n" in row["tokens"]  # Ċ shown as a newline
     assert row["target_token"] == " Paris"  # "Paris" is no token; " Paris" is one
-    assert json.loads(out.read_text())["model"] == str(directory)
+    assert json.loads(out.read_text())["model"] == str(directory)  # the data says where it came from
+    assert text.splitlines()[0] == "tiny-qwen2 · attnlrp" and str(tmp_path) not in text  # the title: its name
 
 
 # ------------------------------------------------------------------------------------------------
@@ -276,12 +324,12 @@ def test_rows_normalise_per_row_and_keep_raw_values(tmp_path):
 def test_ids_shown_without_tokens_and_terminal_colours(capsys):
     att = synthetic()
     plain = render.terminal_text(att, color=False)
-    assert "#5#6#7#8" in plain and "\x1b" not in plain
+    assert "#5 #6 #7 #8" in plain.splitlines() and "\x1b" not in plain
     coloured = render.terminal_text(att, color=True)
     assert "\x1b[48;2;214;24;24m" in coloured  # each row's maximum: full red
     assert "\x1b[48;2;140;164;234m" in coloured  # row 1's minimum, -1.5 / 3: half blue
     att.show(color=False)
-    assert "#9#10#11" in capsys.readouterr().out
+    assert "#9 #10 #11" in capsys.readouterr().out.splitlines()
 
 
 def test_show_in_a_notebook_displays_html(monkeypatch):
@@ -442,7 +490,11 @@ def test_every_text_attribution_renders_with_tokens_and_progress(kind, tmp_path,
     for row in doc["rows"]:
         b = row["batch"]
         real = mask[b].nonzero()[:, 0].tolist()
-        assert row["tokens"] == [f"w{ids[b, i]}" for i in real]  # every real token, padding dropped
+        # every real token, padding dropped; the whitespace word-level tokenizer's style is recorded by
+        # attribute(tokenizer=), so the shown pieces carry the spaces between words
+        words = [f"w{ids[b, i]}" for i in real]
+        assert a.extras["token_style"] == "wordpiece"
+        assert row["tokens"] == words[:1] + [" " + w for w in words[1:]]
         relevance = a.relevance[b] if n == 1 else a.relevance[b, [2, 4].index(row["position"])]
         assert row["relevance"] == pytest.approx(relevance[real].tolist())
         expected_target = {"classification": f"LABEL_{row['target']}", "custom score": None}.get(

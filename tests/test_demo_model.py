@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import ast
 import random
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -98,3 +100,12 @@ def test_demo_prompt_answer_and_its_source(demo):
     assert result.target_tokens == ["3"]  # a=7 k=3 x=9 q=1 m=4 ?k -> 3
     (best, _, _), *_ = result.top(3)
     assert best in (DEMO_PROMPT.index("k=3"), DEMO_PROMPT.index("k=3") + 2)
+
+
+def test_lrp_triton_demo_is_an_attribute_after_import_alone():
+    """`import lrp_triton` then `lrp_triton.demo.DEMO_DIR`, as the README writes it; still no triton import."""
+    code = "import lrp_triton, sys; print(lrp_triton.demo.DEMO_DIR); print('triton' in sys.modules)"
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr
+    directory, triton_loaded = proc.stdout.split()
+    assert directory == str(DEMO_DIR) and triton_loaded == "False"

@@ -9,15 +9,19 @@ its grad, and hence its relevance, can be read after each backward pass.
 from __future__ import annotations
 
 import contextlib
+import functools
 from typing import Callable, Iterable
 
 import torch
 from torch import nn
 from torch.utils.checkpoint import checkpoint as torch_checkpoint
 
-from lrp_triton.apply import LRPHandle, active_handle, apply_options
+from lrp_triton.apply import LRPHandle, active_handle, apply_options, model_lock
+from lrp_triton.attribution.targets import check_finite_relevance
 from lrp_triton.backend import upcast
 from lrp_triton.options import LRPOptions
+from lrp_triton.render.tokens import tokenizer_style
+from lrp_triton.wrappers import unwrap
 
 
 # ------------------------------------------------------------------------------------------------
@@ -25,8 +29,9 @@ from lrp_triton.options import LRPOptions
 # ------------------------------------------------------------------------------------------------
 @contextlib.contextmanager
 def frozen_eval(model: nn.Module):
-    """Eval mode (no dropout) and frozen parameters for the call; both restored afterwards."""
-    was_training = model.training
+    """Eval mode (no dropout) and frozen parameters for the call; afterwards every module's own
+    training flag and every parameter's own requires_grad flag as they were."""
+    modes = [(m, m.training) for m in model.modules()]
     flags = [(p, p.requires_grad) for p in model.parameters()]
     model.eval()
     for p, _ in flags:
@@ -36,7 +41,33 @@ def frozen_eval(model: nn.Module):
     finally:
         for p, flag in flags:
             p.requires_grad_(flag)
-        model.train(was_training)
+        for m, training in modes:
+            m.training = training
+
+
+def _usable(value):
+    """Tensors made under torch.inference_mode cannot enter autograd: a normal copy of them."""
+    if isinstance(value, torch.Tensor) and value.is_inference():
+        return value.clone()
+    return value
+
+
+def attribution_call(fn: Callable) -> Callable:
+    """Wraps an attribution entry point `fn(model, ...)`: one call at a time per model instance
+    (other threads wait), gradients on whatever the caller's grad mode (`torch.no_grad`,
+    `torch.inference_mode`), inputs made under inference mode copied into normal tensors, and the
+    transformers model inside a known wrapper explained (`lrp_triton.wrappers.unwrap`)."""
+
+    @functools.wraps(fn)
+    def call(model, *args, **kwargs):
+        model = unwrap(model, fn.__name__)
+        with torch.inference_mode(False), torch.enable_grad(), model_lock(model):
+            if any(p.is_inference() for p in model.parameters()):
+                raise RuntimeError("attribute: the model's parameters were created under torch.inference_mode, so "
+                                   "autograd cannot use them; load or build the model outside inference_mode")
+            return fn(model, *(_usable(a) for a in args), **{k: _usable(v) for k, v in kwargs.items()})
+
+    return call
 
 
 def describe(options: LRPOptions) -> str:
@@ -147,8 +178,8 @@ class OutputTap:
 def one_backward_per_score(scores: torch.Tensor, leaves: list[torch.Tensor], read: Callable[[], dict],
                            progress: Callable[[int, int], None] | None = None) -> list[dict]:
     """For each column j of scores [..., P]: clear the grads of `leaves`, backpropagate
-    scores[..., j].sum() (rows are independent, so one pass explains every row), and collect read().
-    `progress(done, total)` is called after each pass."""
+    scores[..., j].sum() (rows are independent, so one pass explains every row), and collect read()
+    (a ValueError if any of it is NaN or inf). `progress(done, total)` is called after each pass."""
     n = scores.shape[-1]
     out = []
     for j in range(n):
@@ -156,6 +187,7 @@ def one_backward_per_score(scores: torch.Tensor, leaves: list[torch.Tensor], rea
             t.grad = None
         scores[..., j].sum().backward(retain_graph=j < n - 1)
         out.append(read())
+        check_finite_relevance(out[-1], score=j if n > 1 else None)
         if progress is not None:
             progress(j + 1, n)
     return out
@@ -178,6 +210,12 @@ def per_score(t: torch.Tensor | None, several: bool) -> torch.Tensor | None:
     return t if t is None or several else t[..., 0]
 
 
+def output_size(head: nn.Module) -> int:
+    """The number of logits an output projection (possibly wrapped, e.g. LoRA) gives."""
+    weight = getattr(head, "weight", None)
+    return weight.shape[0] if isinstance(weight, torch.Tensor) else head.out_features
+
+
 def token_names(tokenizer, input_ids, targets=None, contrasts=None) -> dict:
     """Token strings of the inputs, targets and contrasts, as Attribution fields ({} without a tokenizer)."""
     if tokenizer is None:
@@ -189,3 +227,9 @@ def token_names(tokenizer, input_ids, targets=None, contrasts=None) -> dict:
         return [tokenizer.convert_ids_to_tokens(row) for row in ids.tolist()]
 
     return {"tokens": convert(input_ids), "target_tokens": convert(targets), "contrast_tokens": convert(contrasts)}
+
+
+def display_extras(tokenizer) -> dict:
+    """How the tokenizer writes words (`Attribution.extras["token_style"]`, read by the renderers)."""
+    style = tokenizer_style(tokenizer)
+    return {} if style is None else {"token_style": style}

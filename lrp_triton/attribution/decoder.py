@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import torch
 
-from lrp_triton.attribution.core import (OutputTap, applied_for_call, checkpointed, frozen_eval, leaf,
-                                         one_backward_per_score, per_score, stack_scores, token_names,
-                                         token_relevance)
+from lrp_triton.attribution.core import (OutputTap, applied_for_call, checkpointed, display_extras, frozen_eval, leaf,
+                                         one_backward_per_score, output_size, per_score, stack_scores,
+                                         token_names, token_relevance)
 from lrp_triton.attribution.inputs import check_text_inputs
 from lrp_triton.attribution.latent import recording, stack_latent
 from lrp_triton.attribution.result import Attribution
@@ -33,7 +33,7 @@ def explain_decoder(model, adapter, options, *, input_ids, inputs_embeds, attent
     inputs = check_text_inputs(model, input_ids, inputs_embeds, attention_mask, adapter.max_length(model.config))
     mask = inputs.attention_mask
     positions, several = explained_positions(position, mask)
-    vocab = head.weight.shape[0]
+    vocab = output_size(head)
     targets = ids_per_position(target, "target", positions, several, vocab)
     contrasts = ids_per_position(contrast, "contrast", positions, several, vocab, complete=True)
     embeddings = adapter.embeddings(model)
@@ -65,5 +65,5 @@ def explain_decoder(model, adapter, options, *, input_ids, inputs_embeds, attent
         position=per_score(positions, several), contrast=per_score(contrasts, several),
         latent=stack_latent(latents, several) if latent else None, input_ids=inputs.input_ids,
         attention_mask=mask, mode=options.mode, model_type=model.config.model_type,
-        model_name=str(getattr(model, "name_or_path", "") or ""),
+        model_name=str(getattr(model, "name_or_path", "") or ""), extras=display_extras(tokenizer),
         **token_names(tokenizer, inputs.input_ids, per_score(targets, several), per_score(contrasts, several)))

@@ -12,8 +12,9 @@ from __future__ import annotations
 
 import torch
 
-from lrp_triton.attribution.core import (OutputTap, applied_for_call, frozen_eval, leaf, one_backward_per_score,
-                                         per_score, stack_scores, token_names, token_relevance)
+from lrp_triton.attribution.core import (OutputTap, applied_for_call, display_extras, frozen_eval, leaf,
+                                         one_backward_per_score, per_score, stack_scores, token_names,
+                                         token_relevance)
 from lrp_triton.attribution.inputs import check_text_inputs, check_token_type_ids
 from lrp_triton.attribution.latent import recording, stack_latent
 from lrp_triton.attribution.result import Attribution
@@ -64,7 +65,7 @@ def explain_encoder(model, adapter, options, *, input_ids, inputs_embeds, attent
         position=per_score(head.positions, head.several),
         latent=stack_latent(latents, head.several) if latent else None, input_ids=inputs.input_ids,
         attention_mask=mask, mode=options.mode, model_type=model.config.model_type,
-        extras=rule_extras(options), **names)
+        extras={**rule_extras(options), **display_extras(tokenizer)}, **names)
 
 
 def rule_extras(options) -> dict:

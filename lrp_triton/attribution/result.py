@@ -104,7 +104,9 @@ class Attribution:
         return render.to_json(self, path)
 
     def top(self, k: int = 5) -> list:
-        """The k most relevant tokens as (index, token, relevance), per row (a flat list for one row)."""
+        """The k most relevant tokens as (index, token, relevance), per row (a flat list for one row).
+
+        `k` is a whole number >= 1 (a ValueError otherwise); a row with fewer tokens gives them all."""
         from lrp_triton import render
 
         return render.top(self, k)

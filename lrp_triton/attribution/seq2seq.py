@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import torch
 
-from lrp_triton.attribution.core import (applied_for_call, checkpointed, frozen_eval, leaf, one_backward_per_score,
-                                         per_score, stack_scores, token_names, token_relevance)
+from lrp_triton.attribution.core import (applied_for_call, checkpointed, display_extras, frozen_eval, leaf,
+                                         one_backward_per_score, output_size, per_score, stack_scores, token_names,
+                                         token_relevance)
 from lrp_triton.attribution.inputs import as_mask, as_token_batch, model_device
 from lrp_triton.attribution.result import Attribution
 from lrp_triton.attribution.targets import explained_positions, ids_per_position, logit_scores
@@ -43,7 +44,7 @@ def explain_seq2seq(model, adapter, options, *, input_ids, attention_mask, decod
     decoder_attention_mask = as_mask(decoder_attention_mask, decoder_input_ids.shape, "decoder_attention_mask", device)
     positions, several = explained_positions(position, decoder_attention_mask)
     head = adapter.head(model)
-    out_vocab = head.weight.shape[0]
+    out_vocab = output_size(head)
     targets = ids_per_position(target, "target", positions, several, out_vocab)
     contrasts = ids_per_position(contrast, "contrast", positions, several, out_vocab, complete=True)
 
@@ -69,5 +70,6 @@ def explain_seq2seq(model, adapter, options, *, input_ids, attention_mask, decod
         logit=per_score(upcast(scores.detach()), several), position=per_score(positions, several),
         contrast=per_score(contrasts, several), input_ids=input_ids, attention_mask=attention_mask,
         mode=options.mode, model_type=model.config.model_type,
-        extras={"decoder_input_ids": decoder_input_ids, "decoder_attention_mask": decoder_attention_mask},
+        extras={"decoder_input_ids": decoder_input_ids, "decoder_attention_mask": decoder_attention_mask,
+                **display_extras(tokenizer)},
         **token_names(tokenizer, input_ids, per_score(targets, several), per_score(contrasts, several)))

@@ -41,6 +41,12 @@ def activation_name(act: nn.Module) -> str:
     return _ACTIVATIONS[name]
 
 
+def parameter_dtype(layer: nn.Module) -> torch.dtype:
+    """The dtype a (possibly wrapped, e.g. LoRA) projection computes in: its weight's, else its first parameter's."""
+    weight = getattr(layer, "weight", None)
+    return weight.dtype if isinstance(weight, torch.Tensor) else next(layer.parameters()).dtype
+
+
 def gated_product(gate: torch.Tensor, up: torch.Tensor, activation: str, mode: str, backend: str):
     """act(gate) * up with the mode's rule (see the module docstring)."""
     if mode == "cp-lrp":
@@ -72,7 +78,7 @@ class LRPGatedMLP(nn.Module):
         neurons = gated_product(self.gate_proj(x), self.up_proj(x), self.activation, self.mode, self.backend)
         if self.taps is not None:
             self.taps.neurons(neurons)
-        return self.down_proj(neurons.to(self.down_proj.weight.dtype))  # T5 may keep `wo` in float32
+        return self.down_proj(neurons.to(parameter_dtype(self.down_proj)))  # T5 may keep `wo` in float32
 
 
 class LRPFusedGatedMLP(nn.Module):
@@ -126,5 +132,5 @@ class LRPMLP(nn.Module):
         neurons = lrp_activation(self.fc(x), self.activation, backend=self.backend)
         if self.taps is not None:
             self.taps.neurons(neurons)
-        out = self.proj(neurons.to(self.proj.weight.dtype))
+        out = self.proj(neurons.to(parameter_dtype(self.proj)))
         return self.dropout(out) if self.dropout is not None else out

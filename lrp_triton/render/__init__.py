@@ -1,13 +1,15 @@
 """Showing an `Attribution`: terminal and notebook heatmaps, HTML, PNG, JSON and the top tokens.
 
 `Attribution.show / to_html / to_png / to_json / top` call the functions here. Relevance is
-normalised per row (explained target) for colours; raw values go to JSON and hover texts.
+normalised per row (explained target) for colours; raw values go to JSON and hover texts. Titles
+name the model (`display_name`: a local directory by its own name) and the mode.
 """
 
 from __future__ import annotations
 
+import operator
 import sys
-from pathlib import Path
+from pathlib import Path, PurePath
 from typing import NamedTuple
 
 from lrp_triton.render import html as _html
@@ -15,10 +17,10 @@ from lrp_triton.render import json_file as _json
 from lrp_triton.render import terminal as _terminal
 from lrp_triton.render.rows import Row
 from lrp_triton.render.rows import rows as display_rows
-from lrp_triton.render.tokens import clean_tokens
+from lrp_triton.render.tokens import clean_tokens, tokenizer_style
 
-__all__ = ["Row", "TokenRelevance", "clean_tokens", "display_rows", "show", "terminal_text", "title", "to_html",
-           "to_json", "to_png", "top"]
+__all__ = ["Row", "TokenRelevance", "check_k", "clean_tokens", "display_name", "display_rows", "show", "terminal_text",
+           "title", "to_html", "to_json", "to_png", "tokenizer_style", "top"]
 
 
 class TokenRelevance(NamedTuple):
@@ -27,8 +29,25 @@ class TokenRelevance(NamedTuple):
     relevance: float
 
 
+def display_name(name: str) -> str:
+    """How titles name a model: a hub id as it is; a local directory by its own name (a Hugging Face
+    cache snapshot, `.../models--org--name/snapshots/<hash>`, by its hub id `org/name`)."""
+    name = str(name or "")
+    path = PurePath(name.replace("\\", "/"))
+    looks_local = (name.startswith(("/", ".", "~")) or name.endswith("/") or "\\" in name or name.count("/") > 1
+                   or (len(name) > 1 and name[1] == ":"))
+    if not looks_local or not path.parts:
+        return name
+    parts = [p for p in path.parts if p not in ("/", "\\")]
+    if "snapshots" in parts[1:-1]:
+        repo = parts[parts.index("snapshots", 1) - 1]
+        if repo.startswith("models--"):
+            return repo[len("models--"):].replace("--", "/")
+    return parts[-1] if parts else name
+
+
 def title(attribution) -> str:
-    model = getattr(attribution, "model_name", "") or attribution.model_type or "model"
+    model = display_name(getattr(attribution, "model_name", "")) or attribution.model_type or "model"
     return f"{model} · {attribution.mode}"
 
 
@@ -42,12 +61,20 @@ def _in_notebook() -> bool:
 
 def terminal_text(attribution, color: bool | None = None) -> str:
     """The heatmap as terminal text (ANSI colours when `color`, default: when stdout is a terminal)."""
+    _check_color(color)
     color = _terminal.color_wanted() if color is None else color
     return _terminal.render(display_rows(attribution), color, title(attribution))
 
 
+def _check_color(color) -> None:
+    if color is not None and not isinstance(color, bool):
+        raise ValueError(f"color={color!r}: pass True (ANSI colours), False (plain text with rank marks) or None "
+                         "(colours when stdout is a terminal)")
+
+
 def show(attribution, color: bool | None = None) -> None:
     """HTML inline in a Jupyter notebook, else the coloured (or plain) heatmap on stdout."""
+    _check_color(color)
     if color is None and _in_notebook():
         from IPython.display import HTML, display
 
@@ -83,10 +110,24 @@ def to_json(attribution, path=None) -> dict:
 def top(attribution, k: int = 5):
     """The `k` most relevant tokens (largest relevance first) of each row.
 
-    A list of `TokenRelevance` for a single explained row, else a list of such lists.
+    A list of `TokenRelevance` for a single explained row, else a list of such lists; a row with
+    fewer than `k` tokens gives all of them. `k` must be a whole number, at least 1.
     """
+    k = check_k(k)
     out = []
     for row in display_rows(attribution):
         order = sorted(range(len(row.relevance)), key=lambda i: row.relevance[i], reverse=True)[:k]
         out.append([TokenRelevance(row.indices[i], row.tokens[i], row.relevance[i]) for i in order])
     return out[0] if len(out) == 1 else out
+
+
+def check_k(k) -> int:
+    """`k` as an int, or a ValueError naming the problem (negative, zero, not a whole number)."""
+    if isinstance(k, bool) or not hasattr(type(k), "__index__"):
+        raise ValueError(f"top(k): k={k!r} is not a whole number; pass the number of most relevant tokens "
+                         "wanted, e.g. top(5)")
+    k = operator.index(k)
+    if k < 1:
+        raise ValueError(f"top(k): k={k} asks for {'no' if k == 0 else 'a negative number of'} tokens; "
+                         "pass k >= 1, e.g. top(5)")
+    return k

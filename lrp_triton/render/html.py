@@ -37,8 +37,8 @@ def fragment(rows: list[Row], title: str = "") -> str:
         parts.append(f"<h1>{html.escape(title)}</h1>")
     for row in rows:
         parts.append(f'<div class="lrp-row"><div class="lrp-label">{html.escape(row.label)}</div>')
-        tokens = "".join(_token(t, r, n, i) for t, r, n, i in zip(row.tokens, row.relevance, row.normalized,
-                                                                 row.indices))
+        tokens = html.escape(row.separator).join(
+            _token(t, r, n, i) for t, r, n, i in zip(row.tokens, row.relevance, row.normalized, row.indices))
         parts.append(f'<div class="lrp-tokens">{tokens}</div></div>')
     legend = "".join(f'<span class="lrp-tok" style="background:{css(background(v))};color:{css(foreground(v))}">'
                      f' {v:+.1f} </span>' for v in (-1.0, -0.5, 0.0, 0.5, 1.0))

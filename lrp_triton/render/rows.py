@@ -7,6 +7,8 @@ relevance is exactly zero, as it is in a causal model, whose logit there depends
 sequence (a classification head, a custom score) have no position, and an encoder-decoder's rows
 show its encoder tokens: both keep every real token.
 Raw relevance is kept as computed; `normalized` divides it by the row's largest magnitude, for colours.
+Without token strings the tokens are shown as their ids (`#5`), which renderers separate by a space
+(`separator`); token strings carry their own spacing (see `lrp_triton.render.tokens`).
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ class Row:
     logit: float
     contrast: int | None
     contrast_token: str | None
+    separator: str = ""  # drawn between tokens: " " between ids shown as `#N`, "" between token texts
 
     @property
     def label(self) -> str:
@@ -74,7 +77,9 @@ def rows(attribution) -> list[Row]:
     encoder_decoder = getattr(attribution, "decoder_relevance", None) is not None
     contrast = attribution.contrast.cpu() if attribution.contrast is not None else None
 
-    style = vocabulary_style([t for row in names for t in row]) if names is not None else None
+    style = (attribution.extras or {}).get("token_style") if names is not None else None
+    if names is not None and style is None:
+        style = vocabulary_style([t for row in names for t in row])
 
     def cleaned(token):
         return None if token is None else clean_tokens([token], style)[0]
@@ -109,5 +114,6 @@ def rows(attribution) -> list[Row]:
                 logit=float(_entry(logit, b, j, several)),
                 contrast=None if c is None else int(c),
                 contrast_token=cleaned(_entry(contrast_names, b, j, several)),
+                separator="" if names is not None else " ",
             ))
     return out
