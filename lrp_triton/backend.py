@@ -1,6 +1,9 @@
-"""Choice of compute backend for every op: "auto", "triton" or "torch".
+"""Choice of compute backend for every op: "auto", "triton", "torch" or "sdpa".
 
 - "torch": the pure-PyTorch path (same rules; the CPU fallback and the second reference).
+- "sdpa": attention through torch's scaled_dot_product_attention with the rule's gradient factors
+  (`lrp_triton.ops.lrp_sdpa_attention`, the reference library's method; no soft-capping, no T5
+  relative bias); every other op on the PyTorch path.
 - "triton": the fused Triton kernels. They need a CUDA device, or, on the CPU, the Triton
   interpreter (`TRITON_INTERPRET=1` set before triton is first imported).
 - "auto": Triton for CUDA tensors when triton is installed and the op supports the input,
@@ -18,7 +21,7 @@ import sys
 
 import torch
 
-BACKENDS = ("auto", "triton", "torch")
+BACKENDS = ("auto", "triton", "torch", "sdpa")
 TRITON_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 FLOAT_DTYPES = TRITON_DTYPES + (torch.float64,)
 
@@ -47,7 +50,7 @@ def resolve_backend(backend: str, device: torch.device, *, triton_supports: bool
     """
     if backend not in BACKENDS:
         raise ValueError(f"unknown backend {backend!r}: expected one of {', '.join(BACKENDS)}")
-    if backend == "torch":
+    if backend in ("torch", "sdpa"):  # "sdpa" changes attention only (lrp_attention routes it)
         return "torch"
     if dtype is not None and dtype not in TRITON_DTYPES:
         if backend == "auto":

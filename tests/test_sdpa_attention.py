@@ -59,12 +59,20 @@ def relevance(fn, q, k, v, grad_out, **kw):
     return out, q * q.grad, k * k.grad, v * v.grad
 
 
+def lrp_attention_sdpa_backend(q, k, v, **kw):
+    return lrp_attention(q, k, v, backend="sdpa", **kw)
+
+
+ENTRIES = {"op": lrp_sdpa_attention, "backend": lrp_attention_sdpa_backend}  # the op, and lrp_attention's route
+
+
+@pytest.mark.parametrize("entry", tuple(ENTRIES))
 @pytest.mark.parametrize("dtype", (torch.float32, torch.float64))
 @pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize("case", CASES)
-def test_relevance_matches_explicit_reference(case, mode, dtype):
+def test_relevance_matches_explicit_reference(case, mode, dtype, entry):
     q, k, v, grad_out, kw = make_case(case, dtype)
-    out, rq, rk, rv = relevance(lrp_sdpa_attention, q, k, v, grad_out, mode=mode, **kw)
+    out, rq, rk, rv = relevance(ENTRIES[entry], q, k, v, grad_out, mode=mode, **kw)
     assert out.dtype == rq.dtype == dtype
     tol = 1e-5 if dtype == torch.float32 else 1e-11
     assert_rel_close(out, attention_forward_reference(q, k, v, **kw)["out"], tol, "out")
@@ -176,3 +184,53 @@ def test_interface_position_bias_and_4d_mask():
     torch.testing.assert_close(out, want, rtol=1e-10, atol=1e-12)
     with pytest.raises(NotImplementedError, match="lrp_attention"):
         sdpa_attention_interface(_Module(True), q, k, v, None, softcap=30.0)
+
+
+def test_the_sdpa_backend_refuses_what_sdpa_cannot_express():
+    q = torch.randn(1, 2, 5, 16)
+    with pytest.raises(NotImplementedError, match="backend='sdpa' cannot express soft-capping.*'torch' or 'triton'"):
+        lrp_attention(q, q, q, softcap=5.0, backend="sdpa")
+    with pytest.raises(NotImplementedError, match="backend='sdpa' cannot express a relative-position bias"):
+        lrp_attention(q, q, q, relative_bias=torch.zeros(2, 9), backend="sdpa")
+
+
+@pytest.mark.parametrize("name", ("llama", "mistral", "gpt2", "bert-cls", "vit"))
+def test_attribute_with_the_sdpa_backend_equals_the_torch_backend(name, monkeypatch):
+    """GQA, sliding window, learned positions, padding, vision: the SDPA route gives the same relevance."""
+    import lrp_triton
+    import lrp_triton.ops.attention as op_module
+    from model_zoo import text_inputs, tiny, tiny_model
+
+    calls = []
+    real = op_module.lrp_sdpa_attention
+    monkeypatch.setattr(op_module, "lrp_sdpa_attention", lambda *a, **kw: calls.append(1) or real(*a, **kw))
+
+    if name in ("bert-cls", "vit"):
+        model = tiny(name)
+        ids, mask, types = text_inputs(2, 9, pad_last=3)
+        kwargs = (dict(pixel_values=torch.randn(2, 3, 32, 32)) if name == "vit"
+                  else dict(input_ids=ids, attention_mask=mask, token_type_ids=types))
+    else:
+        model = tiny_model(name)
+        mask = torch.ones(2, 13, dtype=torch.bool)
+        mask[1, :4] = False  # left padding
+        kwargs = dict(input_ids=torch.randint(0, 101, (2, 13)), attention_mask=mask, position=[-1, -5])
+    for mode in MODES:
+        expected = lrp_triton.attribute(model, mode=mode, backend="torch", **kwargs)
+        assert not calls
+        actual = lrp_triton.attribute(model, mode=mode, backend="sdpa", **kwargs)
+        assert len(calls) == model.config.num_hidden_layers  # every attention layer took the SDPA route
+        calls.clear()
+        assert_rel_close(actual.relevance, expected.relevance, 1e-5, f"{name} {mode} relevance")
+        torch.testing.assert_close(actual.logit, expected.logit, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("name", ("gemma2", "t5"))
+def test_attribute_with_the_sdpa_backend_refuses_softcaps_and_t5s_bias(name):
+    import lrp_triton
+    from model_zoo import tiny_model, tiny_t5
+
+    model = tiny_t5("flan") if name == "t5" else tiny_model(name)
+    with pytest.raises(NotImplementedError, match="backend='sdpa' cannot express"):
+        lrp_triton.attribute(model, torch.randint(1, 101, (1, 7)), backend="sdpa")
+    assert model.config._attn_implementation != "lrp_triton"  # restored after the error

@@ -7,6 +7,7 @@ import numbers
 import torch
 
 from lrp_triton.backend import FLOAT_DTYPES
+from lrp_triton.rules import MODES
 
 
 def check_float_tensor(op: str, name: str, t, like: torch.Tensor | None = None, *,
@@ -39,3 +40,73 @@ def check_non_negative(op: str, name: str, value) -> None:
     """`value` is a real number >= 0 (not a bool)."""
     if isinstance(value, bool) or not isinstance(value, numbers.Real) or not value >= 0:
         raise ValueError(f"{op}: {name} must be a non-negative number, got {value!r}")
+
+
+def check_attention_inputs(q, k, v, key_padding_mask, bias, relative_bias, mode, sliding_window, softcap, scale):
+    """Shapes, dtypes, devices and options of an attention call (`lrp_attention`, `lrp_sdpa_attention`)."""
+    for name, t in (("q", q), ("k", k), ("v", v)):
+        if not isinstance(t, torch.Tensor):
+            raise TypeError(f"lrp_attention: {name} must be a torch.Tensor, got {type(t).__name__}")
+        if t.dim() != 4:
+            raise ValueError(f"lrp_attention: {name} must be 4-D [batch, heads, seq, head_dim], "
+                             f"got shape {tuple(t.shape)}")
+        if t.dtype not in FLOAT_DTYPES:
+            raise TypeError(f"lrp_attention: unsupported dtype {t.dtype} for {name}; "
+                            "use float32, float16, bfloat16 or float64")
+        if t.device != q.device:
+            raise ValueError(f"lrp_attention: q is on {q.device} but {name} is on {t.device}")
+    if not (q.dtype == k.dtype == v.dtype):
+        raise TypeError(f"lrp_attention: q, k, v must share a dtype, got {q.dtype}, {k.dtype}, {v.dtype}")
+    b, h, n, d = q.shape
+    if k.shape != v.shape:
+        raise ValueError(f"lrp_attention: k and v must have the same shape, got {tuple(k.shape)} "
+                         f"and {tuple(v.shape)}")
+    if k.shape[0] != b or k.shape[3] != d:
+        raise ValueError(f"lrp_attention: k/v shape {tuple(k.shape)} does not match q shape {tuple(q.shape)} "
+                         "(batch and head_dim must agree)")
+    hkv, m = k.shape[1], k.shape[2]
+    if hkv == 0 or h % hkv != 0:
+        raise ValueError(f"lrp_attention: the number of query heads ({h}) must be a multiple of the "
+                         f"number of key/value heads ({hkv})")
+    if n == 0 or m == 0 or b == 0 or d == 0:
+        raise ValueError(f"lrp_attention: empty input (q {tuple(q.shape)}, k {tuple(k.shape)})")
+    if mode not in MODES:
+        raise ValueError(f"lrp_attention: unknown mode {mode!r}; expected one of {', '.join(MODES)}")
+    if key_padding_mask is not None:
+        if not isinstance(key_padding_mask, torch.Tensor) or key_padding_mask.dtype != torch.bool:
+            raise TypeError("lrp_attention: key_padding_mask must be a bool tensor [batch, kv_len] "
+                            "(True = attend)")
+        if tuple(key_padding_mask.shape) != (b, m):
+            raise ValueError(f"lrp_attention: key_padding_mask must have shape {(b, m)}, "
+                             f"got {tuple(key_padding_mask.shape)}")
+        if key_padding_mask.device != q.device:
+            raise ValueError(f"lrp_attention: key_padding_mask is on {key_padding_mask.device}, "
+                             f"q on {q.device}")
+    if bias is not None:
+        if not isinstance(bias, torch.Tensor) or not bias.is_floating_point():
+            raise TypeError("lrp_attention: bias must be a floating-point tensor (additive; use "
+                            "key_padding_mask for a boolean mask)")
+        if bias.dim() > 4:
+            raise ValueError(f"lrp_attention: bias must broadcast to {(b, h, n, m)}, got {tuple(bias.shape)}")
+        try:
+            torch.broadcast_shapes(bias.shape, (b, h, n, m))
+        except RuntimeError:
+            raise ValueError(f"lrp_attention: bias of shape {tuple(bias.shape)} does not broadcast to "
+                             f"[batch, heads, q_len, kv_len] = {(b, h, n, m)}") from None
+        if bias.device != q.device:
+            raise ValueError(f"lrp_attention: bias is on {bias.device}, q on {q.device}")
+    if relative_bias is not None:
+        if not isinstance(relative_bias, torch.Tensor) or not relative_bias.is_floating_point():
+            raise TypeError("lrp_attention: relative_bias must be a floating-point tensor [heads, q_len + kv_len - 1]")
+        if tuple(relative_bias.shape) != (h, n + m - 1):
+            raise ValueError(f"lrp_attention: relative_bias must have shape [heads, q_len + kv_len - 1] = "
+                             f"{(h, n + m - 1)}, got {tuple(relative_bias.shape)}")
+        if relative_bias.device != q.device:
+            raise ValueError(f"lrp_attention: relative_bias is on {relative_bias.device}, q on {q.device}")
+    if sliding_window is not None and (isinstance(sliding_window, bool) or int(sliding_window) != sliding_window
+                                       or sliding_window < 1):
+        raise ValueError(f"lrp_attention: sliding_window must be a positive integer, got {sliding_window!r}")
+    if softcap is not None and not softcap > 0:
+        raise ValueError(f"lrp_attention: softcap must be positive, got {softcap!r}")
+    if scale is not None and not isinstance(scale, (int, float)):
+        raise TypeError(f"lrp_attention: scale must be a number, got {type(scale).__name__}")

@@ -22,7 +22,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from lrp_triton.ops.attention import check_attention_inputs
+from lrp_triton.ops.checks import check_attention_inputs
 from lrp_triton.rules import ATTENTION_RULES
 
 
