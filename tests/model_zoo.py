@@ -51,6 +51,18 @@ FAMILIES = {
     "phi3": lambda: transformers.Phi3Config(**{k: v for k, v in COMMON.items() if k != "head_dim"}, pad_token_id=0,
                                             rope_parameters={"rope_type": "default", "rope_theta": 10000.0,
                                                              "partial_rotary_factor": 0.5}),
+    "gemma": lambda: transformers.GemmaConfig(**COMMON, hidden_act="gelu_pytorch_tanh"),
+    # clip_qkv 2.5 clips some q / k / v entries (about 1 in 10 at this scale): both sides of the clamp are checked
+    "olmo": lambda: transformers.OlmoConfig(**COMMON, clip_qkv=2.5),
+    "olmo2": lambda: transformers.Olmo2Config(**COMMON),
+    "starcoder2": lambda: transformers.Starcoder2Config(**COMMON, use_bias=True, sliding_window=5,
+                                                        hidden_act="gelu_pytorch_tanh"),
+    "smollm3": lambda: transformers.SmolLM3Config(**COMMON, pad_token_id=0, no_rope_layers=[1, 0],
+                                                  use_sliding_window=True, sliding_window=4,
+                                                  layer_types=["sliding_attention", "full_attention"]),
+    "ministral": lambda: transformers.MinistralConfig(**COMMON, sliding_window=5,
+                                                      layer_types=["sliding_attention", "full_attention"]),
+    "glm4": lambda: transformers.Glm4Config(**COMMON, pad_token_id=0),  # partial (1/2) interleaved RoPE
     "gpt2": lambda: transformers.GPT2Config(vocab_size=101, n_embd=64, n_layer=2, n_head=4, n_positions=256,
                                             activation_function="gelu_new", tie_word_embeddings=True),
 }
@@ -61,7 +73,8 @@ def randomize(model: torch.nn.Module) -> torch.nn.Module:
     gemma = model.config.model_type.startswith("gemma")
     with torch.no_grad():
         for name, p in model.named_parameters():
-            if p.dim() == 1 and "norm" in name or name.endswith(("ln_1.weight", "ln_2.weight", "ln_f.weight")):
+            norm_weight = "norm" in name and name.endswith("weight")  # a LayerNorm's bias is drawn as a bias
+            if p.dim() == 1 and norm_weight or name.endswith(("ln_1.weight", "ln_2.weight", "ln_f.weight")):
                 p.copy_(0.1 * torch.randn_like(p) + (0.0 if gemma else 1.0))
             elif p.dim() == 1:
                 p.copy_(0.1 * torch.randn_like(p))
@@ -342,9 +355,9 @@ class Decoder(Entry):
                  # 8 of 9 families); Mixtral keeps float32 routing weights (HF's MixtralTopKRouter computes the
                  # softmax in float32), hence its float32 tolerance (measured up to 2e-7)
                  Case(dtype=F64, size=19, chosen=True, contrast=True, tol=1e-5 if family == "mixtral" else 1e-12)]
-        if family in ("llama", "mixtral", "gemma2"):
-            cases.append(Case(backend="triton", batch=1, size=21))
-        if family in ("llama", "mixtral", "gpt2"):
+        if family in ("llama", "mixtral", "gemma2", "olmo", "starcoder2"):  # olmo: weightless LayerNorm; starcoder2:
+            cases.append(Case(backend="triton", batch=1, size=21))         # biased LayerNorm, plain GELU-tanh MLP
+        if family in ("llama", "mixtral", "gpt2", "olmo2", "starcoder2"):
             cases.append(Case(mode="cp-lrp", size=15))
         self.cases = tuple(cases)
 

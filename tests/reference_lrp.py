@@ -59,17 +59,43 @@ def rms_norm(x, module, offset=0.0):
 
 
 def layer_norm(x, module):
-    """y_i = w_i (x_i - mean) / std + b_i with std constant: z_ij = w_i (delta_ij - 1/n) x_j / std."""
+    """y_i = w_i (x_i - mean) / std + b_i with std constant: z_ij = w_i (delta_ij - 1/n) x_j / std.
+
+    Without weight and bias (OLMo's OlmoLayerNorm: w = 1, b = 0, eps 1e-5 written into its forward)
+    the terms sum to y exactly and the rule conserves relevance."""
     n = x.shape[-1]
-    std = torch.sqrt(x.var(-1, unbiased=False, keepdim=True) + module.eps)
-    w, b = d64(module.weight), d64(module.bias)
-    y = w * (x - x.mean(-1, keepdim=True)) / std + b
+    eps = getattr(module, "eps", 1e-5)
+    std = torch.sqrt(x.var(-1, unbiased=False, keepdim=True) + eps)
+    w = d64(getattr(module, "weight", None))
+    b = d64(getattr(module, "bias", None))
+    w = torch.ones(n, dtype=x.dtype) if w is None else w
+    y = w * (x - x.mean(-1, keepdim=True)) / std + (0.0 if b is None else b)
     centre = torch.eye(n, dtype=x.dtype) - 1.0 / n  # [i, j]
 
     def back(r):
         z = w[:, None] * centre * (x / std)[..., None, :]  # [..., i, j]
         return torch.einsum("...ij,...i->...j", z, _div(r, y))
     return y, back
+
+
+def norm(x, module):
+    """A decoder's norm by its class: RMSNorm (identity rule; Gemma's `(1 + w)`) or LayerNorm (std
+    constant). None: no norm there (identity)."""
+    if module is None:
+        return x, lambda r: r
+    name = type(module).__name__
+    if name.endswith("RMSNorm"):
+        return rms_norm(x, module, 1.0 if name.startswith("Gemma") else 0.0)
+    if name.endswith("LayerNorm"):
+        return layer_norm(x, module)
+    raise AssertionError(f"the reference has no norm rule for {name}")
+
+
+def clamp(x, c):
+    """y = clamp(x, -c, c) (OLMo's clip_qkv): linear where it does not clip, R_x = R_y there; a clipped
+    entry is the constant +-c, which takes its relevance like a bias, R_x = 0."""
+    inside = (x >= -c) & (x <= c)
+    return x.clamp(-c, c), lambda r: torch.where(inside, r, torch.zeros_like(r))
 
 
 def uniform_product(a, b, mode="attnlrp"):
@@ -79,24 +105,34 @@ def uniform_product(a, b, mode="attnlrp"):
     return a * b, lambda r: (r / 2, r / 2)
 
 
-def rope(x, cos, sin):
-    """y = x cos + rotate_half(x) sin on the first cos.shape[-1] dims (the rest pass through).
+def rope(x, cos, sin, interleaved=False):
+    """y = x cos + rot(x) sin on the first cos.shape[-1] dims (the rest pass through).
 
-    Epsilon rule on the two terms: the `x cos` term returns to x_i itself, the rotated term to the
-    partner coordinate (the other half)."""
+    rot pairs coordinate i with its partner p(i) and a sign: the other half (Llama: rot(x)_i =
+    -x_{i+h} for i < h, x_{i-h} after) or, interleaved (GLM-4's apply_rotary_pos_emb), the other
+    member of the pair (2m, 2m + 1) (rot(x)_{2m} = -x_{2m+1}, rot(x)_{2m+1} = x_{2m}), where each
+    pair takes cos / sin of frequency m. Epsilon rule on the two terms: the `x cos` term returns to
+    x_i itself, the rotated term to the partner coordinate (p is its own inverse)."""
     rd = cos.shape[-1]
+    idx = torch.arange(rd)
+    if interleaved:
+        cos = cos[..., : rd // 2].repeat_interleave(2, dim=-1)
+        sin = sin[..., : rd // 2].repeat_interleave(2, dim=-1)
+        partner, sign = idx ^ 1, torch.where(idx % 2 == 0, -1.0, 1.0)
+    else:
+        partner, sign = (idx + rd // 2) % rd, torch.where(idx < rd // 2, -1.0, 1.0)
     xr, xp = x[..., :rd], x[..., rd:]
-    half = rd // 2
-    rot = torch.cat([-xr[..., half:], xr[..., :half]], dim=-1)
+    rot = sign.to(x.dtype) * xr[..., partner]
     z_self, z_cross = xr * cos, rot * sin
     y = torch.cat([z_self + z_cross, xp], dim=-1)
 
     def back(r):
-        rr = r[..., :rd]
-        frac = _div(rr, z_self + z_cross)
-        r_cross = z_cross * frac
-        return torch.cat([z_self * frac + torch.cat([r_cross[..., half:], r_cross[..., :half]], -1), r[..., rd:]], -1)
+        frac = _div(r[..., :rd], z_self + z_cross)
+        return torch.cat([z_self * frac + (z_cross * frac)[..., partner], r[..., rd:]], -1)
     return y, back
+
+
+INTERLEAVED_ROPE = ("glm4",)  # model types whose modeling file rotates interleaved pairs
 
 
 ACTIVATIONS = {
@@ -145,7 +181,9 @@ def attention_core(q, k, v, mode, **kw):
 
 
 def llama_attention(attn, x, cos, sin, mask, cfg, mode):
-    """Llama-family self-attention (fused qkv for Phi-3, q/k norms for Qwen3 / Gemma 3)."""
+    """Llama-family self-attention: fused qkv (Phi-3); q/k/v clipping (OLMo's clip_qkv); q/k norms
+    over the whole projection (OLMo 2) or per head (Qwen3 / Gemma 3); no RoPE where the layer has
+    none (SmolLM3's `use_rope` 0)."""
     n_heads, n_kv = cfg.num_attention_heads, cfg.num_key_value_heads
     d = attn.head_dim
     if hasattr(attn, "qkv_proj"):
@@ -155,15 +193,24 @@ def llama_attention(attn, x, cos, sin, mask, cfg, mode):
         q, bq = linear(x, attn.q_proj.weight, attn.q_proj.bias)
         k, bk = linear(x, attn.k_proj.weight, attn.k_proj.bias)
         v, bv = linear(x, attn.v_proj.weight, attn.v_proj.bias)
+    identity_back = lambda r: r  # noqa: E731
+    b_cq = b_ck = b_cv = identity_back
+    if getattr(cfg, "clip_qkv", None) is not None:
+        (q, b_cq), (k, b_ck), (v, b_cv) = (clamp(t, cfg.clip_qkv) for t in (q, k, v))
+    per_head = hasattr(attn, "q_norm") and attn.q_norm.weight.shape[-1] == d
+    b_fq = b_fk = b_hq = b_hk = identity_back
+    if hasattr(attn, "q_norm") and not per_head:  # over the whole projection, before the split
+        q, b_fq = norm(q, attn.q_norm)
+        k, b_fk = norm(k, attn.k_norm)
     q, k, v = split_heads(q, n_heads), split_heads(k, n_kv), split_heads(v, n_kv)
-    backs_norm = []
-    if hasattr(attn, "q_norm"):
-        offset = 1.0 if "Gemma" in type(attn.q_norm).__name__ else 0.0
-        q, bqn = rms_norm(q, attn.q_norm, offset)
-        k, bkn = rms_norm(k, attn.k_norm, offset)
-        backs_norm = [bqn, bkn]
-    q, b_rq = rope(q, cos[:, None], sin[:, None])
-    k, b_rk = rope(k, cos[:, None], sin[:, None])
+    if per_head:
+        q, b_hq = norm(q, attn.q_norm)
+        k, b_hk = norm(k, attn.k_norm)
+    b_rq = b_rk = identity_back
+    if getattr(attn, "use_rope", True):
+        interleaved = cfg.model_type in INTERLEAVED_ROPE
+        q, b_rq = rope(q, cos[:, None], sin[:, None], interleaved)
+        k, b_rk = rope(k, cos[:, None], sin[:, None], interleaved)
     window = attn.sliding_window if hasattr(attn, "sliding_window") else getattr(cfg, "sliding_window", None)
     o, b_core = attention_core(q, k, v, mode, causal=True, scale=attn.scaling, key_padding_mask=mask,
                                sliding_window=window, softcap=getattr(attn, "attn_logit_softcapping", None))
@@ -171,10 +218,9 @@ def llama_attention(attn, x, cos, sin, mask, cfg, mode):
 
     def back(r):
         r_q, r_k, r_v = b_core(split_heads(b_o(r), n_heads))
-        r_q, r_k = b_rq(r_q), b_rk(r_k)
-        if backs_norm:
-            r_q, r_k = backs_norm[0](r_q), backs_norm[1](r_k)
+        r_q, r_k = b_hq(b_rq(r_q)), b_hk(b_rk(r_k))
         r_q, r_k, r_v = merge_heads(r_q), merge_heads(r_k), merge_heads(r_v)
+        r_q, r_k, r_v = b_cq(b_fq(r_q)), b_ck(b_fk(r_k)), b_cv(r_v)
         if hasattr(attn, "qkv_proj"):
             return back_qkv(torch.cat([r_q, r_k, r_v], dim=-1))
         return bq(r_q) + bk(r_k) + bv(r_v)
@@ -195,7 +241,17 @@ def gated_mlp(x, gate_w, up_w, down_w, act, mode):
     return y, back
 
 
+def plain_mlp(x, fc, proj, act):
+    """proj(act(fc x)) (Starcoder2's c_fc / c_proj): epsilon on the projections, identity on act."""
+    f, b_fc = linear(x, fc.weight, fc.bias)
+    g, _ = identity(ACTIVATIONS[act], f)
+    y, b_proj = linear(g, proj.weight, proj.bias)
+    return y, lambda r: b_fc(b_proj(r))
+
+
 def mlp_block(mlp, x, mode):
+    if hasattr(mlp, "c_fc"):  # Starcoder2
+        return plain_mlp(x, mlp.c_fc, mlp.c_proj, act_kind(mlp.act))
     if hasattr(mlp, "gate_up_proj") and isinstance(mlp.gate_up_proj, torch.nn.Linear):  # Phi-3
         gate_w, up_w = mlp.gate_up_proj.weight.chunk(2, dim=0)
         return gated_mlp(x, gate_w, up_w, mlp.down_proj.weight, act_kind(mlp.activation_fn), mode)
@@ -253,29 +309,41 @@ def moe_block(moe, x, mode):
     return y.view(b, n, hdim), back
 
 
+def layer_norms(layer):
+    """(before attention, after attention, before the MLP, after the MLP): the layer's norms, None where
+    it has none. Llama: pre-norms; Gemma 2 / 3, GLM-4: pre- and post-norms; OLMo 2: post-norms only."""
+    if hasattr(layer, "pre_feedforward_layernorm"):  # Gemma 2 / 3
+        return (layer.input_layernorm, layer.post_attention_layernorm, layer.pre_feedforward_layernorm,
+                layer.post_feedforward_layernorm)
+    if hasattr(layer, "post_self_attn_layernorm"):  # GLM-4: its post_attention_layernorm is the pre-MLP norm
+        return (layer.input_layernorm, layer.post_self_attn_layernorm, layer.post_attention_layernorm,
+                layer.post_mlp_layernorm)
+    if not hasattr(layer, "input_layernorm"):  # OLMo 2
+        return None, layer.post_attention_layernorm, None, layer.post_feedforward_layernorm
+    return layer.input_layernorm, None, layer.post_attention_layernorm, None
+
+
 def llama_layer(layer, x, cos, sin, mask, cfg, mode):
-    """Pre-norm decoder layer; Gemma's extra post-attention / post-feedforward norms included."""
-    gemma = hasattr(layer, "pre_feedforward_layernorm")
-    offset = 1.0 if gemma else 0.0
-    a, _ = rms_norm(x, layer.input_layernorm, offset)
+    """Decoder layer x + post(attn(pre(x))), then the same around the MLP; each norm with its own rule
+    (RMSNorm: identity; LayerNorm: std constant)."""
+    pre_attn, post_attn, pre_mlp, post_mlp = layer_norms(layer)
+    a, b_n1 = norm(x, pre_attn)
     o, b_attn = llama_attention(layer.self_attn, a, cos, sin, mask, cfg, mode)
-    if gemma:
-        o, _ = rms_norm(o, layer.post_attention_layernorm, offset)
+    o, b_n2 = norm(o, post_attn)
     x2, b_add1 = add(x, o)
-    c, _ = rms_norm(x2, layer.pre_feedforward_layernorm if gemma else layer.post_attention_layernorm, offset)
+    c, b_n3 = norm(x2, pre_mlp)
     if hasattr(layer, "mlp"):
         m, b_mlp = mlp_block(layer.mlp, c, mode)
     else:
         raise AssertionError("unknown MLP layout")
-    if gemma:
-        m, _ = rms_norm(m, layer.post_feedforward_layernorm, offset)
+    m, b_n4 = norm(m, post_mlp)
     y, b_add2 = add(x2, m)
 
-    def back(r):  # norms take the identity rule: relevance passes them unchanged
+    def back(r):
         r_x2, r_m = b_add2(r)
-        r_x2 = r_x2 + b_mlp(r_m)
+        r_x2 = r_x2 + b_n3(b_mlp(b_n4(r_m)))
         r_x, r_o = b_add1(r_x2)
-        return r_x + b_attn(r_o)
+        return r_x + b_n1(b_attn(b_n2(r_o)))
     return y, back
 
 
@@ -332,10 +400,10 @@ def decoder_reference(model, input_ids, attention_mask, positions, target, contr
         else:
             x, back = llama_layer(layer, x, cos, sin, mask, cfg, mode)
         backs.append(back)
-    offset = 1.0 if cfg.model_type.startswith("gemma") else 0.0
-    h, _ = rms_norm(x, base.norm, offset)
+    h, b_norm = norm(x, base.norm)
     r, score, z = head_relevance(h, model.lm_head, positions, target, contrast,
                                  getattr(cfg, "final_logit_softcapping", None))
+    r = b_norm(r)
     for back in reversed(backs):
         r = back(r)
     return summed(r, -1), score, z
