@@ -21,7 +21,7 @@ import transformers
 
 import lrp_triton
 from reference_encoders import bert_reference, vit_reference
-from reference_lrp import decoder_reference, gpt2_reference
+from reference_lrp import decoder_reference, gpt2_reference, gpt_neox_reference, shared_norm_parallel_reference
 from reference_t5 import t5_reference
 
 F32, F64 = torch.float32, torch.float64
@@ -65,7 +65,27 @@ FAMILIES = {
     "glm4": lambda: transformers.Glm4Config(**COMMON, pad_token_id=0),  # partial (1/2) interleaved RoPE
     "gpt2": lambda: transformers.GPT2Config(vocab_size=101, n_embd=64, n_layer=2, n_head=4, n_positions=256,
                                             activation_function="gelu_new", tie_word_embeddings=True),
+    # Pythia's layout: parallel residual, rotary on 1/4 of each head (4 of 16 dims), exact GELU, biased LayerNorms
+    "gpt_neox": lambda: gpt_neox_config(),
+    # shared-LayerNorm parallel blocks: GPT-J (rotary on 8 of 16 dims in interleaved pairs, bias-free attention),
+    # Phi (rotary on half of each head, GQA, per-head q / k LayerNorms as Phi's qk_layernorm)
+    "gptj": lambda: transformers.GPTJConfig(vocab_size=101, n_embd=64, n_layer=2, n_head=4, n_positions=256,
+                                            n_inner=96, rotary_dim=8, activation_function="gelu_new",
+                                            tie_word_embeddings=False),
+    "phi": lambda: transformers.PhiConfig(**{k: v for k, v in COMMON.items() if k != "head_dim"}, qk_layernorm=True,
+                                          hidden_act="gelu_new", rope_parameters={
+                                              "rope_type": "default", "rope_theta": 10000.0,
+                                              "partial_rotary_factor": 0.5}),
 }
+
+
+def gpt_neox_config(**kw):
+    common = {k: v for k, v in COMMON.items() if k not in ("num_key_value_heads", "head_dim")}
+    return transformers.GPTNeoXConfig(**common, rotary_pct=0.25, hidden_act="gelu", **kw)
+
+
+# zoo entries of a family in another layout than FAMILIES': name -> (model type, config)
+VARIANTS = {"gpt_neox-sequential": ("gpt_neox", lambda: gpt_neox_config(use_parallel_residual=False))}
 
 
 def randomize(model: torch.nn.Module) -> torch.nn.Module:
@@ -348,24 +368,26 @@ class Decoder(Entry):
     padding_sides = ("left", "right")
 
     def __init__(self, family):
-        self.name = self.model_type = family
+        self.name = family
+        self.model_type = VARIANTS[family][0] if family in VARIANTS else family
         self.fields = ("relevance", "position_relevance") if family == "gpt2" else ("relevance",)
         cases = [Case(backend="torch", size=19, chosen=True, contrast=family in ("llama", "gemma2", "gpt2")),
                  # float64 throughout: equal to float64 rounding (a 1e-6 change of the attention factor 1/4 fails
                  # 8 of 9 families); Mixtral keeps float32 routing weights (HF's MixtralTopKRouter computes the
                  # softmax in float32), hence its float32 tolerance (measured up to 2e-7)
                  Case(dtype=F64, size=19, chosen=True, contrast=True, tol=1e-5 if family == "mixtral" else 1e-12)]
-        if family in ("llama", "mixtral", "gemma2", "olmo", "starcoder2"):  # olmo: weightless LayerNorm; starcoder2:
-            cases.append(Case(backend="triton", batch=1, size=21))         # biased LayerNorm, plain GELU-tanh MLP
-        if family in ("llama", "mixtral", "gpt2", "olmo2", "starcoder2"):
+        # olmo: weightless LayerNorm; starcoder2: biased LayerNorm, plain GELU-tanh MLP; gpt_neox: parallel residual
+        if family in ("llama", "mixtral", "gemma2", "olmo", "starcoder2", "gpt_neox", "gptj"):
+            cases.append(Case(backend="triton", batch=1, size=21))
+        if family in ("llama", "mixtral", "gpt2", "olmo2", "starcoder2", "gpt_neox", "phi"):
             cases.append(Case(mode="cp-lrp", size=15))
         self.cases = tuple(cases)
 
     def config(self):
-        return FAMILIES[self.name]()
+        return VARIANTS[self.name][1]() if self.name in VARIANTS else FAMILIES[self.name]()
 
     def build(self):
-        return tiny_model(self.name)
+        return tiny_model(self.model_type, config=self.config())
 
     def inputs(self, batch=1, size=None, pad=0):
         n = size or 19
@@ -395,6 +417,10 @@ class Decoder(Entry):
         if self.name == "gpt2":
             r, r_pos, score, z = gpt2_reference(*args)
             fields = {"relevance": r, "position_relevance": r_pos}
+        elif self.model_type in ("gpt_neox", "gptj", "phi"):
+            walker = gpt_neox_reference if self.model_type == "gpt_neox" else shared_norm_parallel_reference
+            r, score, z = walker(*args)
+            fields = {"relevance": r}
         else:
             r, score, z = decoder_reference(*args)
             fields = {"relevance": r}
@@ -609,7 +635,7 @@ class T5(Entry):
                 {"relevance": mask, "decoder_relevance": torch.ones_like(dec, dtype=torch.bool)})
 
 
-ZOO = ([Decoder(f) for f in FAMILIES] + [Text(n) for n in ("bert-cls", "bert-mlm", "bert-base", "roberta-cls",
-                                                            "roberta-mlm")]
+ZOO = ([Decoder(f) for f in (*FAMILIES, *VARIANTS)]
+       + [Text(n) for n in ("bert-cls", "bert-mlm", "bert-base", "roberta-cls", "roberta-mlm")]
        + [Vision(n) for n in ("vit", "deit")] + [T5(v) for v in T5_VARIANTS])
 BY_NAME = {e.name: e for e in ZOO}

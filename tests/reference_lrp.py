@@ -464,3 +464,156 @@ def gpt2_reference(model, input_ids, attention_mask, positions, target, contrast
         r = back(r)
     r_tok, r_pos = b_emb(r)
     return summed(r_tok, -1), summed(r_pos, -1), score, z
+
+
+# ------------------------------------------------------------------------------------------------
+# Parallel-residual decoders: GPT-NeoX / Pythia (and its sequential form)
+# ------------------------------------------------------------------------------------------------
+def add_terms(*terms):
+    """y = t_1 + ... + t_K; epsilon rule R_t_k = t_k / y * R for each term."""
+    y = sum(terms)
+    return y, lambda r: tuple(t * _div(r, y) for t in terms)
+
+
+def gpt_neox_attention(attn, x, cos, sin, mask, mode):
+    """GPT-NeoX self-attention: fused qkv laid out per head ([q_h | k_h | v_h] for head h), partial
+    rotary on the first rotary_ndims = cos.shape[-1] dims of each head (rope: the rest pass through,
+    R = R there), biased dense output."""
+    b, n, hidden = x.shape
+    heads = attn.config.num_attention_heads
+    qkv, b_qkv = linear(x, attn.query_key_value.weight, attn.query_key_value.bias)
+    q, k, v = qkv.view(b, n, heads, -1).transpose(1, 2).chunk(3, dim=-1)
+    q, b_rq = rope(q, cos[:, None], sin[:, None])
+    k, b_rk = rope(k, cos[:, None], sin[:, None])
+    o, b_core = attention_core(q, k, v, mode, causal=True, scale=attn.scaling, key_padding_mask=mask)
+    y, b_dense = linear(merge_heads(o), attn.dense.weight, attn.dense.bias)
+
+    def back(r):
+        r_q, r_k, r_v = b_core(split_heads(b_dense(r), heads))
+        r_qkv = torch.cat([b_rq(r_q), b_rk(r_k), r_v], dim=-1)  # [B, H, N, 3 hs], as the forward's view
+        return b_qkv(r_qkv.transpose(1, 2).reshape(b, n, -1))
+    return y, back
+
+
+def gpt_neox_layer(layer, x, cos, sin, mask, mode):
+    """Parallel: y = x + attn(ln1(x)) + mlp(ln2(x)); epsilon rule over the three terms, then
+    R_x = R_residual + ln1_back(attn_back(R_attn)) + ln2_back(mlp_back(R_mlp)), each branch through
+    its own LayerNorm rule (std constant). Sequential: x2 = x + attn(ln1(x)); y = x2 + mlp(ln2(x2))."""
+    mlp = layer.mlp
+    a, b_ln1 = layer_norm(x, layer.input_layernorm)
+    o, b_attn = gpt_neox_attention(layer.attention, a, cos, sin, mask, mode)
+    if layer.use_parallel_residual:
+        c, b_ln2 = layer_norm(x, layer.post_attention_layernorm)
+        m, b_mlp = plain_mlp(c, mlp.dense_h_to_4h, mlp.dense_4h_to_h, act_kind(mlp.act))
+        y, b_sum = add_terms(x, o, m)
+
+        def back(r):
+            r_x, r_o, r_m = b_sum(r)
+            return r_x + b_ln1(b_attn(r_o)) + b_ln2(b_mlp(r_m))
+        return y, back
+    x2, b_add1 = add(x, o)
+    c, b_ln2 = layer_norm(x2, layer.post_attention_layernorm)
+    m, b_mlp = plain_mlp(c, mlp.dense_h_to_4h, mlp.dense_4h_to_h, act_kind(mlp.act))
+    y, b_add2 = add(x2, m)
+
+    def back_sequential(r):
+        r_x2, r_m = b_add2(r)
+        r_x, r_o = b_add1(r_x2 + b_ln2(b_mlp(r_m)))
+        return r_x + b_ln1(b_attn(r_o))
+    return y, back_sequential
+
+
+def gpt_neox_reference(model, input_ids, attention_mask, positions, target, contrast=None, mode="attnlrp"):
+    """GPT-NeoX / Pythia: (token relevance, score, logits), as decoder_reference."""
+    base = model.gpt_neox
+    mask = attention_mask.bool()
+    position_ids = (mask.long().cumsum(-1) - 1).clamp(min=0)
+    x = d64(base.embed_in(input_ids))
+    cos, sin = (d64(t) for t in base.rotary_emb(x, position_ids))  # [B, N, rotary_ndims]
+    backs = []
+    for layer in base.layers:
+        x, back = gpt_neox_layer(layer, x, cos, sin, mask, mode)
+        backs.append(back)
+    h, b_norm = layer_norm(x, base.final_layer_norm)
+    r, score, z = head_relevance(h, model.lm_head, positions, target, contrast, None)
+    r = b_norm(r)
+    for back in reversed(backs):
+        r = back(r)
+    return summed(r, -1), score, z
+
+
+# ------------------------------------------------------------------------------------------------
+# Parallel-residual decoders with one shared LayerNorm: GPT-J, Phi (1 / 1.5 / 2)
+# ------------------------------------------------------------------------------------------------
+def projected_attention(attn, x, cos, sin, mask, mode, heads, kv_heads, interleaved):
+    """Separate q / k / v projections (biased for Phi, bias-free for GPT-J), optional per-head q / k
+    LayerNorms (Phi's qk_layernorm), partial rotary on the first cos.shape[-1] dims of each head:
+    interleaved pairs (GPT-J's rotate_every_two) or halves (Phi), the rest passing through with
+    R = R; output projection `out_proj` (GPT-J) or `dense` (Phi)."""
+    q, bq = linear(x, attn.q_proj.weight, attn.q_proj.bias)
+    k, bk = linear(x, attn.k_proj.weight, attn.k_proj.bias)
+    v, bv = linear(x, attn.v_proj.weight, attn.v_proj.bias)
+    q, k, v = split_heads(q, heads), split_heads(k, kv_heads), split_heads(v, kv_heads)
+    b_nq = b_nk = lambda r: r  # noqa: E731
+    if getattr(attn, "qk_layernorm", False):
+        q, b_nq = layer_norm(q, attn.q_layernorm)
+        k, b_nk = layer_norm(k, attn.k_layernorm)
+    q, b_rq = rope(q, cos[:, None], sin[:, None], interleaved)
+    k, b_rk = rope(k, cos[:, None], sin[:, None], interleaved)
+    o, b_core = attention_core(q, k, v, mode, causal=True, scale=attn.scaling, key_padding_mask=mask)
+    out = attn.out_proj if hasattr(attn, "out_proj") else attn.dense
+    y, b_out = linear(merge_heads(o), out.weight, out.bias)
+
+    def back(r):
+        r_q, r_k, r_v = b_core(split_heads(b_out(r), heads))
+        r_q, r_k = merge_heads(b_nq(b_rq(r_q))), merge_heads(b_nk(b_rk(r_k)))
+        return bq(r_q) + bk(r_k) + bv(merge_heads(r_v))
+    return y, back
+
+
+def shared_norm_parallel_layer(layer, x, cos, sin, mask, cfg, mode):
+    """y = x + attn(a) + mlp(a), a = ln(x): epsilon rule over the three terms; the relevance of a is
+    the sum of both branches' (R_a = attn_back(R_attn) + mlp_back(R_mlp)), taken back through the
+    one LayerNorm rule (std constant) and added to the residual's share: R_x = R_residual + ln_back(R_a)."""
+    gptj = hasattr(layer, "ln_1")
+    ln, attn, mlp = (layer.ln_1, layer.attn, layer.mlp) if gptj else (layer.input_layernorm, layer.self_attn, layer.mlp)
+    heads = cfg.num_attention_heads
+    kv_heads = heads if gptj else cfg.num_key_value_heads
+    a, b_ln = layer_norm(x, ln)
+    o, b_attn = projected_attention(attn, a, cos, sin, mask, mode, heads, kv_heads, interleaved=gptj)
+    fc, proj, act = (mlp.fc_in, mlp.fc_out, mlp.act) if gptj else (mlp.fc1, mlp.fc2, mlp.activation_fn)
+    m, b_mlp = plain_mlp(a, fc, proj, act_kind(act))
+    y, b_sum = add_terms(x, o, m)
+
+    def back(r):
+        r_x, r_o, r_m = b_sum(r)
+        return r_x + b_ln(b_attn(r_o) + b_mlp(r_m))
+    return y, back
+
+
+def shared_norm_parallel_reference(model, input_ids, attention_mask, positions, target, contrast=None,
+                                   mode="attnlrp"):
+    """GPT-J / Phi: (token relevance, score, logits), as decoder_reference.
+
+    GPT-J's rotary table gives (sin, cos) of width rotary_dim / 2, one entry per interleaved pair;
+    written out as rope's interleaved layout (frequencies in the first half): cat(t, t)."""
+    cfg = model.config
+    base = model.base_model
+    gptj = cfg.model_type == "gptj"
+    mask = attention_mask.bool()
+    position_ids = (mask.long().cumsum(-1) - 1).clamp(min=0)
+    x = d64(model.get_input_embeddings()(input_ids))
+    if gptj:
+        sin, cos = (torch.cat([d64(t)] * 2, dim=-1) for t in base.rotary_emb(x, position_ids))
+    else:
+        cos, sin = (d64(t) for t in base.rotary_emb(x, position_ids))
+    backs = []
+    for layer in (base.h if gptj else base.layers):
+        x, back = shared_norm_parallel_layer(layer, x, cos, sin, mask, cfg, mode)
+        backs.append(back)
+    h, b_norm = layer_norm(x, base.ln_f if gptj else base.final_layernorm)
+    r, score, z = head_relevance(h, model.lm_head, positions, target, contrast, None)
+    r = b_norm(r)
+    for back in reversed(backs):
+        r = back(r)
+    return summed(r, -1), score, z
