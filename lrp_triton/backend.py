@@ -6,7 +6,8 @@
   relative bias); every other op on the PyTorch path.
 - "triton": the fused Triton kernels. They need a CUDA device, or, on the CPU, the Triton
   interpreter (`TRITON_INTERPRET=1` set before triton is first imported).
-- "auto": Triton for CUDA tensors when triton is installed and the op supports the input,
+- "auto": Triton for CUDA tensors when triton is installed and the op supports the input (attention
+  on the CPU: the "sdpa" route where it can express the call, see `lrp_triton.ops.attention`),
   otherwise the PyTorch path.
 
 float64 inputs run on the PyTorch path only (it computes in float64 then, for precision checks and

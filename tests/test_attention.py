@@ -188,15 +188,21 @@ def test_triton_and_torch_backends_agree_on_long_odd_input():
         torch.testing.assert_close(x, y, atol=1e-5, rtol=1e-4)
 
 
-def test_auto_backend_on_cpu_uses_torch(monkeypatch):
+def test_auto_backend_on_cpu_takes_sdpa_where_it_can_and_torch_otherwise(monkeypatch):
+    """CPU policy (measured, see lrp_triton.ops.attention): SDPA with scaled gradients, except for what
+    SDPA cannot express (soft-capping, T5's relative bias), which takes the PyTorch twin."""
     import lrp_triton.ops.attention as op_module
 
-    chosen = []
-    real = op_module.ATTENTION
+    chosen, sdpa = [], []
+    real, real_sdpa = op_module.ATTENTION, op_module.lrp_sdpa_attention
     monkeypatch.setattr(op_module, "ATTENTION", lambda backend: chosen.append(backend) or real(backend))
+    monkeypatch.setattr(op_module, "lrp_sdpa_attention", lambda *a, **kw: sdpa.append(1) or real_sdpa(*a, **kw))
     q = torch.randn(1, 2, 5, 16)
     lrp_attention(q, q, q)
-    assert chosen == ["torch"]
+    assert sdpa == [1] and chosen == []
+    lrp_attention(q, q, q, softcap=3.0)
+    lrp_attention(q, q, q, relative_bias=torch.zeros(2, 9))
+    assert sdpa == [1] and chosen == ["torch", "torch"]
 
 
 def test_auto_backend_sends_float64_to_torch_even_on_cuda():

@@ -1,5 +1,12 @@
 """`lrp_attention`: exact attention forward, AttnLRP (or CP-LRP, or gradient) backward.
 
+backend="auto": the Triton kernel on CUDA; on the CPU, torch's scaled_dot_product_attention with
+the rule's gradient factors (`lrp_sdpa_attention`) wherever it can express the call (no
+soft-capping, no T5 relative bias), else the PyTorch twin. Measured on 2 CPU cores (Llama-shaped,
+hidden 512, 8 layers, one explained token): `attribute` took 1.16 s with SDPA against 3.38 s with
+the twin at N = 1024, and 2.54 s against 10.5 s at N = 2048 (a plain forward + backward: 1.58 s,
+3.01 s).
+
 AttnLRP in gradient form is the exact attention gradient with dQ and dK scaled by 1/4 and dV by
 1/2 (see kernels/attention.py for the derivation and the tiled kernel); soft-capping passes its
 identity-rule ratio c*tanh(S/c)/S instead of its derivative. The additive `bias` absorbs its share
@@ -74,6 +81,8 @@ def lrp_attention(q, k, v, *, causal=True, scale=None, mode="attnlrp", key_paddi
         out [B, H, N, D] in q's dtype. Rows whose keys are all masked are 0.
     """
     check_attention_inputs(q, k, v, key_padding_mask, bias, relative_bias, mode, sliding_window, softcap, scale)
+    if backend == "auto" and q.device.type == "cpu" and softcap is None and relative_bias is None:
+        backend = "sdpa"  # measured on CPU: the fastest exact route (module docstring)
     if backend == "sdpa":
         if softcap is not None or relative_bias is not None:
             what = "soft-capping" if softcap is not None else "a relative-position bias (T5)"
