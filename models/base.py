@@ -17,7 +17,8 @@ from typing import Callable
 import torch
 from torch import nn
 
-from lrp_triton.modules import LRPFusedGatedMLP, LRPGatedMLP, LRPLayerNorm, LRPMLP, LRPMoEExperts, LRPRMSNorm
+from lrp_triton.modules import (LRPFusedGatedMLP, LRPGatedMLP, LRPLayerNorm, LRPMLP, LRPMoEExperts, LRPRMSNorm,
+                                activation_name)
 from lrp_triton.options import LRPOptions
 
 # A replacement factory: (hf_module, options) -> lrp_triton module
@@ -36,6 +37,14 @@ layer_norm: Factory = LRPLayerNorm.from_hf
 gated_mlp: Factory = LRPGatedMLP.from_hf
 fused_gated_mlp: Factory = LRPFusedGatedMLP.from_hf
 plain_mlp: Factory = LRPMLP.from_hf
+
+
+def plain_mlp_named(fc: str, act: str, proj: str, dropout: str | None = None) -> Factory:
+    """A plain MLP `proj(act(fc(x)))` whose layers have the family's own attribute names -> LRPMLP."""
+    def factory(m, options):
+        return LRPMLP(getattr(m, fc), getattr(m, proj), activation_name(getattr(m, act)),
+                      getattr(m, dropout) if dropout else None, backend=options.backend, taps=options.taps)
+    return factory
 moe_experts: Factory = LRPMoEExperts.from_hf
 
 

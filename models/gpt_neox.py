@@ -9,18 +9,11 @@ mapped onto LRPMLP (identity rule on the activation, epsilon on the biased proje
 exact gradient) calls transformers' attention interface and runs in the kernel.
 """
 
-from lrp_triton.models.base import Adapter, layer_norm
-from lrp_triton.modules import LRPMLP, activation_name
-
-
-def from_gpt_neox_mlp(module, options):
-    """GPTNeoXMLP (dense_h_to_4h, act, dense_4h_to_h) -> LRPMLP."""
-    return LRPMLP(module.dense_h_to_4h, module.dense_4h_to_h, activation_name(module.act), None,
-                  backend=options.backend, taps=options.taps)
+from lrp_triton.models.base import Adapter, layer_norm, plain_mlp_named
 
 
 ADAPTER = Adapter(
     family="GPT-NeoX",
     model_types=("gpt_neox",),
-    replacements={"LayerNorm": layer_norm, "GPTNeoXMLP": from_gpt_neox_mlp},
+    replacements={"LayerNorm": layer_norm, "GPTNeoXMLP": plain_mlp_named("dense_h_to_4h", "act", "dense_4h_to_h")},
 )

@@ -10,19 +10,12 @@ pairs: linear in q and k, exact gradient) calls transformers' attention interfac
 kernel. Layer stack `h`, final norm `ln_f`, biased `lm_head`.
 """
 
-from lrp_triton.models.base import Adapter, layer_norm
-from lrp_triton.modules import LRPMLP, activation_name
-
-
-def from_gptj_mlp(module, options):
-    """GPTJMLP (fc_in, act, fc_out, dropout) -> LRPMLP."""
-    return LRPMLP(module.fc_in, module.fc_out, activation_name(module.act), module.dropout,
-                  backend=options.backend, taps=options.taps)
+from lrp_triton.models.base import Adapter, layer_norm, plain_mlp_named
 
 
 ADAPTER = Adapter(
     family="GPT-J",
     model_types=("gptj",),
-    replacements={"LayerNorm": layer_norm, "GPTJMLP": from_gptj_mlp},
+    replacements={"LayerNorm": layer_norm, "GPTJMLP": plain_mlp_named("fc_in", "act", "fc_out", "dropout")},
     layers_attrs=("h",),
 )

@@ -11,18 +11,11 @@ transformers' attention interface and runs in the kernel. Final norm `final_laye
 `lm_head`.
 """
 
-from lrp_triton.models.base import Adapter, layer_norm
-from lrp_triton.modules import LRPMLP, activation_name
-
-
-def from_phi_mlp(module, options):
-    """PhiMLP (fc1, activation_fn, fc2) -> LRPMLP."""
-    return LRPMLP(module.fc1, module.fc2, activation_name(module.activation_fn), None,
-                  backend=options.backend, taps=options.taps)
+from lrp_triton.models.base import Adapter, layer_norm, plain_mlp_named
 
 
 ADAPTER = Adapter(
     family="Phi",
     model_types=("phi",),
-    replacements={"LayerNorm": layer_norm, "PhiMLP": from_phi_mlp},
+    replacements={"LayerNorm": layer_norm, "PhiMLP": plain_mlp_named("fc1", "activation_fn", "fc2")},
 )

@@ -8,8 +8,8 @@ decoder self-attention is causal, cross-attention attends to the encoder's paddi
 tied-embedding output scaling d_model^-0.5 is linear (exact gradient): `output_scale`.
 """
 
-from lrp_triton.models.base import Adapter, rms_norm
-from lrp_triton.modules.mlp import LRPGatedMLP, LRPMLP
+from lrp_triton.models.base import Adapter, plain_mlp_named, rms_norm
+from lrp_triton.modules.mlp import LRPGatedMLP
 from lrp_triton.modules.t5_attention import LRPT5Attention
 
 
@@ -33,7 +33,7 @@ ADAPTER = Adapter(
     replacements={
         "T5LayerNorm": rms_norm(),
         "T5DenseGatedActDense": LRPGatedMLP.from_t5,
-        "T5DenseActDense": LRPMLP.from_t5,
+        "T5DenseActDense": plain_mlp_named("wi", "act", "wo"),
     },
     attention_replacements={"T5Attention": LRPT5Attention.from_hf},
     layers_attrs=("encoder.block", "decoder.block"),

@@ -2,9 +2,10 @@
 rule with `linear_rule="gamma"`), CLS (and DeiT distillation) token and position embeddings,
 pre-norm LayerNorm (std held constant), GELU MLP (identity rule), non-causal attention."""
 
-from lrp_triton.models.base import Adapter, PatchEmbeddings, layer_norm
+from lrp_triton.models.base import Adapter, PatchEmbeddings, layer_norm, plain_mlp_named
 from lrp_triton.modules.encoder import LRPPooler
-from lrp_triton.modules.mlp import LRPMLP
+
+VIT_MLP = plain_mlp_named("fc1", "activation_fn", "fc2")
 
 
 def patch_embeddings(model) -> PatchEmbeddings:
@@ -17,7 +18,7 @@ def patch_embeddings(model) -> PatchEmbeddings:
 ADAPTER = Adapter(
     family="ViT",
     model_types=("vit", "deit"),
-    replacements={"LayerNorm": layer_norm, "ViTMLP": LRPMLP.from_vit, "DeiTMLP": LRPMLP.from_vit,
+    replacements={"LayerNorm": layer_norm, "ViTMLP": VIT_MLP, "DeiTMLP": VIT_MLP,
                   "ViTPooler": LRPPooler.from_hf, "DeiTPooler": LRPPooler.from_hf},
     kind="vision",
     layers_attrs=("layers",),

@@ -104,7 +104,7 @@ class LRPFusedGatedMLP(nn.Module):
 
 
 class LRPMLP(nn.Module):
-    """Drop-in for GPT-2's MLP (c_fc, act, c_proj, dropout); ViT's and T5 v1.0's by their own names."""
+    """Drop-in for GPT-2's MLP (c_fc, act, c_proj, dropout); other plain MLPs through their adapters' names."""
 
     def __init__(self, fc, proj, activation: str, dropout=None, *, backend: str, taps: LatentTaps | None = None):
         super().__init__()
@@ -115,18 +115,6 @@ class LRPMLP(nn.Module):
     def from_hf(cls, module, options: LRPOptions):
         return cls(module.c_fc, module.c_proj, activation_name(module.act), getattr(module, "dropout", None),
                    backend=options.backend, taps=options.taps)
-
-    @classmethod
-    def from_t5(cls, module, options: LRPOptions):
-        """T5DenseActDense (T5 v1.0): wi, act (ReLU), wo."""
-        return cls(module.wi, module.wo, activation_name(module.act), None, backend=options.backend,
-                   taps=options.taps)
-
-    @classmethod
-    def from_vit(cls, module, options: LRPOptions):
-        """ViTMLP / DeiTMLP: fc1, activation_fn, fc2."""
-        return cls(module.fc1, module.fc2, activation_name(module.activation_fn), None, backend=options.backend,
-                   taps=options.taps)
 
     def forward(self, x):
         neurons = lrp_activation(self.fc(x), self.activation, backend=self.backend)
