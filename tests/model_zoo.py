@@ -130,9 +130,33 @@ ENCODERS = {  # name -> (model class, config)
     "roberta-cls": lambda: (transformers.RobertaForSequenceClassification,
                             transformers.RobertaConfig(**TEXT, pad_token_id=1)),
     "roberta-mlm": lambda: (transformers.RobertaForMaskedLM, transformers.RobertaConfig(**TEXT, pad_token_id=1)),
+    # RoBERTa's copies: positions from pad_token_id + 1 (the adapter's position_ids, never a type test)
+    "xlm-roberta-cls": lambda: (transformers.XLMRobertaForSequenceClassification,
+                                transformers.XLMRobertaConfig(**TEXT, pad_token_id=1)),
+    "xlm-roberta-mlm": lambda: (transformers.XLMRobertaForMaskedLM, transformers.XLMRobertaConfig(**TEXT, pad_token_id=1)),
+    "camembert-cls": lambda: (transformers.CamembertForSequenceClassification,
+                              transformers.CamembertConfig(**TEXT, pad_token_id=1)),
+    "camembert-mlm": lambda: (transformers.CamembertForMaskedLM, transformers.CamembertConfig(**TEXT, pad_token_id=1)),
+    # DistilBERT: its FFN (no usual layer name), ReLU classification head, GELU in the model's own MLM head
+    "distilbert-cls": lambda: (transformers.DistilBertForSequenceClassification, distilbert_config()),
+    "distilbert-mlm": lambda: (transformers.DistilBertForMaskedLM, distilbert_config()),
+    # ELECTRA: embedding_size 24 < hidden 32 (the embeddings_project linear), GELU classification head,
+    # the discriminator's one logit per token, the generator's masked-LM head
+    "electra-cls": lambda: (transformers.ElectraForSequenceClassification, electra_config()),
+    "electra-disc": lambda: (transformers.ElectraForPreTraining, electra_config()),
+    "electra-mlm": lambda: (transformers.ElectraForMaskedLM, electra_config()),
     "vit": lambda: (transformers.ViTForImageClassification, transformers.ViTConfig(**VISION)),
     "deit": lambda: (transformers.DeiTForImageClassification, transformers.DeiTConfig(**VISION)),
 }
+
+
+def distilbert_config():
+    return transformers.DistilBertConfig(vocab_size=TEXT["vocab_size"], dim=32, n_layers=2, n_heads=2, hidden_dim=48,
+                                         max_position_embeddings=64, num_labels=3, activation="gelu")
+
+
+def electra_config():
+    return transformers.ElectraConfig(**TEXT, embedding_size=24, hidden_act="gelu")
 
 
 def randomize_encoder(model):
@@ -145,7 +169,8 @@ def randomize_encoder(model):
                 p.copy_(0.1 * torch.randn_like(p))
             elif p.dim() == 4:  # patch-embedding convolution
                 p.copy_(torch.randn_like(p) * 1.5 / math.sqrt(p[0].numel()))
-            elif "embeddings" in name or name.endswith(("cls_token", "distillation_token")):
+            elif "embeddings" in name and "embeddings_project" not in name or name.endswith(("cls_token",
+                                                                                            "distillation_token")):
                 p.copy_(torch.randn_like(p))
             else:
                 p.copy_(torch.randn_like(p) * 1.5 / math.sqrt(p.shape[-1]))
@@ -446,24 +471,31 @@ class Decoder(Entry):
 
 
 class Text(Entry):
-    """BERT / RoBERTa: sequence classification (-cls), masked LM (-mlm, position 3) or the base
-    model explaining last_hidden_state[:, 0, 5] (-base)."""
+    """BERT-family encoders (BERT, RoBERTa, XLM-R, CamemBERT, DistilBERT, ELECTRA): sequence
+    classification (-cls), masked LM (-mlm, position 3), ELECTRA's discriminator (-disc, its logit at
+    position 3) or the base model explaining last_hidden_state[:, 0, 5] (-base)."""
 
     kind = "encoder"
     rules = ("epsilon", "gamma", "gamma-signed")
     fields = ("relevance", "position_relevance", "token_type_relevance")
 
     def __init__(self, name):
-        self.name, self.head = name, name.split("-")[1]
-        self.model_type = name.split("-")[0]
+        self.model_type, self.head = name.rsplit("-", 1)
+        self.name = name
         # the CLS token sits at index 0: left padding would make the pooled token a pad token
-        self.padding_sides = ("left", "right") if self.head == "mlm" else ("right",)
+        self.padding_sides = ("left", "right") if self.head in ("mlm", "disc") else ("right",)
+        self.types = self.model_type != "distilbert"  # DistilBERT has no token-type embeddings
+        if not self.types:
+            self.fields = ("relevance", "position_relevance")
         cases = [Case(backend="torch", pad=3)]
         if name in ("bert-cls", "bert-base", "roberta-mlm"):  # the sign-aware gamma rule end to end
             cases.append(Case(rule="gamma-signed", backend="torch", pad=2, tol=2e-5))
         cases += [Case(dtype=F64, rule=rule, backend="torch", pad=3, tol=1e-12) for rule in ("epsilon", "gamma-signed")]
-        if name == "bert-cls":  # non-causal attention with a padding mask, LayerNorm and GELU in Triton
+        if name in ("bert-cls", "xlm-roberta-cls", "distilbert-cls", "electra-cls"):
+            # non-causal attention with a padding mask, LayerNorm and GELU in Triton
             cases += [Case(backend="triton", pad=3), Case(mode="cp-lrp", backend="torch", pad=2)]
+        if name in ("electra-disc", "distilbert-mlm"):
+            cases.append(Case(mode="cp-lrp", backend="torch", pad=2))
         self.cases = tuple(cases)
 
     def config(self):
@@ -474,18 +506,18 @@ class Text(Entry):
 
     def inputs(self, batch=1, size=None, pad=0):
         ids, mask, types = text_inputs(batch, size or 9, pad_last=pad)
-        return {"input_ids": ids, "attention_mask": mask, "token_type_ids": types}
+        return {"input_ids": ids, "attention_mask": mask, **({"token_type_ids": types} if self.types else {})}
 
     def main(self, out):
         return out.last_hidden_state if self.head == "base" else out.logits
 
     def task_kwargs(self):
-        return {"mlm": dict(position=3), "base": dict(target=hidden_score)}.get(self.head, {})
+        return {"mlm": dict(position=3), "disc": dict(position=3), "base": dict(target=hidden_score)}.get(self.head, {})
 
     def reference(self, model, inputs, result, case, request):
-        ids, mask, types = inputs["input_ids"], inputs["attention_mask"], inputs["token_type_ids"]
+        ids, mask, types = inputs["input_ids"], inputs["attention_mask"], inputs.get("token_type_ids")
         kw = dict(mode=case.mode, rule=case.rule, gamma=case.gamma)
-        position = padded_index(mask, 3) if self.head == "mlm" else None
+        position = padded_index(mask, 3) if self.head in ("mlm", "disc") else None
         if self.head == "base":
             ref = bert_reference(model, ids, mask, types, seed=hidden_seed, **kw)
         else:
@@ -495,16 +527,21 @@ class Text(Entry):
 
         def model_output():
             out = self.outputs(model, inputs)
-            return out[torch.arange(len(ids)), position] if self.head == "mlm" else out if real is None else out[real]
+            if position is not None:
+                return out[torch.arange(len(ids)), position]
+            return out if real is None else out[real]
         if real is not None:
             output = output[real]
         fields = {"relevance": ref["word"], "position_relevance": ref["pos"], "token_type_relevance": ref["type"]}
+        fields = {f: fields[f] for f in self.fields}
         return Reference(fields, ref["score"], output, model_output, zeros={f: ~mask for f in fields},
                          position=position)
 
     def explained(self, out, result):
         if self.head == "base":
             return hidden_score(out)
+        if self.head == "disc":
+            return out.logits[:, 3]
         logits = out.logits[:, 3] if self.head == "mlm" else out.logits
         return logits.gather(-1, result.target[:, None])[:, 0]
 
@@ -516,6 +553,9 @@ class Text(Entry):
         rows = [torch.randint(2, TEXT["vocab_size"], (n,)) for n in lengths]
         types = [torch.randint(0, 2, (n,)) for n in lengths]
         ids, mask, tt = pad_rows(rows, side, 1, (types, 0))
+        if not self.types:
+            return ({"input_ids": ids, "attention_mask": mask}, [{"input_ids": r[None]} for r in rows],
+                    {f: mask for f in self.fields})
         singles = [{"input_ids": r[None], "token_type_ids": t[None]} for r, t in zip(rows, types)]
         return ({"input_ids": ids, "attention_mask": mask, "token_type_ids": tt}, singles,
                 {f: mask for f in self.fields})
@@ -636,6 +676,8 @@ class T5(Entry):
 
 
 ZOO = ([Decoder(f) for f in (*FAMILIES, *VARIANTS)]
-       + [Text(n) for n in ("bert-cls", "bert-mlm", "bert-base", "roberta-cls", "roberta-mlm")]
+       + [Text(n) for n in ("bert-cls", "bert-mlm", "bert-base", "roberta-cls", "roberta-mlm", "xlm-roberta-cls",
+                            "xlm-roberta-mlm", "camembert-cls", "camembert-mlm", "distilbert-cls", "distilbert-mlm",
+                            "electra-cls", "electra-disc", "electra-mlm")]
        + [Vision(n) for n in ("vit", "deit")] + [T5(v) for v in T5_VARIANTS])
 BY_NAME = {e.name: e for e in ZOO}
