@@ -208,23 +208,31 @@ def hidden_score(out):
 
 
 # ------------------------------------------------------------------------------------------------
-# T5 / Flan-T5
+# T5 / Flan-T5, mT5, umT5
 # ------------------------------------------------------------------------------------------------
 T5_VARIANTS = {  # Flan-T5 (T5 v1.1): gated GELU-tanh, no output rescaling; T5 v1.0: ReLU, rescaled tied head
     "flan": dict(feed_forward_proj="gated-gelu", tie_word_embeddings=False),
     "v1.0": dict(feed_forward_proj="relu", tie_word_embeddings=True),
+    # mT5: tied embeddings (MT5Config forces them) and never a rescaled output
+    "mt5": dict(feed_forward_proj="gated-gelu"),
+    # umT5: a bias table in every self-attention layer (3 layers: the bias of layer 2 is not layer 1's), rescaled
+    "umt5": dict(feed_forward_proj="gated-gelu", tie_word_embeddings=True, num_layers=3, num_decoder_layers=3),
 }
+T5_CLASSES = {"mt5": (transformers.MT5Config, transformers.MT5ForConditionalGeneration),
+              "umt5": (transformers.UMT5Config, transformers.UMT5ForConditionalGeneration)}
+T5_DEFAULT = (transformers.T5Config, transformers.T5ForConditionalGeneration)
 
 
 def t5_config(variant="flan"):
-    return transformers.T5Config(vocab_size=101, d_model=64, d_kv=16, d_ff=96, num_layers=2, num_decoder_layers=2,
-                                 num_heads=4, relative_attention_num_buckets=8, relative_attention_max_distance=20,
-                                 decoder_start_token_id=0, pad_token_id=0, **T5_VARIANTS[variant])
+    kw = dict(vocab_size=101, d_model=64, d_kv=16, d_ff=96, num_layers=2, num_decoder_layers=2, num_heads=4,
+              relative_attention_num_buckets=8, relative_attention_max_distance=20, decoder_start_token_id=0,
+              pad_token_id=0)
+    return T5_CLASSES.get(variant, T5_DEFAULT)[0](**{**kw, **T5_VARIANTS[variant]})
 
 
 def tiny_t5(variant="flan"):
     cfg = t5_config(variant)
-    model = transformers.T5ForConditionalGeneration(cfg)
+    model = T5_CLASSES.get(variant, T5_DEFAULT)[1](cfg)
     with torch.no_grad():
         for name, p in model.named_parameters():
             if "layer_norm" in name:
@@ -603,23 +611,25 @@ class Vision(Entry):
 
 
 class T5(Entry):
-    """T5 / Flan-T5: `relevance` at the encoder tokens, `decoder_relevance` at the decoder prefix."""
+    """T5 / Flan-T5, mT5, umT5: `relevance` at the encoder tokens, `decoder_relevance` at the decoder prefix."""
 
     kind = "seq2seq"
-    model_type = "t5"
     fields = ("relevance", "decoder_relevance")
     padding_sides = ("right",)
     output_rel_tol = 1e-5  # tied, unscaled embeddings: the logits are large
 
     def __init__(self, variant):
-        self.variant, self.name = variant, f"t5-{variant}"
+        self.variant = variant
+        self.model_type = variant if variant in T5_CLASSES else "t5"
+        self.name = variant if variant in T5_CLASSES else f"t5-{variant}"
         # T5's relative bias, gated or ReLU feed-forward and the rescaled tied head over 2 x 2 layers of
         # float32: 5e-5 of max |R|; the score (target - contrast logit) within 1e-5 of max |logit|
         cases = [Case(chosen=True, contrast=True, pad=9, tol=5e-5),
                  Case(dtype=F64, chosen=True, contrast=True, pad=9, tol=1e-12)]
-        if variant == "flan":
-            cases += [Case(backend="triton", batch=1, size=(23, 5), tol=5e-5),
-                      Case(mode="cp-lrp", batch=1, size=(23, 5), tol=5e-5)]
+        if variant in ("flan", "umt5"):
+            cases.append(Case(backend="triton", batch=1, size=(23, 5), tol=5e-5))
+        if variant in ("flan", "mt5", "umt5"):
+            cases.append(Case(mode="cp-lrp", batch=1, size=(23, 5), tol=5e-5))
         self.cases = tuple(cases)
 
     def config(self):
