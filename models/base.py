@@ -135,6 +135,10 @@ class Adapter:
     # encoder model classes whose logits are one score per token [B, N] (ELECTRA's discriminator):
     # the encoder driver explains the logit at `position`, never reads [B, N] as classes
     token_logit_heads: tuple[str, ...] = ()
+    # encoder-decoders: model -> (encoder ids -> inputs_embeds, decoder ids -> inputs_embeds), what each stack
+    # would compute from ids itself (default: each stack's own input embedding; the explained leaves)
+    stack_embeddings: Callable[[nn.Module], tuple[Callable, Callable]] | None = None
+    output_bias_attr: str | None = None  # attribute of the model: a constant added to the logits (BART's)
 
     def replacement_for(self, module: nn.Module, options: LRPOptions) -> nn.Module | None:
         """The lrp_triton layer for `module`, or None. Mode "gradient" replaces attention layers only."""
@@ -171,6 +175,15 @@ class Adapter:
     def head(model: nn.Module) -> nn.Module | None:
         """The output projection to the vocabulary (language-model head), or None."""
         return model.get_output_embeddings()
+
+    def seq2seq_embeddings(self, model: nn.Module) -> tuple[Callable, Callable]:
+        """(encoder ids -> inputs_embeds, decoder ids -> inputs_embeds) of an encoder-decoder."""
+        if self.stack_embeddings is not None:
+            return self.stack_embeddings(model)
+        return model.get_encoder().get_input_embeddings(), model.get_decoder().get_input_embeddings()
+
+    def output_bias(self, model: nn.Module) -> torch.Tensor | None:
+        return None if self.output_bias_attr is None else getattr(model, self.output_bias_attr)
 
     def final_logit_softcap(self, config) -> float | None:
         if self.final_logit_softcap_attr is None:

@@ -22,6 +22,7 @@ import transformers
 import lrp_triton
 from reference_encoders import bert_reference, vit_reference
 from reference_lrp import decoder_reference, gpt2_reference, gpt_neox_reference, shared_norm_parallel_reference
+from reference_bart import bart_reference
 from reference_t5 import t5_reference
 
 F32, F64 = torch.float32, torch.float64
@@ -685,9 +686,70 @@ class T5(Entry):
                 {"relevance": mask, "decoder_relevance": torch.ones_like(dec, dtype=torch.bool)})
 
 
+# ------------------------------------------------------------------------------------------------
+# BART / mBART
+# ------------------------------------------------------------------------------------------------
+BART_COMMON = dict(vocab_size=101, d_model=64, encoder_layers=2, decoder_layers=2, encoder_attention_heads=4,
+                   decoder_attention_heads=4, encoder_ffn_dim=96, decoder_ffn_dim=96, max_position_embeddings=64,
+                   pad_token_id=1, bos_token_id=0, eos_token_id=2, decoder_start_token_id=2, activation_function="gelu")
+BART_FAMILIES = {  # BART: post-norm, sqrt(d_model)-scaled embeddings; mBART: pre-norm with final LayerNorms
+    "bart": lambda: (transformers.BartForConditionalGeneration, transformers.BartConfig(**BART_COMMON,
+                                                                                       scale_embedding=True)),
+    "mbart": lambda: (transformers.MBartForConditionalGeneration, transformers.MBartConfig(**BART_COMMON)),
+}
+
+
+def tiny_bart(name):
+    cls, cfg = BART_FAMILIES[name]()
+    model = cls(cfg)
+    with torch.no_grad():
+        for pname, p in model.named_parameters():
+            if "layer_norm" in pname or "layernorm" in pname:
+                p.copy_(0.1 * torch.randn_like(p) + (1.0 if pname.endswith("weight") else 0.0))
+            elif p.dim() == 1:
+                p.copy_(0.1 * torch.randn_like(p))
+            elif "embed" in pname or "shared" in pname:
+                p.copy_(torch.randn_like(p) * (0.2 if cfg.scale_embedding else 1.0))
+            else:
+                p.copy_(torch.randn_like(p) * 1.5 / p.shape[-1] ** 0.5)
+        model.final_logits_bias.copy_(torch.randn_like(model.final_logits_bias))  # a buffer: drawn too
+    return model.float().eval()
+
+
+class Bart(T5):
+    """BART / mBART: the T5 entry's inputs and checks, BART's model and reference."""
+
+    output_rel_tol = 1e-5
+
+    def __init__(self, name):
+        self.variant, self.name, self.model_type = name, name, name
+        self.cases = (Case(chosen=True, contrast=True, pad=9, tol=5e-5),
+                      Case(dtype=F64, chosen=True, contrast=True, pad=9, tol=1e-12),
+                      Case(backend="triton", batch=1, size=(23, 5), tol=5e-5),
+                      Case(mode="cp-lrp", batch=1, size=(23, 5), tol=5e-5))
+
+    def config(self):
+        return BART_FAMILIES[self.name]()[1]
+
+    def build(self):
+        return tiny_bart(self.name)
+
+    def reference(self, model, inputs, result, case, request):
+        ids, mask, dec = inputs["input_ids"], inputs["attention_mask"], inputs["decoder_input_ids"]
+        positions = padded_index(torch.ones_like(dec), request.get("position", -1))
+        r_enc, r_dec, score, z = bart_reference(model, ids, mask, dec, positions, request.get("target", result.target),
+                                                request.get("contrast"), case.mode)
+        rows = torch.arange(len(ids))
+        after = torch.arange(dec.shape[1])[None] > positions[:, None]
+        return Reference({"relevance": r_enc, "decoder_relevance": r_dec}, score, z,
+                         lambda: self.outputs(model, inputs)[rows, positions],
+                         zeros={"relevance": ~mask.bool(), "decoder_relevance": after}, position=positions,
+                         score_scale=z.abs().max().item())
+
+
 ZOO = ([Decoder(f) for f in (*FAMILIES, *VARIANTS)]
        + [Text(n) for n in ("bert-cls", "bert-mlm", "bert-base", "roberta-cls", "roberta-mlm", "xlm-roberta-cls",
                             "xlm-roberta-mlm", "camembert-cls", "camembert-mlm", "distilbert-cls", "distilbert-mlm",
                             "electra-cls", "electra-disc", "electra-mlm")]
-       + [Vision(n) for n in ("vit", "deit")] + [T5(v) for v in T5_VARIANTS])
+       + [Vision(n) for n in ("vit", "deit")] + [T5(v) for v in T5_VARIANTS] + [Bart(n) for n in BART_FAMILIES])
 BY_NAME = {e.name: e for e in ZOO}
