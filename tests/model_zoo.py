@@ -687,7 +687,7 @@ class T5(Entry):
 
 
 # ------------------------------------------------------------------------------------------------
-# BART / mBART
+# BART / mBART / Marian
 # ------------------------------------------------------------------------------------------------
 BART_COMMON = dict(vocab_size=101, d_model=64, encoder_layers=2, decoder_layers=2, encoder_attention_heads=4,
                    decoder_attention_heads=4, encoder_ffn_dim=96, decoder_ffn_dim=96, max_position_embeddings=64,
@@ -696,6 +696,9 @@ BART_FAMILIES = {  # BART: post-norm, sqrt(d_model)-scaled embeddings; mBART: pr
     "bart": lambda: (transformers.BartForConditionalGeneration, transformers.BartConfig(**BART_COMMON,
                                                                                        scale_embedding=True)),
     "mbart": lambda: (transformers.MBartForConditionalGeneration, transformers.MBartConfig(**BART_COMMON)),
+    # Marian: fixed sinusoidal positions, no embedding LayerNorm, scaled embeddings, SiLU ("swish")
+    "marian": lambda: (transformers.MarianMTModel, transformers.MarianConfig(
+        **{**BART_COMMON, "activation_function": "swish"}, scale_embedding=True)),
 }
 
 
@@ -708,6 +711,8 @@ def tiny_bart(name):
                 p.copy_(0.1 * torch.randn_like(p) + (1.0 if pname.endswith("weight") else 0.0))
             elif p.dim() == 1:
                 p.copy_(0.1 * torch.randn_like(p))
+            elif "embed_positions" in pname and not p.requires_grad:  # Marian's fixed sinusoids
+                continue
             elif "embed" in pname or "shared" in pname:
                 p.copy_(torch.randn_like(p) * (0.2 if cfg.scale_embedding else 1.0))
             else:
@@ -717,7 +722,7 @@ def tiny_bart(name):
 
 
 class Bart(T5):
-    """BART / mBART: the T5 entry's inputs and checks, BART's model and reference."""
+    """BART / mBART / Marian: the T5 entry's inputs and checks, BART's model and reference."""
 
     output_rel_tol = 1e-5
 

@@ -1,9 +1,10 @@
-"""Explicit float64 LRP reference for BART and mBART, written with the relevance formulas.
+"""Explicit float64 LRP reference for BART, mBART and Marian, written with the relevance formulas.
 
 Walks the encoder and decoder stacks with the primitives of reference_lrp, reading the weights of
 an unmodified HuggingFace model: word embedding (scaled inside its module) + learned positions
-(table rows arange(N) + offset 2) with the epsilon rule on the sum, the embedding LayerNorm
-(std constant), then per layer attention (epsilon rule on every biased projection, the attention
+(table rows arange(N) + offset 2; Marian: fixed sinusoidal rows arange(N), and the word embedding
+times the stack's embed_scale) with the epsilon rule on the sum, the embedding LayerNorm (std
+constant; Marian has none), then per layer attention (epsilon rule on every biased projection, the attention
 rules), fc2(act(fc1(x))) with the identity rule on act, and the residual sums (epsilon rule).
 BART is post-norm: LN(x + f(x)); mBART pre-norm: x + f(LN(x)), each stack closed by a final
 LayerNorm (told apart by the stack's `layer_norm`). The head is lm_head plus final_logits_bias, a
@@ -85,10 +86,12 @@ def _cross_attention(attn, encoded, mask, mode):
 
 def _embed(stack, ids):
     """(LN(word + position), back(R) -> R_word [B, N, H])."""
-    word = d64(stack.embed_tokens(ids))
+    word = d64(stack.embed_tokens(ids)) * getattr(stack, "embed_scale", 1.0)  # BART / mBART: inside embed_tokens
     table = stack.embed_positions
-    pos = d64(table.weight[torch.arange(ids.shape[1]) + table.offset]).expand_as(word)
+    pos = d64(table.weight[torch.arange(ids.shape[1]) + getattr(table, "offset", 0)]).expand_as(word)
     s, b_sum = add(word, pos)
+    if getattr(stack, "layernorm_embedding", None) is None:  # Marian
+        return s, lambda r: b_sum(r)[0]
     x, b_ln = layer_norm(s, stack.layernorm_embedding)
     return x, lambda r: b_sum(b_ln(r))[0]
 
