@@ -736,6 +736,15 @@ class Bart(T5):
     def config(self):
         return BART_FAMILIES[self.name]()[1]
 
+    def leaf(self, model, inputs):
+        """The encoder's inputs_embeds as the encoder computes them from ids: Marian scales them by
+        embed_scale outside embed_tokens, and not when handed inputs_embeds (BART inside the module)."""
+        encoder = model.get_encoder()
+        ids = inputs["input_ids"]
+        x = (encoder.embed_tokens(ids) * getattr(encoder, "embed_scale", 1.0)).detach().requires_grad_()
+        kwargs = {k: v for k, v in inputs.items() if k != "input_ids"}
+        return x, dict(kwargs, inputs_embeds=x, use_cache=False)
+
     def build(self):
         return tiny_bart(self.name)
 
