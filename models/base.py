@@ -32,7 +32,7 @@ _NEEDS_RULE = ("RMSNorm", "LayerNorm", "MLP", "Experts", "ActDense",
 # transformers.activations but the linear one, and torch's curved nonlinearities. ReLU (and leaky
 # ReLU) are absent: their gradient is the identity rule. A module holding one of these, of any class
 # name (DistilBERT's `FFN`), needs a replacement, or must be replaced itself.
-_LINEAR_ACTIVATIONS = ("LinearActivation", "ClassInstantier")
+_LINEAR_ACTIVATIONS = ("LinearActivation",)
 _CURVED_TORCH_ACTIVATIONS = (nn.GELU, nn.SiLU, nn.Tanh, nn.Sigmoid, nn.Mish, nn.Softplus, nn.ELU, nn.SELU, nn.CELU,
                              nn.Hardswish, nn.Hardsigmoid, nn.Softsign, nn.Tanhshrink, nn.GLU)
 
