@@ -1,9 +1,11 @@
-"""Mixture-of-experts layer (Mixtral) with the AttnLRP routing rules.
+"""Mixture-of-experts layer (Mixtral, Qwen2-MoE, Qwen3-MoE, OLMoE, PhiMoE, GLM4-MoE) with the AttnLRP
+routing rules.
 
     y = sum_k w_k E_k(x),   w = renorm(topk(softmax(router(x))))
 
-The router softmax (softmax rule) and the top-k renormalisation (epsilon rule) keep their exact
-gradients: the router is left untouched. Each routing product w_k * E_k(x) takes the uniform
+The router softmax (softmax rule) and the top-k renormalisation (epsilon rule; absent where
+norm_topk_prob is off) keep their exact gradients: the router is left untouched (PhiMoE's
+sparsemixer too; GLM4-MoE's sigmoid router: see moe_gates.py). Each routing product w_k * E_k(x) takes the uniform
 rule (gradient halved for both factors); each expert is a gated MLP with the identity + uniform
 rules. CP-LRP treats the routing weights as constants (like the gate branch of a gated MLP).
 """
@@ -20,7 +22,8 @@ from lrp_triton.rules import cp_lrp_constant
 
 
 class LRPMoEExperts(nn.Module):
-    """Drop-in for MixtralExperts: experts stored as 3-D gate_up_proj / down_proj parameters."""
+    """Drop-in for MixtralExperts and the other families' experts of the same layout: 3-D gate_up_proj /
+    down_proj parameters."""
 
     def __init__(self, gate_up_proj, down_proj, activation: str, *, mode: str, backend: str):
         super().__init__()
