@@ -38,7 +38,7 @@ def test_sigmoid_router_forward_equals_glm4_moe_router():
     with torch.no_grad():
         hf.weight.normal_()
         hf.e_score_correction_bias.normal_(std=0.2)
-    ours = LRPSigmoidTopkRouter.from_hf(hf, None)
+    ours = LRPSigmoidTopkRouter(hf)
     x = torch.randn(2, 29, 24)
     with torch.no_grad():
         expected = hf(x)
@@ -49,3 +49,20 @@ def test_sigmoid_router_forward_equals_glm4_moe_router():
         hf.e_score_correction_bias.zero_()
         unbiased = hf(x)[2]
     assert not torch.equal(unbiased.sort(-1).values, expected[2].sort(-1).values)
+
+
+@pytest.mark.parametrize("family", ["mixtral", "glm4_moe"])
+def test_bfloat16_forward_equals_hf_eager_experts(family):
+    """float32 routing weights times bfloat16 expert outputs: the product in float32, as HF's, then one
+    rounding in the sum (the model zoo checks the forward in float32 only)."""
+    import lrp_triton
+    from model_zoo import tiny_model
+
+    model = tiny_model(family).to(torch.bfloat16)
+    model.set_experts_implementation("eager")  # the default grouped_mm kernel rounds differently
+    ids = torch.randint(0, 101, (2, 13))
+    with torch.no_grad():
+        expected = model(ids).logits
+        with lrp_triton.apply(model):
+            assert any(type(m).__name__ == "LRPMoEExperts" for m in model.modules())
+            assert torch.equal(model(ids).logits, expected)

@@ -45,7 +45,8 @@ class LRPMoEExperts(nn.Module):
             expert_out = nn.functional.linear(gated_product(gate, up, self.activation, self.mode, self.backend),
                                               self.down_proj[expert])
             weight = top_k_weights[token, slot, None]
-            weighted = (expert_out * weight if self.mode == "cp-lrp"
-                        else lrp_uniform_product(expert_out, weight.to(expert_out.dtype)))
+            # in the dtype HF's product promotes to (float32 routing weights: a bfloat16 model's product is
+            # float32, rounded once by the sum below), so that the forward is unchanged in every dtype
+            weighted = expert_out * weight if self.mode == "cp-lrp" else lrp_uniform_product(expert_out, weight)
             out.index_add_(0, token, weighted.to(out.dtype))
         return out

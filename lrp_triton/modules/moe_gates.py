@@ -56,16 +56,18 @@ def lrp_sigmoid(x: torch.Tensor) -> torch.Tensor:
 class LRPSharedExpertMoE(nn.Module):
     """Drop-in for Qwen2MoeSparseMoeBlock: gate (router), experts, shared_expert, shared_expert_gate."""
 
-    def __init__(self, gate, experts, shared_expert, shared_expert_gate, *, mode: str):
+    def __init__(self, gate, experts, shared_expert, shared_expert_gate, *, mode: str, backend: str):
         super().__init__()
         self.gate, self.experts = gate, experts
         self.shared_expert, self.shared_expert_gate = shared_expert, shared_expert_gate
-        self.mode = mode
+        self.mode, self.backend = mode, backend
 
     @classmethod
     def from_hf(cls, module, options: LRPOptions):
+        """Builds its own LRP experts and shared expert (the block's HF children stay on the HF block)."""
         return cls(module.gate, LRPMoEExperts.from_hf(module.experts, options),
-                   LRPGatedMLP.from_hf(module.shared_expert, options), module.shared_expert_gate, mode=options.mode)
+                   LRPGatedMLP.from_hf(module.shared_expert, options), module.shared_expert_gate, mode=options.mode,
+                   backend=options.backend)
 
     def forward(self, hidden_states):
         batch, length, hidden = hidden_states.shape
@@ -84,8 +86,9 @@ class LRPSharedExpertMoE(nn.Module):
 class LRPSigmoidTopkRouter(nn.Module):
     """Drop-in for Glm4MoeTopkRouter (sigmoid scores, bias-corrected grouped top-k, renormalised, scaled)."""
 
-    def __init__(self, module):
+    def __init__(self, module, *, mode: str = "attnlrp", backend: str = "auto"):
         super().__init__()
+        self.mode, self.backend = mode, backend  # the sigmoid's rule is plain PyTorch on every backend
         self.weight = module.weight  # the replaced router's Parameter and buffer
         self.register_buffer("e_score_correction_bias", module.e_score_correction_bias)
         self.top_k, self.num_experts, self.hidden_dim = module.top_k, module.num_experts, module.hidden_dim
@@ -94,7 +97,7 @@ class LRPSigmoidTopkRouter(nn.Module):
 
     @classmethod
     def from_hf(cls, module, options: LRPOptions):
-        return cls(module)
+        return cls(module, mode=options.mode, backend=options.backend)
 
     def choose(self, scores: torch.Tensor) -> torch.Tensor:
         """The top_k experts by score + e_score_correction_bias among the topk_group best groups (a
