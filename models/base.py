@@ -19,6 +19,7 @@ from torch import nn
 
 from lrp_triton.modules import (LRPFusedGatedMLP, LRPGatedMLP, LRPLayerNorm, LRPMLP, LRPMoEExperts, LRPRMSNorm,
                                 activation_name)
+from lrp_triton.modules import LRPSharedExpertMoE, LRPSigmoidTopkRouter
 from lrp_triton.options import LRPOptions
 
 # A replacement factory: (hf_module, options) -> lrp_triton module
@@ -79,6 +80,8 @@ def plain_mlp_named(fc: str, act: str, proj: str, dropout: str | None = None) ->
                       getattr(m, dropout) if dropout else None, backend=options.backend, taps=options.taps)
     return factory
 moe_experts: Factory = LRPMoEExperts.from_hf
+shared_expert_moe: Factory = LRPSharedExpertMoE.from_hf  # a sparse block with a sigmoid-gated shared expert
+sigmoid_topk_router: Factory = LRPSigmoidTopkRouter.from_hf
 
 
 def max_position_embeddings(config) -> int | None:

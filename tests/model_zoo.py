@@ -33,6 +33,8 @@ F32, F64 = torch.float32, torch.float64
 COMMON = dict(vocab_size=101, hidden_size=64, intermediate_size=96, num_hidden_layers=2, num_attention_heads=4,
               num_key_value_heads=2, head_dim=16, max_position_embeddings=256, tie_word_embeddings=False)
 
+THREE_LAYERS = dict(COMMON, num_hidden_layers=3)
+
 FAMILIES = {
     "llama": lambda: transformers.LlamaConfig(
         **COMMON, rope_parameters={"rope_type": "llama3", "rope_theta": 500000.0, "factor": 8.0,
@@ -95,7 +97,33 @@ FAMILIES = {
                                               rope_parameters={
                                                   "sliding_attention": {"rope_type": "default", "rope_theta": 10000.0},
                                                   "full_attention": {"rope_type": "default", "rope_theta": 500.0}}),
+    # mixture-of-experts decoders (4 experts, top-2; GLM4-MoE 8 in 4 groups); a sparse layer before the last
+    # one, so that routing matters at every token. Qwen2-MoE: 3 layers, only layer 1 sparse (decoder_sparse_step
+    # 2), top-k weights not renormalised, a sigmoid-gated shared expert
+    "qwen2_moe": lambda: transformers.Qwen2MoeConfig(**THREE_LAYERS, num_experts=4, num_experts_per_tok=2,
+                                                     moe_intermediate_size=48, shared_expert_intermediate_size=80,
+                                                     decoder_sparse_step=2, norm_topk_prob=False),
+    # Qwen3-MoE: layer 1 dense (mlp_only_layers), renormalised top-k, per-head q / k norms
+    "qwen3_moe": lambda: transformers.Qwen3MoeConfig(**COMMON, num_experts=4, num_experts_per_tok=2,
+                                                     moe_intermediate_size=48, norm_topk_prob=True,
+                                                     mlp_only_layers=[1]),
+    # OLMoE: q / k norms over the whole projection, then clip_qkv (which clips some entries at this scale)
+    "olmoe": lambda: transformers.OlmoeConfig(**COMMON, num_experts=4, num_experts_per_tok=2, clip_qkv=2.5,
+                                              eos_token_id=100),
+    # PhiMoE: biased LayerNorms, attention and LM head; sparsemixer's threshold 2 * 0.5 keeps several experts
+    # in its softmaxes (the default 0.01 keeps about one: a weight of 1 and no relevance to the router)
+    "phimoe": lambda: transformers.PhimoeConfig(**COMMON, num_local_experts=4, num_experts_per_tok=2,
+                                                router_jitter_noise=0.5, attention_bias=True, lm_head_bias=True),
+    # GLM4-MoE: 3 layers, layer 0 dense, sigmoid router over 8 experts in 4 groups (2 kept),
+    # e_score_correction_bias (drawn in tiny_model), renormalised and scaled weights, one shared expert,
+    # per-head q / k norms
+    "glm4_moe": lambda: transformers.Glm4MoeConfig(**THREE_LAYERS, n_routed_experts=8, num_experts_per_tok=2, n_group=4,
+                                                   topk_group=2, moe_intermediate_size=48, n_shared_experts=1,
+                                                   first_k_dense_replace=1, routed_scaling_factor=2.5,
+                                                   use_qk_norm=True, norm_topk_prob=True),
 }
+# families whose HF router computes its weights in float32 even in a float64 model
+FLOAT32_ROUTERS = ("mixtral", "qwen2_moe", "qwen3_moe", "olmoe", "glm4_moe")
 
 
 # float64 cases that cannot reach float64 rounding because the HF forward rounds to float32 on the way:
@@ -139,8 +167,12 @@ def tiny_model(family: str, seed: int | None = None, config=None):
     if seed is not None:
         torch.manual_seed(seed)
     config = config if config is not None else FAMILIES[family]()
-    model = transformers.AutoModelForCausalLM.from_config(config)
-    return randomize(model).float().eval()
+    model = randomize(transformers.AutoModelForCausalLM.from_config(config))
+    with torch.no_grad():
+        for name, buf in model.named_buffers():  # GLM4-MoE's selection bias: drawn so that it changes choices
+            if name.endswith("e_score_correction_bias"):
+                buf.copy_(0.1 * torch.randn_like(buf))
+    return model.float().eval()
 
 
 # ------------------------------------------------------------------------------------------------
@@ -435,13 +467,16 @@ class Decoder(Entry):
         cases = [Case(backend="torch", size=19, chosen=True,
                       contrast=family in ("llama", "gemma2", "gpt2", "granite", "cohere")),
                  # float64 throughout: equal to float64 rounding (a 1e-6 change of the attention factor 1/4 fails
-                 # 8 of 9 families); Mixtral keeps float32 routing weights (HF's MixtralTopKRouter computes the
-                 # softmax in float32), hence its float32 tolerance (measured up to 2e-7)
-                 Case(dtype=F64, size=19, chosen=True, contrast=True, tol=F64_TOL.get(family, 1e-12))]
+                 # 8 of 9 families); Mixtral and the FLOAT32_ROUTERS keep float32 routing weights (HF's routers
+                 # compute the softmax / sigmoid in float32), hence a float32 tolerance (Mixtral: up to 2e-7)
+                 Case(dtype=F64, size=19, chosen=True, contrast=True,
+                      tol=1e-5 if family in FLOAT32_ROUTERS else F64_TOL.get(family, 1e-12))]
         # olmo: weightless LayerNorm; starcoder2: biased LayerNorm, plain GELU-tanh MLP; gpt_neox: parallel residual
-        if family in ("llama", "mixtral", "gemma2", "olmo", "starcoder2", "gpt_neox", "gptj", *DENSE):
+        if family in ("llama", "mixtral", "gemma2", "olmo", "starcoder2", "gpt_neox", "gptj", "qwen2_moe",
+                      "glm4_moe", *DENSE):
             cases.append(Case(backend="triton", batch=1, size=21))
-        if family in ("llama", "mixtral", "gpt2", "olmo2", "starcoder2", "gpt_neox", "phi", *DENSE):
+        if family in ("llama", "mixtral", "gpt2", "olmo2", "starcoder2", "gpt_neox", "phi", "qwen2_moe", "phimoe",
+                      "glm4_moe", *DENSE):
             cases.append(Case(mode="cp-lrp", size=15))
         self.cases = tuple(cases)
 
