@@ -129,7 +129,7 @@ FLOAT32_ROUTERS = ("mixtral", "qwen2_moe", "qwen3_moe", "olmoe", "glm4_moe")
 # float64 cases that cannot reach float64 rounding because the HF forward rounds to float32 on the way:
 # Cohere / Cohere 2 / ERNIE 4.5 rotate q and k in float32 (`q.float()` in apply_rotary_pos_emb), measured up
 # to 5e-8 of the relevance scale (float64 elsewhere)
-F64_TOL = {"mixtral": 1e-5, "cohere": 1e-6, "cohere2": 1e-6, "ernie4_5": 1e-6}
+F64_TOL = {**{f: 1e-5 for f in FLOAT32_ROUTERS}, "cohere": 1e-6, "cohere2": 1e-6, "ernie4_5": 1e-6}
 DENSE = ("granite", "cohere", "cohere2", "ernie4_5", "exaone4", "olmo3")  # checked in every backend and mode
 
 
@@ -470,7 +470,7 @@ class Decoder(Entry):
                  # 8 of 9 families); Mixtral and the FLOAT32_ROUTERS keep float32 routing weights (HF's routers
                  # compute the softmax / sigmoid in float32), hence a float32 tolerance (Mixtral: up to 2e-7)
                  Case(dtype=F64, size=19, chosen=True, contrast=True,
-                      tol=1e-5 if family in FLOAT32_ROUTERS else F64_TOL.get(family, 1e-12))]
+                      tol=F64_TOL.get(family, 1e-12))]
         # olmo: weightless LayerNorm; starcoder2: biased LayerNorm, plain GELU-tanh MLP; gpt_neox: parallel residual
         if family in ("llama", "mixtral", "gemma2", "olmo", "starcoder2", "gpt_neox", "gptj", "qwen2_moe",
                       "glm4_moe", *DENSE):
