@@ -7,6 +7,7 @@ longest context per method (doubling, then bisection). See METHODS / DEFINITIONS
 
   python bench/bench_attribute.py [--quick] [--model 1b|8b|both] [--max-n N] [--no-search] [--out DIR]
   python bench/bench_attribute.py --cpu-smoke     # CPU: tiny model; the pipeline, and ref_sdpa vs attribute
+  python bench/bench_attribute.py --cpu           # CPU figures (marked CPU): the CPU default vs the same methods
 """
 from __future__ import annotations
 
@@ -69,6 +70,9 @@ MODEL_SPECS = {
                  num_key_value_heads=2, head_dim=16, tie_word_embeddings=False,
                  rope_parameters=dict(_ROPE, factor=8.0, original_max_position_embeddings=16)),  # CPU smoke
 }
+MODEL_SPECS["cpu512"] = dict(MODEL_SPECS["1b"], vocab_size=32000, hidden_size=512, intermediate_size=1536,
+                             num_hidden_layers=8, num_attention_heads=8, num_key_value_heads=4, tie_word_embeddings=False)
+MODEL_SPECS["cpu1024"] = dict(MODEL_SPECS["cpu512"], hidden_size=1024, intermediate_size=2816, num_attention_heads=16)
 METHOD_NAMES = ("forward", "lrp_triton", "lrp_triton+ckpt", "gradient", "ref_sdpa", "ref_sdpa+ckpt")  # order per N
 SEARCH_METHODS = ("gradient", "ref_sdpa", "lrp_triton", "lrp_triton+ckpt", "ref_sdpa+ckpt")  # cheap first
 
@@ -231,7 +235,8 @@ def tables(run):
 
 
 def make_runner(args, device, budget, out, smoke=False):
-    return common.Runner(SCRIPT, "lrp_triton.attribute end-to-end benchmark", args, budget_s=budget, out=out,
+    name = SCRIPT + ("_cpu" if device == "cpu" and not smoke else "")  # CPU figures are named so
+    return common.Runner(name, "lrp_triton.attribute end-to-end benchmark", args, budget_s=budget, out=out,
                          device=device, smoke=smoke, single_call_s=4.0, max_repeats=10, skip_after_oom=True,
                          agree=("lrp_triton", "ref_sdpa"), tables=tables,
                          info=dict(definitions=DEFINITIONS, conventions=CONVENTIONS, goals_definition=GOALS,
@@ -315,10 +320,18 @@ def main(argv=None):
     p.add_argument("--model", choices=("1b", "8b", "both"), default="both", help="which model(s) (default both)")
     p.add_argument("--max-n", type=int, default=N_128K, help="largest N of the sweep and the search (default 131072)")
     p.add_argument("--no-search", action="store_true", help="skip the longest-context search")
+    p.add_argument("--cpu", action="store_true", help="CPU figures: the CPU default, hidden 512 / 1024, N <= 8192")
     args = p.parse_args(argv)
     if args.cpu_smoke:
         common.ensure_lrp_triton()
         return cpu_smoke(args)
+    if args.cpu:  # the CPU default (backend="auto") against the same methods, written as CPU figures
+        run = make_runner(args, "cpu", common.budget_of(args, (3600.0, 600.0)), args.out)
+        bench = Bench("cpu", torch.float32, "auto", 8192)
+        for key in ("cpu512", "cpu1024"):
+            run.run(sweep_cases(key, [n for n in (256, 512, 1024, 2048, 4096, 8192) if n <= args.max_n],
+                                ["forward", "gradient", "ref_sdpa", "lrp_triton"]), bench.methods)
+        return run.finish()
     common.require_cuda(SCRIPT)
     common.ensure_lrp_triton()
     if args.max_n < 1024:
