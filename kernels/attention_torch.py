@@ -125,40 +125,51 @@ def attention_forward_torch(q, k, v, *, causal, scale, key_padding_mask=None, sl
 
 def attention_backward_torch(do, q, k, v, out, lse, *, causal, scale, mode, key_padding_mask=None,
                              sliding_window=None, softcap=None, bias=None, relative_bias=None):
-    """The mode's gradient form (module docstring) for (q, k, v), each in its input's dtype."""
+    """The mode's gradient form (module docstring) for (q, k, v), each in its input's dtype.
+
+    `do` is one cotangent [B, H, N, D] or K stacked ones [K, B, H, N, D] (several explained scores
+    in one backward): then dq is [K, B, H, N, D] and dk, dv are [K, B, Hkv, M, D], and the scores
+    and probabilities P of each query chunk are computed once and applied to the K streams."""
     rule = ATTENTION_RULES[mode]
     b, h, n, d = q.shape
     hkv, m = k.shape[1], k.shape[2]
     g = h // hkv
+    stacked = do.dim() == 5
+    if do.shape[stacked:] != out.shape:
+        raise ValueError(f"attention backward: do must have shape {tuple(out.shape)} or [K, *that], "
+                         f"got {tuple(do.shape)}")
+    streams = do.shape[0] if stacked else 1
     qg, bias_g = _grouped(q, k, bias)
     acc = compute_dtype(q.dtype)
-    dog = do.reshape(b, hkv, g, n, -1).to(acc)
+    dog = do.reshape(streams, b, hkv, g, n, -1).to(acc)
     lse_g = lse.view(b, hkv, g, n).to(acc)
-    delta = (dog * out.reshape(b, hkv, g, n, -1).to(acc)).sum(-1)  # D = rowsum(dO * O)
-    dq = torch.zeros(b, hkv, g, n, d, dtype=acc, device=q.device)
-    dk = torch.zeros(b, hkv, m, d, dtype=acc, device=q.device)
-    dv = torch.zeros(b, hkv, m, v.shape[3], dtype=acc, device=q.device)
-    step = _chunk_size(b, h, n, m)
+    delta = (dog * out.reshape(b, hkv, g, n, -1).to(acc)).sum(-1)  # D = rowsum(dO * O), per stream
+    dq = torch.zeros(streams, b, hkv, g, n, d, dtype=acc, device=q.device)
+    dk = torch.zeros(streams, b, hkv, m, d, dtype=acc, device=q.device)
+    dv = torch.zeros(streams, b, hkv, m, v.shape[3], dtype=acc, device=q.device)
+    k_acc, v_acc = k.to(acc), v.to(acc)
+    step = _chunk_size(streams * b, h, n, m)  # the dS block holds K streams
     for n0 in range(0, n, step):
         n1 = min(n, n0 + step)
         qc = qg[:, :, :, n0:n1]
         s_raw, s = _scores(qc, k, n0, n, causal=causal, scale=scale,
                            key_padding_mask=key_padding_mask, sliding_window=sliding_window,
                            softcap=softcap, bias=bias_g, relative_bias=relative_bias)
-        p = torch.exp(s - lse_g[:, :, :, n0:n1, None])  # recomputed attention weights
-        doc = dog[:, :, :, n0:n1]
-        dv += torch.einsum("bkgnm,bkgnd->bkmd", p, doc)
+        p = torch.exp(s - lse_g[:, :, :, n0:n1, None])  # recomputed attention weights, shared by the streams
+        doc = dog[:, :, :, :, n0:n1]
+        dv += torch.einsum("bkgnm,sbkgnd->sbkmd", p, doc)
         if rule.dqk == 0.0:
             continue
-        dp = torch.einsum("bkgnd,bkmd->bkgnm", doc, v.to(acc))
-        ds = p * (dp - delta[:, :, :, n0:n1, None])
+        dp = torch.einsum("sbkgnd,bkmd->sbkgnm", doc, v_acc)
+        ds = p * (dp - delta[:, :, :, :, n0:n1, None])
         if softcap is not None:
             ds = ds * softcap_backward_factor(s_raw, softcap, rule.softcap_identity)
-        dq[:, :, :, n0:n1] = torch.einsum("bkgnm,bkmd->bkgnd", ds, k.to(acc))
-        dk += torch.einsum("bkgnm,bkgnd->bkmd", ds, qc.to(acc))
+        dq[:, :, :, :, n0:n1] = torch.einsum("sbkgnm,bkmd->sbkgnd", ds, k_acc)
+        dk += torch.einsum("sbkgnm,bkgnd->sbkmd", ds, qc.to(acc))
     factor = scale * rule.dqk
-    return ((dq * factor).view(b, h, n, d).to(q.dtype), (dk * factor).to(k.dtype),
-            (dv * rule.dv).to(v.dtype))
+    dq, dk, dv = ((dq * factor).view(streams, b, h, n, d).to(q.dtype), (dk * factor).to(k.dtype),
+                  (dv * rule.dv).to(v.dtype))
+    return (dq, dk, dv) if stacked else (dq[0], dk[0], dv[0])
 
 
 def default_scale(head_dim: int) -> float:
