@@ -215,11 +215,21 @@ def test_scores_go_through_the_backward_a_chunk_at_a_time(monkeypatch):
     torch.testing.assert_close(chunked.relevance, one_pass.relevance, rtol=1e-5, atol=1e-6)
 
 
+def test_the_chunk_is_capped_by_the_gradient_memory(monkeypatch):
+    monkeypatch.setattr(core, "STREAM_ELEMENTS", 3 * 2 * 11 * 64)  # three streams of the [2, 11, 64] embeddings
+    calls = []
+    plain = core.batched_grads
+    monkeypatch.setattr(core, "batched_grads", lambda s, t, c, **kw: calls.append(len(c)) or plain(s, t, c, **kw))
+    lrp_triton.attribute(Decoder("llama").build(), torch.randint(0, 101, (2, 11)), position=[-1, -2, -3, 4, 5])
+    assert calls == [3, 2]
+    assert core.scores_per_pass([torch.empty(10 ** 9, device="meta")]) == 1
+
+
 @pytest.mark.parametrize("chunk", [0, -2, 1.5, True])
 def test_a_bad_chunk_size_is_refused(chunk):
     x = torch.randn(3, requires_grad=True)
     with pytest.raises(ValueError, match="scores per backward pass must be a positive int"):
-        core.one_backward_per_score((x * 2)[None], [x], dict, chunk=chunk)
+        core.backward_of_scores((x * 2)[None], [x], dict, chunk=chunk)
 
 
 def test_latent_and_checkpoint_take_the_batched_route():

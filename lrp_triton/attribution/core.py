@@ -176,9 +176,22 @@ class OutputTap:
 # ------------------------------------------------------------------------------------------------
 # The explained scores' backward: K scores, one batched pass
 # ------------------------------------------------------------------------------------------------
-# Scores explained together by one batched backward pass: memory for the backward's gradients
-# grows with it (K streams of every activation gradient, one layer at a time), time per score falls.
+# Scores explained together by one batched backward pass, at most: each activation gradient of the
+# backward holds K streams (one layer at a time), so K is also capped by STREAM_ELEMENTS, the
+# elements that K streams of one input-sized gradient may take (2^28: 1 GiB in float32; the MLP's
+# intermediate gradients are a few times that). Llama-8B shape at N = 8192: K <= 8; at 128k: K = 1.
 SCORES_PER_BACKWARD = 16
+STREAM_ELEMENTS = 1 << 28
+
+
+def scores_per_pass(leaves: list[torch.Tensor], chunk: int | None = None) -> int:
+    """K for one batched backward: `chunk` (default SCORES_PER_BACKWARD), capped by STREAM_ELEMENTS
+    over the largest leaf's size."""
+    chunk = SCORES_PER_BACKWARD if chunk is None else chunk
+    if isinstance(chunk, bool) or not isinstance(chunk, int) or chunk < 1:
+        raise ValueError(f"attribute: scores per backward pass must be a positive int, got {chunk!r}")
+    largest = max((t.numel() for t in leaves), default=1)
+    return max(1, min(chunk, STREAM_ELEMENTS // max(1, largest)))
 
 
 def batched_grads(scores: torch.Tensor, tensors: list[torch.Tensor], columns: range,
@@ -205,18 +218,16 @@ def batched_grads(scores: torch.Tensor, tensors: list[torch.Tensor], columns: ra
         return list(torch.func.vmap(grads)(one_hot))
 
 
-def one_backward_per_score(scores: torch.Tensor, leaves: list[torch.Tensor], read: Callable[[], dict],
+def backward_of_scores(scores: torch.Tensor, leaves: list[torch.Tensor], read: Callable[[], dict],
                            progress: Callable[[int, int], None] | None = None, *,
                            watched: Iterable[torch.Tensor] = (), chunk: int | None = None) -> list[dict]:
     """For each column j of scores [..., P], the grads of scores[..., j].sum() (rows are independent,
     so one pass explains every row) set on `leaves` and `watched` (the tensors read() takes .grad
     of: leaves and retained outputs, latent records), then read() (a ValueError if any of it is NaN
-    or inf). The P scores go through the backward `chunk` at a time (default SCORES_PER_BACKWARD),
-    each chunk in one batched pass (`batched_grads`). `progress(done, total)` after each read()."""
+    or inf). The P scores go through the backward `scores_per_pass(leaves, chunk)` at a time, each
+    chunk in one batched pass (`batched_grads`). `progress(done, total)` after each read()."""
     n = scores.shape[-1]
-    chunk = SCORES_PER_BACKWARD if chunk is None else chunk
-    if isinstance(chunk, bool) or not isinstance(chunk, int) or chunk < 1:
-        raise ValueError(f"attribute: scores per backward pass must be a positive int, got {chunk!r}")
+    chunk = scores_per_pass(leaves, chunk)
     tensors = list({id(t): t for t in [*leaves, *watched]}.values())
     out = []
     for start in range(0, n, chunk):
