@@ -68,6 +68,8 @@ MODEL_SPECS = {
     "tiny": dict(vocab_size=101, hidden_size=64, intermediate_size=96, num_hidden_layers=2, num_attention_heads=4,
                  num_key_value_heads=2, head_dim=16, tie_word_embeddings=False,
                  rope_parameters=dict(_ROPE, factor=8.0, original_max_position_embeddings=16)),  # CPU smoke
+    "cpu": dict(vocab_size=1000, hidden_size=256, intermediate_size=1024, num_hidden_layers=4, num_attention_heads=4,
+                num_key_value_heads=2, head_dim=64, tie_word_embeddings=False, rope_parameters=dict(_ROPE, factor=8.0)),
 }
 METHOD_NAMES = ("forward", "lrp_triton", "lrp_triton+ckpt", "gradient", "ref_sdpa", "ref_sdpa+ckpt")  # order per N
 SEARCH_METHODS = ("gradient", "ref_sdpa", "lrp_triton", "lrp_triton+ckpt", "ref_sdpa+ckpt")  # cheap first
@@ -241,9 +243,8 @@ def make_runner(args, device, budget, out, smoke=False):
 
 
 def cpu_smoke(args):
-    from lrp_triton.backend import interpreter_requested
-
     import lrp_triton
+    from lrp_triton.backend import interpreter_requested
 
     torch.manual_seed(0)
     torch.set_num_threads(1)
@@ -283,8 +284,7 @@ def cpu_smoke(args):
               run_method(m, model, ids, "torch") for m in ("lrp_triton", "lrp_triton+ckpt")}
     others["ref_sdpa+ckpt"] = run_method("ref_sdpa+ckpt", model, ids, "torch")
     if interpreter_requested():
-        others["lrp_triton.attribute(backend='triton', TRITON_INTERPRET=1)"] = run_method("lrp_triton", model, ids,
-                                                                                          "triton")
+        others["lrp_triton.attribute(backend='triton', TRITON_INTERPRET=1)"] = run_method("lrp_triton", model, ids, "triton")
     else:
         print("cpu-smoke: TRITON_INTERPRET is not 1: the Triton backend was not exercised")
     grad = run_method("gradient", model, ids, "torch")
@@ -304,6 +304,22 @@ def cpu_smoke(args):
                                          f"{worst:.3e} (tol 1e-4); pipeline ok")
 
 
+def cpu_targets():
+    """--cpu-targets: K = 1, 4, 16 positions by one batched backward against K separate passes (SCORES_PER_BACKWARD
+    = 1), whole attribute calls on MODEL_SPECS["cpu"], N = 512, one thread; ABBA order, median of 6 after a warm-up."""
+    import statistics, time, lrp_triton, lrp_triton.attribution.core as core  # noqa: E401
+    torch.set_num_threads(1)
+    model, ids = build_model("cpu", "cpu", torch.float32, 1024), make_ids(1000, 512, "cpu")
+    for backend, k in [(b, k) for b in ("auto", "torch") for k in (1, 4, 16)]:
+        t = {16: [], 1: []}
+        for chunk in [c for rep in range(7) for c in ((16, 1) if rep % 2 else (1, 16))]:
+            core.SCORES_PER_BACKWARD, start = chunk, time.perf_counter()
+            lrp_triton.attribute(model, ids, position=list(range(-k, 0)), backend=backend)
+            t[chunk].append(time.perf_counter() - start)
+        one, sep = (statistics.median(v[1:]) for v in t.values())
+        print(f"cpu-targets: backend={backend} K={k}: batched {one:.2f} s, separate {sep:.2f} s, ratio {one / sep:.2f}")
+
+
 def main(argv=None):
     p = common.parser("End-to-end benchmark of lrp_triton.attribute (AttnLRP, Triton) on Llama-3.1-8B- and "
                       "Llama-3.2-1B-shaped models with random bf16 weights: time and peak memory against the plain "
@@ -315,10 +331,11 @@ def main(argv=None):
     p.add_argument("--model", choices=("1b", "8b", "both"), default="both", help="which model(s) (default both)")
     p.add_argument("--max-n", type=int, default=N_128K, help="largest N of the sweep and the search (default 131072)")
     p.add_argument("--no-search", action="store_true", help="skip the longest-context search")
+    p.add_argument("--cpu-targets", action="store_true", help="CPU: K targets, one batched backward vs K (issue 11.6)")
     args = p.parse_args(argv)
-    if args.cpu_smoke:
+    if args.cpu_smoke or args.cpu_targets:
         common.ensure_lrp_triton()
-        return cpu_smoke(args)
+        return cpu_smoke(args) if args.cpu_smoke else cpu_targets()
     common.require_cuda(SCRIPT)
     common.ensure_lrp_triton()
     if args.max_n < 1024:

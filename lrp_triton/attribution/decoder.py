@@ -59,7 +59,7 @@ def explain_decoder(model, adapter, options, *, input_ids, inputs_embeds, attent
                     "latent": recorder.read() if recorder is not None else None}
 
         results = backward_of_scores(scores, [embeds, *pos_leaf.tensors], read, progress,
-                                         watched=recorder.tensors() if recorder is not None else ())
+                                     watched=recorder.tensors() if recorder is not None else ())
     latents = [r.pop("latent") for r in results]
     fields = stack_scores(results, several)
     return Attribution(

@@ -52,7 +52,7 @@ def explain_encoder(model, adapter, options, *, input_ids, inputs_embeds, attent
                     "latent": recorder.read() if recorder is not None else None}
 
         results = backward_of_scores(head.scores, [words, *pos_leaf.tensors, *type_leaf.tensors], read, progress,
-                                         watched=recorder.tensors() if recorder is not None else ())
+                                     watched=recorder.tensors() if recorder is not None else ())
     latents = [r.pop("latent") for r in results]
     targets = per_score(head.targets, head.several)
     names = {} if inputs.input_ids is None else token_names(tokenizer, inputs.input_ids,

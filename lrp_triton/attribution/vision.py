@@ -54,7 +54,7 @@ def explain_vision(model, adapter, options, *, pixel_values, target, latent, pro
                     "latent": recorder.read() if recorder is not None else None}
 
         results = backward_of_scores(head.scores, [pixels, *summed.tensors], read, progress,
-                                         watched=recorder.tensors() if recorder is not None else ())
+                                     watched=recorder.tensors() if recorder is not None else ())
     latents = [r.pop("latent") for r in results]
     fields = stack_scores(results, head.several)
     targets = per_score(head.targets, head.several)

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import torch
 
-from lrp_triton.backend import FLOAT_DTYPES, resolve_backend
+from lrp_triton.backend import resolve_backend
 from lrp_triton.kernels.attention_torch import attention_backward_torch, attention_forward_torch, default_scale
 from lrp_triton.ops.checks import check_attention_inputs
 from lrp_triton.ops.dispatch import KernelPair
