@@ -229,7 +229,7 @@ def test_the_chunk_is_capped_by_the_gradient_memory(monkeypatch):
 def test_a_bad_chunk_size_is_refused(chunk):
     x = torch.randn(3, requires_grad=True)
     with pytest.raises(ValueError, match="scores per backward pass must be a positive int"):
-        core.backward_of_scores((x * 2)[None], [x], dict, chunk=chunk)
+        core.one_backward_per_score((x * 2)[None], [x], dict, chunk=chunk)
 
 
 def test_latent_and_checkpoint_take_the_batched_route():

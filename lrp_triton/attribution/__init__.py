@@ -1,6 +1,6 @@
 """Attribution: one driver per adapter kind, the pieces they share, and the result they return.
 
-- `core`: the model's state for one call, relevance leaves, the scores' backward (K in one batched pass), packing.
+- `core`: the model's state for one call, relevance leaves, one backward pass per score, packing.
 - `inputs`, `targets`: input checking; what is explained (positions, targets, contrasts, scores).
 - `latent`: residual-stream, head and neuron relevance (`latent=True`).
 - `decoder`, `encoder`, `vision`, `seq2seq`: the drivers; `lrp_triton.attribute` dispatches to them.

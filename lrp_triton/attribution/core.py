@@ -218,9 +218,9 @@ def batched_grads(scores: torch.Tensor, tensors: list[torch.Tensor], columns: ra
         return list(torch.func.vmap(grads)(one_hot))
 
 
-def backward_of_scores(scores: torch.Tensor, leaves: list[torch.Tensor], read: Callable[[], dict],
-                       progress: Callable[[int, int], None] | None = None, *,
-                       watched: Iterable[torch.Tensor] = (), chunk: int | None = None) -> list[dict]:
+def one_backward_per_score(scores: torch.Tensor, leaves: list[torch.Tensor], read: Callable[[], dict],
+                           progress: Callable[[int, int], None] | None = None, *,
+                           watched: Iterable[torch.Tensor] = (), chunk: int | None = None) -> list[dict]:
     """For each column j of scores [..., P], the grads of scores[..., j].sum() (rows are independent,
     so one pass explains every row) set on `leaves` and `watched` (the tensors read() takes .grad
     of: leaves and retained outputs, latent records), then read() (a ValueError if any of it is NaN

@@ -2,7 +2,7 @@
 
 One forward pass through the base model, logits only at the explained positions, then the
 backward of the explained scores (target logit, minus the contrast logit), the K positions' scores
-together in one batched pass (`core.backward_of_scores`). Token relevance is `x * x.grad` at the
+together in one batched pass (`core.one_backward_per_score`). Token relevance is `x * x.grad` at the
 input embeddings, summed over the hidden dimension; learned position embeddings (GPT-2) are a
 leaf of their own (`position_relevance`).
 """
@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import torch
 
-from lrp_triton.attribution.core import (OutputTap, applied_for_call, backward_of_scores, checkpointed, display_extras,
-                                         frozen_eval, leaf, output_size, per_score, stack_scores, token_names,
-                                         token_relevance)
+from lrp_triton.attribution.core import (OutputTap, applied_for_call, checkpointed, display_extras, frozen_eval, leaf,
+                                         one_backward_per_score, output_size, per_score, stack_scores,
+                                         token_names, token_relevance)
 from lrp_triton.attribution.inputs import check_text_inputs
 from lrp_triton.attribution.latent import recording, stack_latent
 from lrp_triton.attribution.result import Attribution
@@ -58,8 +58,8 @@ def explain_decoder(model, adapter, options, *, input_ids, inputs_embeds, attent
             return {"relevance": token_relevance(embeds), "position_relevance": pos_leaf.relevance(like=mask),
                     "latent": recorder.read() if recorder is not None else None}
 
-        results = backward_of_scores(scores, [embeds, *pos_leaf.tensors], read, progress,
-                                     watched=recorder.tensors() if recorder is not None else ())
+        results = one_backward_per_score(scores, [embeds, *pos_leaf.tensors], read, progress,
+                                         watched=recorder.tensors() if recorder is not None else ())
     latents = [r.pop("latent") for r in results]
     fields = stack_scores(results, several)
     return Attribution(

@@ -1,7 +1,7 @@
 """Attribution of a bidirectional text encoder (adapter kind "encoder": BERT, RoBERTa).
 
-One forward pass of the whole model (task head included), then the backward of the explained
-scores, several in one batched pass (see `targets.output_scores`): a classification logit, a token-level head's logit at
+One forward pass of the whole model (task head included), then one backward pass per explained
+score (see `targets.output_scores`): a classification logit, a token-level head's logit at
 `position` (masked LM, token classification), or a callable target's scores (e.g. a sentence
 similarity). `relevance` is at the word embeddings, summed over the hidden dimension; the position
 and token-type embeddings, summed with them before the embedding LayerNorm (epsilon rule: the
@@ -12,8 +12,9 @@ from __future__ import annotations
 
 import torch
 
-from lrp_triton.attribution.core import (OutputTap, applied_for_call, backward_of_scores, display_extras, frozen_eval,
-                                         leaf, per_score, stack_scores, token_names, token_relevance)
+from lrp_triton.attribution.core import (OutputTap, applied_for_call, display_extras, frozen_eval, leaf,
+                                         one_backward_per_score, per_score, stack_scores, token_names,
+                                         token_relevance)
 from lrp_triton.attribution.inputs import check_text_inputs, check_token_type_ids
 from lrp_triton.attribution.latent import recording, stack_latent
 from lrp_triton.attribution.result import Attribution
@@ -51,8 +52,8 @@ def explain_encoder(model, adapter, options, *, input_ids, inputs_embeds, attent
                     "token_type_relevance": type_leaf.relevance(like=mask),
                     "latent": recorder.read() if recorder is not None else None}
 
-        results = backward_of_scores(head.scores, [words, *pos_leaf.tensors, *type_leaf.tensors], read, progress,
-                                     watched=recorder.tensors() if recorder is not None else ())
+        results = one_backward_per_score(head.scores, [words, *pos_leaf.tensors, *type_leaf.tensors], read, progress,
+                                         watched=recorder.tensors() if recorder is not None else ())
     latents = [r.pop("latent") for r in results]
     targets = per_score(head.targets, head.several)
     names = {} if inputs.input_ids is None else token_names(tokenizer, inputs.input_ids,

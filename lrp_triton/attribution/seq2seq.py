@@ -1,8 +1,8 @@
 """Attribution of an encoder-decoder's decoder logits (adapter kind "seq2seq": T5 / Flan-T5).
 
 One encoder and one decoder forward pass; logits only at the explained decoder positions (after
-the adapter's output scaling, linear: exact gradient); the backward of the explained scores, the
-positions' scores together in one batched pass. Relevance is `x * x.grad` at the encoder's and the decoder's input embeddings (two
+the adapter's output scaling, linear: exact gradient); one backward pass per position from the
+explained score. Relevance is `x * x.grad` at the encoder's and the decoder's input embeddings (two
 separate leaves), summed over the hidden dimension: `relevance` (encoder tokens) and
 `decoder_relevance` (decoder prefix).
 """
@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import torch
 
-from lrp_triton.attribution.core import (applied_for_call, backward_of_scores, checkpointed, display_extras,
-                                         frozen_eval, leaf, output_size, per_score, stack_scores, token_names,
+from lrp_triton.attribution.core import (applied_for_call, checkpointed, display_extras, frozen_eval, leaf,
+                                         one_backward_per_score, output_size, per_score, stack_scores, token_names,
                                          token_relevance)
 from lrp_triton.attribution.inputs import as_mask, as_token_batch, model_device
 from lrp_triton.attribution.result import Attribution
@@ -64,7 +64,7 @@ def explain_seq2seq(model, adapter, options, *, input_ids, attention_mask, decod
         def read():
             return {"relevance": token_relevance(enc_emb), "decoder_relevance": token_relevance(dec_emb)}
 
-        results = backward_of_scores(scores, [enc_emb, dec_emb], read, progress)
+        results = one_backward_per_score(scores, [enc_emb, dec_emb], read, progress)
     return Attribution(
         **stack_scores(results, several), target=per_score(targets, several),
         logit=per_score(upcast(scores.detach()), several), position=per_score(positions, several),

@@ -177,7 +177,7 @@ def check_finite_relevance(fields: dict, score: int | None = None) -> None:
     `fields` is one backward pass's dict of relevance tensors [B, ...] (None and non-tensor entries,
     e.g. latent records, are skipped). A finite score can still give NaN relevance: a NaN or inf weight
     anywhere on the backward path multiplies a zero gradient into NaN (0 * NaN), and float16 can
-    overflow. Call it on each pass's fields (`core.backward_of_scores`, after `read()`).
+    overflow. Call it on each pass's fields (`core.one_backward_per_score`, after `read()`).
     """
     for name, value in fields.items():
         if not isinstance(value, torch.Tensor) or value.dim() == 0:

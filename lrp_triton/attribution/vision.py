@@ -13,8 +13,8 @@ from __future__ import annotations
 
 import torch
 
-from lrp_triton.attribution.core import (OutputTap, applied_for_call, backward_of_scores, frozen_eval, leaf, per_score,
-                                         stack_scores)
+from lrp_triton.attribution.core import (OutputTap, applied_for_call, frozen_eval, leaf, one_backward_per_score,
+                                         per_score, stack_scores)
 from lrp_triton.attribution.encoder import label_names, rule_extras
 from lrp_triton.attribution.inputs import check_pixels
 from lrp_triton.attribution.latent import recording, stack_latent
@@ -53,8 +53,8 @@ def explain_vision(model, adapter, options, *, pixel_values, target, latent, pro
                     **embedding_shares(embeddings, patches.first, summed.first),
                     "latent": recorder.read() if recorder is not None else None}
 
-        results = backward_of_scores(head.scores, [pixels, *summed.tensors], read, progress,
-                                     watched=recorder.tensors() if recorder is not None else ())
+        results = one_backward_per_score(head.scores, [pixels, *summed.tensors], read, progress,
+                                         watched=recorder.tensors() if recorder is not None else ())
     latents = [r.pop("latent") for r in results]
     fields = stack_scores(results, head.several)
     targets = per_score(head.targets, head.several)
