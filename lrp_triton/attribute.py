@@ -2,7 +2,8 @@
 
 It validates the rule options once (`LRPOptions.checked`), refuses arguments that do not apply to
 the model's kind, and hands over to the driver in `lrp_triton.attribution`: `decoder` (causal
-LMs), `encoder` (BERT-family text encoders), `vision` (ViT, DeiT) or `seq2seq` (T5).
+LMs), `classifier` (their sequence-classification heads), `encoder` (BERT-family text encoders),
+`vision` (ViT, DeiT) or `seq2seq` (T5).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from typing import Callable, Sequence
 import torch
 
 from lrp_triton.attribution.core import attribution_call
+from lrp_triton.attribution.classifier import explain_decoder_classifier, sequence_classifier_head
 from lrp_triton.attribution.decoder import explain_decoder
 from lrp_triton.attribution.encoder import explain_encoder
 from lrp_triton.attribution.result import Attribution
@@ -39,8 +41,9 @@ def attribute(model, input_ids=None, *, inputs_embeds=None, attention_mask=None,
     """Explains a score of a supported HuggingFace model (see `lrp_triton.models.supported_model_types()`).
 
     Args:
-        model: a supported model: a `*ForCausalLM`, a BERT/RoBERTa encoder or task model, a ViT/DeiT,
-            or a T5 `ForConditionalGeneration`.
+        model: a supported model: a `*ForCausalLM` or a decoder `*ForSequenceClassification` (the class
+            logit at each row's last real token), a BERT/RoBERTa encoder or task model, a ViT/DeiT, or a
+            T5 `ForConditionalGeneration`.
         input_ids: [B, N] token ids (or [N]); or `inputs_embeds` [B, N, hidden] (not for T5).
         attention_mask: [B, N], 1/True for real tokens, 0 for padding (left or right).
         target: token id to explain, one per row ([B]) or one for all; default: the model's own
@@ -104,6 +107,12 @@ def attribute(model, input_ids=None, *, inputs_embeds=None, attention_mask=None,
     if kind in ("causal_lm", "seq2seq"):
         _refuse(family, token_type_ids=token_type_ids, pixel_values=pixel_values,
                 linear_rule=None if linear_rule == "epsilon" else linear_rule)
+        if kind == "causal_lm" and sequence_classifier_head(model) is not None:  # class logit at the last token
+            _refuse(family, "a sequence classifier explains a class logit at each row's last real token",
+                    position=position, contrast=contrast)
+            return explain_decoder_classifier(model, adapter, options, input_ids=input_ids, inputs_embeds=inputs_embeds,
+                                              attention_mask=attention_mask, target=target, latent=latent,
+                                              checkpoint=checkpoint, tokenizer=tokenizer, progress=progress)
         text = dict(target=target, position=-1 if position is None else position, contrast=contrast, latent=latent,
                     checkpoint=checkpoint, tokenizer=tokenizer, progress=progress, attention_mask=attention_mask)
         if kind == "causal_lm":

@@ -76,7 +76,32 @@ FAMILIES = {
                                           hidden_act="gelu_new", rope_parameters={
                                               "rope_type": "default", "rope_theta": 10000.0,
                                               "partial_rotary_factor": 0.5}),
+    # Granite: every constant factor away from 1 (and the softmax scale away from 1 / sqrt(head_dim) = 0.25)
+    "granite": lambda: transformers.GraniteConfig(**COMMON, embedding_multiplier=2.5, residual_multiplier=0.6,
+                                                  attention_multiplier=0.11, logits_scaling=3.0),
+    # Cohere: parallel block, bias-free LayerNorms, per-head q / k LayerNorms, interleaved rotary, logit_scale
+    "cohere": lambda: transformers.CohereConfig(**COMMON, use_qk_norm=True, logit_scale=0.5),
+    # Cohere 2: sliding layers with interleaved rotary, global layers without
+    "cohere2": lambda: transformers.Cohere2Config(**COMMON, sliding_window=4, logit_scale=0.5,
+                                                  layer_types=["sliding_attention", "full_attention"]),
+    "ernie4_5": lambda: transformers.Ernie4_5Config(**COMMON, use_bias=True),  # interleaved rotary, biases
+    # EXAONE 4: post-norms, per-head q / k norms, RoPE and the window on sliding layers only
+    "exaone4": lambda: transformers.Exaone4Config(**COMMON, sliding_window=4,
+                                                  layer_types=["sliding_attention", "full_attention"]),
+    # OLMo 3: OLMo 2's norms, sliding layers, a rotary table per layer type (two thetas)
+    "olmo3": lambda: transformers.Olmo3Config(**COMMON, sliding_window=4,
+                                              layer_types=["sliding_attention", "full_attention"],
+                                              rope_parameters={
+                                                  "sliding_attention": {"rope_type": "default", "rope_theta": 10000.0},
+                                                  "full_attention": {"rope_type": "default", "rope_theta": 500.0}}),
 }
+
+
+# float64 cases that cannot reach float64 rounding because the HF forward rounds to float32 on the way:
+# Cohere / Cohere 2 / ERNIE 4.5 rotate q and k in float32 (`q.float()` in apply_rotary_pos_emb), measured up
+# to 5e-8 of the relevance scale (float64 elsewhere)
+F64_TOL = {"mixtral": 1e-5, "cohere": 1e-6, "cohere2": 1e-6, "ernie4_5": 1e-6}
+DENSE = ("granite", "cohere", "cohere2", "ernie4_5", "exaone4", "olmo3")  # checked in every backend and mode
 
 
 def gpt_neox_config(**kw):
@@ -94,7 +119,9 @@ def randomize(model: torch.nn.Module) -> torch.nn.Module:
     with torch.no_grad():
         for name, p in model.named_parameters():
             norm_weight = "norm" in name and name.endswith("weight")  # a LayerNorm's bias is drawn as a bias
-            if p.dim() == 1 and norm_weight or name.endswith(("ln_1.weight", "ln_2.weight", "ln_f.weight")):
+            per_head_norm = name.endswith(("q_norm.weight", "k_norm.weight"))  # Cohere's are [H, D]
+            if (p.dim() == 1 or per_head_norm) and norm_weight or name.endswith(("ln_1.weight", "ln_2.weight",
+                                                                                 "ln_f.weight")):
                 p.copy_(0.1 * torch.randn_like(p) + (0.0 if gemma else 1.0))
             elif p.dim() == 1:
                 p.copy_(0.1 * torch.randn_like(p))
@@ -371,15 +398,16 @@ class Decoder(Entry):
         self.name = family
         self.model_type = VARIANTS[family][0] if family in VARIANTS else family
         self.fields = ("relevance", "position_relevance") if family == "gpt2" else ("relevance",)
-        cases = [Case(backend="torch", size=19, chosen=True, contrast=family in ("llama", "gemma2", "gpt2")),
+        cases = [Case(backend="torch", size=19, chosen=True,
+                      contrast=family in ("llama", "gemma2", "gpt2", "granite", "cohere")),
                  # float64 throughout: equal to float64 rounding (a 1e-6 change of the attention factor 1/4 fails
                  # 8 of 9 families); Mixtral keeps float32 routing weights (HF's MixtralTopKRouter computes the
                  # softmax in float32), hence its float32 tolerance (measured up to 2e-7)
-                 Case(dtype=F64, size=19, chosen=True, contrast=True, tol=1e-5 if family == "mixtral" else 1e-12)]
+                 Case(dtype=F64, size=19, chosen=True, contrast=True, tol=F64_TOL.get(family, 1e-12))]
         # olmo: weightless LayerNorm; starcoder2: biased LayerNorm, plain GELU-tanh MLP; gpt_neox: parallel residual
-        if family in ("llama", "mixtral", "gemma2", "olmo", "starcoder2", "gpt_neox", "gptj"):
+        if family in ("llama", "mixtral", "gemma2", "olmo", "starcoder2", "gpt_neox", "gptj", *DENSE):
             cases.append(Case(backend="triton", batch=1, size=21))
-        if family in ("llama", "mixtral", "gpt2", "olmo2", "starcoder2", "gpt_neox", "phi"):
+        if family in ("llama", "mixtral", "gpt2", "olmo2", "starcoder2", "gpt_neox", "phi", *DENSE):
             cases.append(Case(mode="cp-lrp", size=15))
         self.cases = tuple(cases)
 
@@ -443,6 +471,73 @@ class Decoder(Entry):
         ids, mask = pad_rows(rows, side, 0)
         return ({"input_ids": ids, "attention_mask": mask}, [{"input_ids": r[None]} for r in rows],
                 {f: mask for f in self.fields})
+
+
+def tiny_classifier(family: str, config=None, num_labels: int = 3):
+    """A float32 eval-mode *ForSequenceClassification of a decoder family (pad id 0), fresh random weights."""
+    config = config if config is not None else FAMILIES[family]()
+    config.num_labels, config.pad_token_id = num_labels, 0
+    return randomize(transformers.AutoModelForSequenceClassification.from_config(config)).float().eval()
+
+
+class DecoderClassifier(Decoder):
+    """A decoder family's *ForSequenceClassification: the class logit at each row's last real token
+    (ids drawn from 1.., so that only padding holds the pad id 0)."""
+
+    def __init__(self, family):
+        self.name, self.model_type = f"{family}-cls", family
+        self.fields = ("relevance", "position_relevance") if family == "gpt2" else ("relevance",)
+        cases = [Case(backend="torch", chosen=True), Case(dtype=F64, chosen=True, pad=4, tol=F64_TOL.get(family, 1e-12)),
+                 Case(backend="torch", pad=5)]
+        if family == "llama":
+            cases += [Case(backend="triton", batch=1, size=21), Case(mode="cp-lrp", size=15, pad=3)]
+        self.cases = tuple(cases)
+
+    def config(self):
+        return FAMILIES[self.model_type]()
+
+    def build(self):
+        return tiny_classifier(self.model_type)
+
+    def inputs(self, batch=1, size=None, pad=0):
+        inputs = super().inputs(batch, size, pad)
+        ids = inputs["input_ids"]
+        inputs["input_ids"] = torch.where(ids == 0, 1, ids) if not pad else torch.cat(
+            [torch.where(ids[:, :-pad] == 0, 1, ids[:, :-pad]), ids[:, -pad:]], 1)
+        return inputs
+
+    def explain(self, case, inputs):
+        return dict(target=torch.randint(0, 3, (inputs["input_ids"].shape[0],))) if case.chosen else {}
+
+    def reference(self, model, inputs, result, case, request):
+        ids = inputs["input_ids"]
+        mask = inputs.get("attention_mask", torch.ones_like(ids, dtype=torch.bool)).bool()
+        positions = padded_index(mask, -1)
+        args = (model, ids, mask, positions, request.get("target", result.target), None, case.mode)
+        fields = {}
+        if self.model_type == "gpt2":
+            r, fields["position_relevance"], score, z = gpt2_reference(*args, head=model.score)
+        elif self.model_type in ("gpt_neox", "gptj", "phi"):
+            walker = gpt_neox_reference if self.model_type == "gpt_neox" else shared_norm_parallel_reference
+            r, score, z = walker(*args, head=model.score)
+        else:
+            r, score, z = decoder_reference(*args, head=model.score)
+        fields["relevance"] = r
+        after = (torch.arange(ids.shape[1])[None] > positions[:, None]) | ~mask
+        return Reference(fields, score, z, lambda: self.outputs(model, inputs), zeros={f: after for f in fields},
+                         position=positions)
+
+    def explained(self, out, result):
+        return out.logits.gather(-1, result.target[:, None])[:, 0]
+
+    def scalar(self, out):
+        return out.logits.max()
+
+    def padding_kwargs(self):
+        return {}
+
+
+CLASSIFIERS = ("llama", "gemma2", "gpt2", "gpt_neox", "phi", "olmo3")  # every other family: test_decoder_classifier
 
 
 class Text(Entry):
@@ -637,5 +732,6 @@ class T5(Entry):
 
 ZOO = ([Decoder(f) for f in (*FAMILIES, *VARIANTS)]
        + [Text(n) for n in ("bert-cls", "bert-mlm", "bert-base", "roberta-cls", "roberta-mlm")]
-       + [Vision(n) for n in ("vit", "deit")] + [T5(v) for v in T5_VARIANTS])
+       + [Vision(n) for n in ("vit", "deit")] + [T5(v) for v in T5_VARIANTS]
+       + [DecoderClassifier(f) for f in CLASSIFIERS])
 BY_NAME = {e.name: e for e in ZOO}

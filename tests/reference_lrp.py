@@ -62,9 +62,10 @@ def layer_norm(x, module):
     """y_i = w_i (x_i - mean) / std + b_i with std constant: z_ij = w_i (delta_ij - 1/n) x_j / std.
 
     Without weight and bias (OLMo's OlmoLayerNorm: w = 1, b = 0, eps 1e-5 written into its forward)
-    the terms sum to y exactly and the rule conserves relevance."""
+    the terms sum to y exactly and the rule conserves relevance. Cohere's bias-free LayerNorm keeps
+    its epsilon in `variance_epsilon`, and its per-head q / k norms a weight [H, D] over x [..., H, D]."""
     n = x.shape[-1]
-    eps = getattr(module, "eps", 1e-5)
+    eps = getattr(module, "eps", getattr(module, "variance_epsilon", 1e-5))
     std = torch.sqrt(x.var(-1, unbiased=False, keepdim=True) + eps)
     w = d64(getattr(module, "weight", None))
     b = d64(getattr(module, "bias", None))
@@ -73,7 +74,7 @@ def layer_norm(x, module):
     centre = torch.eye(n, dtype=x.dtype) - 1.0 / n  # [i, j]
 
     def back(r):
-        z = w[:, None] * centre * (x / std)[..., None, :]  # [..., i, j]
+        z = w[..., :, None] * centre * (x / std)[..., None, :]  # [..., i, j]
         return torch.einsum("...ij,...i->...j", z, _div(r, y))
     return y, back
 
@@ -132,7 +133,28 @@ def rope(x, cos, sin, interleaved=False):
     return y, back
 
 
-INTERLEAVED_ROPE = ("glm4",)  # model types whose modeling file rotates interleaved pairs
+INTERLEAVED_ROPE = ("glm4", "ernie4_5", "cohere", "cohere2")  # model types that rotate interleaved pairs
+# rotary tables laid out interleaved (cos_2m = cos_2m+1 = frequency m), not as cat(freqs, freqs)
+INTERLEAVED_TABLE = ("cohere", "cohere2")
+PER_TYPE_ROPE = ("gemma3_text", "olmo3")  # a rotary table per layer type
+PARALLEL_BLOCK = ("cohere", "cohere2")  # x + attn(ln(x)) + mlp(ln(x)) with Llama-style attention
+
+
+def scaled(x, c):
+    """y = c x with a constant c (Granite's multipliers, logit scales): linear, R_x = R_y."""
+    return x * c, lambda r: r
+
+
+def rope_and_window(attn, cfg):
+    """(whether q / k are rotated, the sliding window) of an attention layer, as its modeling file
+    decides: SmolLM3's `use_rope`; Cohere 2 rotates its sliding layers only; EXAONE 4's global layers
+    (`is_sliding` False) take neither RoPE nor a window, unless no window is configured at all."""
+    window = attn.sliding_window if hasattr(attn, "sliding_window") else getattr(cfg, "sliding_window", None)
+    if cfg.model_type == "exaone4":
+        return window is None or attn.is_sliding, window if attn.is_sliding else None
+    if cfg.model_type == "cohere2":
+        return window is not None, window
+    return getattr(attn, "use_rope", True), window
 
 
 ACTIVATIONS = {
@@ -182,8 +204,8 @@ def attention_core(q, k, v, mode, **kw):
 
 def llama_attention(attn, x, cos, sin, mask, cfg, mode):
     """Llama-family self-attention: fused qkv (Phi-3); q/k/v clipping (OLMo's clip_qkv); q/k norms
-    over the whole projection (OLMo 2) or per head (Qwen3 / Gemma 3); no RoPE where the layer has
-    none (SmolLM3's `use_rope` 0)."""
+    over the whole projection (OLMo 2, OLMo 3) or per head (Qwen3 / Gemma 3 / EXAONE 4; Cohere's
+    with a weight per head); RoPE and the window where the layer has them (`rope_and_window`)."""
     n_heads, n_kv = cfg.num_attention_heads, cfg.num_key_value_heads
     d = attn.head_dim
     if hasattr(attn, "qkv_proj"):
@@ -202,16 +224,22 @@ def llama_attention(attn, x, cos, sin, mask, cfg, mode):
     if hasattr(attn, "q_norm") and not per_head:  # over the whole projection, before the split
         q, b_fq = norm(q, attn.q_norm)
         k, b_fk = norm(k, attn.k_norm)
+    if per_head and attn.q_norm.weight.dim() == 2:  # Cohere: weight [H, D] on the [B, N, H, D] view
+        b, n = q.shape[:2]
+        (q, b_q4), (k, b_k4) = norm(q.view(b, n, n_heads, d), attn.q_norm), norm(k.view(b, n, n_kv, d), attn.k_norm)
+        b_fq = lambda r: b_q4(r.view(b, n, n_heads, d)).reshape(b, n, -1)  # noqa: E731
+        b_fk = lambda r: b_k4(r.view(b, n, n_kv, d)).reshape(b, n, -1)  # noqa: E731
+        q, k, per_head = q.reshape(b, n, -1), k.reshape(b, n, -1), False
     q, k, v = split_heads(q, n_heads), split_heads(k, n_kv), split_heads(v, n_kv)
     if per_head:
         q, b_hq = norm(q, attn.q_norm)
         k, b_hk = norm(k, attn.k_norm)
     b_rq = b_rk = identity_back
-    if getattr(attn, "use_rope", True):
+    rotated, window = rope_and_window(attn, cfg)
+    if rotated:
         interleaved = cfg.model_type in INTERLEAVED_ROPE
         q, b_rq = rope(q, cos[:, None], sin[:, None], interleaved)
         k, b_rk = rope(k, cos[:, None], sin[:, None], interleaved)
-    window = attn.sliding_window if hasattr(attn, "sliding_window") else getattr(cfg, "sliding_window", None)
     o, b_core = attention_core(q, k, v, mode, causal=True, scale=attn.scaling, key_padding_mask=mask,
                                sliding_window=window, softcap=getattr(attn, "attn_logit_softcapping", None))
     y, b_o = linear(merge_heads(o), attn.o_proj.weight, attn.o_proj.bias)
@@ -227,13 +255,14 @@ def llama_attention(attn, x, cos, sin, mask, cfg, mode):
     return y, back
 
 
-def gated_mlp(x, gate_w, up_w, down_w, act, mode):
-    """down(act(gate x) * up x): epsilon on the projections, identity on act, uniform on the product."""
-    g, bg = linear(x, gate_w)
-    u, bu = linear(x, up_w)
+def gated_mlp(x, gate_w, up_w, down_w, act, mode, biases=(None, None, None)):
+    """down(act(gate x) * up x): epsilon on the projections (with ERNIE 4.5's optional biases, each
+    keeping its share), identity on act, uniform on the product."""
+    g, bg = linear(x, gate_w, biases[0])
+    u, bu = linear(x, up_w, biases[1])
     a, ba = identity(ACTIVATIONS[act], g)
     p, bp = uniform_product(a, u, mode)
-    y, bd = linear(p, down_w)
+    y, bd = linear(p, down_w, biases[2])
 
     def back(r):
         r_a, r_u = bp(bd(r))
@@ -255,7 +284,8 @@ def mlp_block(mlp, x, mode):
     if hasattr(mlp, "gate_up_proj") and isinstance(mlp.gate_up_proj, torch.nn.Linear):  # Phi-3
         gate_w, up_w = mlp.gate_up_proj.weight.chunk(2, dim=0)
         return gated_mlp(x, gate_w, up_w, mlp.down_proj.weight, act_kind(mlp.activation_fn), mode)
-    return gated_mlp(x, mlp.gate_proj.weight, mlp.up_proj.weight, mlp.down_proj.weight, act_kind(mlp.act_fn), mode)
+    layers = (mlp.gate_proj, mlp.up_proj, mlp.down_proj)
+    return gated_mlp(x, *(m.weight for m in layers), act_kind(mlp.act_fn), mode, tuple(m.bias for m in layers))
 
 
 def moe_block(moe, x, mode):
@@ -326,10 +356,14 @@ def layer_norms(layer):
 def llama_layer(layer, x, cos, sin, mask, cfg, mode):
     """Decoder layer x + post(attn(pre(x))), then the same around the MLP; each norm with its own rule
     (RMSNorm: identity; LayerNorm: std constant)."""
+    if cfg.model_type in PARALLEL_BLOCK:
+        return parallel_llama_layer(layer, x, cos, sin, mask, cfg, mode)
+    residual_scale = getattr(layer, "residual_multiplier", 1.0)  # Granite: x + m * f(x)
     pre_attn, post_attn, pre_mlp, post_mlp = layer_norms(layer)
     a, b_n1 = norm(x, pre_attn)
     o, b_attn = llama_attention(layer.self_attn, a, cos, sin, mask, cfg, mode)
     o, b_n2 = norm(o, post_attn)
+    o, _ = scaled(o, residual_scale)
     x2, b_add1 = add(x, o)
     c, b_n3 = norm(x2, pre_mlp)
     if hasattr(layer, "mlp"):
@@ -337,6 +371,7 @@ def llama_layer(layer, x, cos, sin, mask, cfg, mode):
     else:
         raise AssertionError("unknown MLP layout")
     m, b_n4 = norm(m, post_mlp)
+    m, _ = scaled(m, residual_scale)
     y, b_add2 = add(x2, m)
 
     def back(r):
@@ -347,21 +382,37 @@ def llama_layer(layer, x, cos, sin, mask, cfg, mode):
     return y, back
 
 
+def parallel_llama_layer(layer, x, cos, sin, mask, cfg, mode):
+    """Cohere / Cohere 2: y = x + attn(a) + mlp(a), a = ln(x) (bias-free LayerNorm, std constant):
+    epsilon rule over the three terms, R_x = R_residual + ln_back(attn_back(R_attn) + mlp_back(R_mlp))."""
+    a, b_ln = norm(x, layer.input_layernorm)
+    o, b_attn = llama_attention(layer.self_attn, a, cos, sin, mask, cfg, mode)
+    m, b_mlp = mlp_block(layer.mlp, a, mode)
+    y, b_sum = add_terms(x, o, m)
+
+    def back(r):
+        r_x, r_o, r_m = b_sum(r)
+        return r_x + b_ln(b_attn(r_o) + b_mlp(r_m))
+    return y, back
+
+
 def _moe_aware_mlp(layer):
     """Mixtral keeps its MoE under `mlp` in transformers 5: route it to moe_block."""
     return hasattr(layer.mlp, "experts")
 
 
-def head_relevance(h_final, lm_head, positions, target, contrast, softcap):
+def head_relevance(h_final, lm_head, positions, target, contrast, softcap, scale=1.0):
     """Relevance at the final hidden states from the explained score at `positions`.
 
-    Scores z = W h (+ b); soft-capping c tanh(z / c) takes the identity rule; the start is
+    Scores z = W h (+ b), times a constant `scale` (Granite's 1 / logits_scaling, Cohere's
+    logit_scale: identity rule); soft-capping c tanh(z / c) takes the identity rule; the start is
     R = z'_target (and -z'_contrast), then the epsilon rule of lm_head back to h.
     """
     b = h_final.shape[0]
     rows = torch.arange(b)
     sel = h_final[rows, positions]
     z, back = linear(sel, lm_head.weight, lm_head.bias)
+    z, _ = scaled(z, scale)
     zc = softcap * torch.tanh(z / softcap) if softcap else z
     r = torch.zeros_like(z)
     r[rows, target] = zc[rows, target]
@@ -370,30 +421,45 @@ def head_relevance(h_final, lm_head, positions, target, contrast, softcap):
         r[rows, contrast] -= zc[rows, contrast]
         score = score - zc[rows, contrast]
     r_h = torch.zeros_like(h_final)
-    r_h[rows, positions] = back(r)
+    r_h[rows, positions] = back(r)  # back's epsilon ratios z_ij / z_j are unchanged by the scale
     return r_h, score, zc
 
 
-def decoder_reference(model, input_ids, attention_mask, positions, target, contrast=None, mode="attnlrp"):
+def logit_scale_of(cfg) -> float:
+    """The constant the model multiplies its logits by: Granite divides by logits_scaling, Cohere
+    multiplies by logit_scale (read from the config the way their ForCausalLM forwards do)."""
+    if cfg.model_type == "granite":
+        return 1.0 / cfg.logits_scaling
+    if cfg.model_type in ("cohere", "cohere2"):
+        return cfg.logit_scale
+    return 1.0
+
+
+def decoder_reference(model, input_ids, attention_mask, positions, target, contrast=None, mode="attnlrp",
+                      head=None):
     """Token relevance [B, N] (float64), explained score [B] and logits at the positions, by the rules.
 
     `positions` are indices into the padded sequence; `target` / `contrast` token ids per row.
+    `head`: a sequence classifier's score layer (plain logits: no soft-cap or logit scale), else the
+    language-model head with the model's final soft-cap and logit scale.
     """
     cfg = model.config
     base = model.model
     mask = attention_mask.bool()
     position_ids = (mask.long().cumsum(-1) - 1).clamp(min=0)
     emb = d64(base.embed_tokens(input_ids))  # includes Gemma's embedding scale (a linear factor)
+    x, _ = scaled(emb, getattr(cfg, "embedding_multiplier", 1.0))  # Granite: R_emb = R_x
     layer_types = getattr(cfg, "layer_types", None)
-    x = emb
     backs = []
     rotary_cache = {}
     for i, layer in enumerate(base.layers):
         kind = layer_types[i] if layer_types is not None else None
         if kind not in rotary_cache:
-            args = (emb, position_ids) if "gemma3" not in cfg.model_type else (emb, position_ids, kind)
-            cos, sin = base.rotary_emb(*args)
-            rotary_cache[kind] = (d64(cos), d64(sin))
+            args = (emb, position_ids) if cfg.model_type not in PER_TYPE_ROPE else (emb, position_ids, kind)
+            cos, sin = (d64(t) for t in base.rotary_emb(*args))
+            if cfg.model_type in INTERLEAVED_TABLE:  # as cat(freqs, freqs), the layout rope() reads
+                cos, sin = (torch.cat([t[..., ::2]] * 2, dim=-1) for t in (cos, sin))
+            rotary_cache[kind] = (cos, sin)
         cos, sin = rotary_cache[kind]
         if _moe_aware_mlp(layer):
             x, back = _mixtral_layer(layer, x, cos, sin, mask, cfg, mode)
@@ -401,8 +467,11 @@ def decoder_reference(model, input_ids, attention_mask, positions, target, contr
             x, back = llama_layer(layer, x, cos, sin, mask, cfg, mode)
         backs.append(back)
     h, b_norm = norm(x, base.norm)
-    r, score, z = head_relevance(h, model.lm_head, positions, target, contrast,
-                                 getattr(cfg, "final_logit_softcapping", None))
+    if head is None:
+        r, score, z = head_relevance(h, model.lm_head, positions, target, contrast,
+                                     getattr(cfg, "final_logit_softcapping", None), logit_scale_of(cfg))
+    else:
+        r, score, z = head_relevance(h, head, positions, target, contrast, None)
     r = b_norm(r)
     for back in reversed(backs):
         r = back(r)
@@ -425,8 +494,9 @@ def _mixtral_layer(layer, x, cos, sin, mask, cfg, mode):
     return y, back
 
 
-def gpt2_reference(model, input_ids, attention_mask, positions, target, contrast=None, mode="attnlrp"):
-    """GPT-2: returns (token relevance, position-embedding relevance, score, logits)."""
+def gpt2_reference(model, input_ids, attention_mask, positions, target, contrast=None, mode="attnlrp", head=None):
+    """GPT-2: returns (token relevance, position-embedding relevance, score, logits); `head` as for
+    decoder_reference (a classifier's score layer), else lm_head."""
     cfg = model.config
     base = model.transformer
     mask = attention_mask.bool()
@@ -458,7 +528,7 @@ def gpt2_reference(model, input_ids, attention_mask, positions, target, contrast
             return r_x + b_ln1(r_a)
         backs.append(back)
     h, b_lnf = layer_norm(x, base.ln_f)
-    r, score, z = head_relevance(h, model.lm_head, positions, target, contrast, None)
+    r, score, z = head_relevance(h, model.lm_head if head is None else head, positions, target, contrast, None)
     r = b_lnf(r)
     for back in reversed(backs):
         r = back(r)
@@ -523,7 +593,8 @@ def gpt_neox_layer(layer, x, cos, sin, mask, mode):
     return y, back_sequential
 
 
-def gpt_neox_reference(model, input_ids, attention_mask, positions, target, contrast=None, mode="attnlrp"):
+def gpt_neox_reference(model, input_ids, attention_mask, positions, target, contrast=None, mode="attnlrp",
+                       head=None):
     """GPT-NeoX / Pythia: (token relevance, score, logits), as decoder_reference."""
     base = model.gpt_neox
     mask = attention_mask.bool()
@@ -535,7 +606,7 @@ def gpt_neox_reference(model, input_ids, attention_mask, positions, target, cont
         x, back = gpt_neox_layer(layer, x, cos, sin, mask, mode)
         backs.append(back)
     h, b_norm = layer_norm(x, base.final_layer_norm)
-    r, score, z = head_relevance(h, model.lm_head, positions, target, contrast, None)
+    r, score, z = head_relevance(h, model.lm_head if head is None else head, positions, target, contrast, None)
     r = b_norm(r)
     for back in reversed(backs):
         r = back(r)
@@ -592,7 +663,7 @@ def shared_norm_parallel_layer(layer, x, cos, sin, mask, cfg, mode):
 
 
 def shared_norm_parallel_reference(model, input_ids, attention_mask, positions, target, contrast=None,
-                                   mode="attnlrp"):
+                                   mode="attnlrp", head=None):
     """GPT-J / Phi: (token relevance, score, logits), as decoder_reference.
 
     GPT-J's rotary table gives (sin, cos) of width rotary_dim / 2, one entry per interleaved pair;
@@ -612,7 +683,7 @@ def shared_norm_parallel_reference(model, input_ids, attention_mask, positions, 
         x, back = shared_norm_parallel_layer(layer, x, cos, sin, mask, cfg, mode)
         backs.append(back)
     h, b_norm = layer_norm(x, base.ln_f if gptj else base.final_layernorm)
-    r, score, z = head_relevance(h, model.lm_head, positions, target, contrast, None)
+    r, score, z = head_relevance(h, model.lm_head if head is None else head, positions, target, contrast, None)
     r = b_norm(r)
     for back in reversed(backs):
         r = back(r)

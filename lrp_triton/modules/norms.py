@@ -3,7 +3,9 @@
 - RMSNorm `y = (offset + w) * x / rms(x)`: identity rule, rms held constant:
   g_x = g_y * (offset + w) / rms(x).
 - LayerNorm `y = w * (x - mean) / std + b`: std held constant, centring stays linear:
-  g_x = (g_y*w - mean(g_y*w)) / std.
+  g_x = (g_y*w - mean(g_y*w)) / std. A weight over more than the normalised dimension (Cohere's
+  per-head q / k norms, w [H, D] on x [..., H, D], normalised over D) multiplies the weightless
+  LayerNorm's output: `w * LN(x)`, the same rule (a product with a constant is linear).
 """
 
 from __future__ import annotations
@@ -55,7 +57,17 @@ class LRPLayerNorm(nn.Module):
             raise TypeError(f"LayerNorm over {module.normalized_shape} is not supported (last dim only)")
         return cls(module.weight, module.bias, float(module.eps), backend=options.backend)
 
+    @classmethod
+    def bias_free(cls, module: nn.Module, options: LRPOptions) -> "LRPLayerNorm":
+        """A mean-subtracting LayerNorm with a weight and no bias whose epsilon is `variance_epsilon`
+        (CohereLayerNorm; its weight [D] or per head [H, D])."""
+        if getattr(module, "bias", None) is not None:
+            raise TypeError(f"{type(module).__name__} has a bias; expected a bias-free LayerNorm")
+        return cls(module.weight, None, float(module.variance_epsilon), backend=options.backend)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.weight is not None and self.weight.dim() > 1:  # per-head weight [H, D]: w * LN(x)
+            return lrp_layer_norm(x, None, self.bias, self.eps, backend=self.backend) * self.weight
         return lrp_layer_norm(x, self.weight, self.bias, self.eps, backend=self.backend)
 
     def extra_repr(self) -> str:
