@@ -19,6 +19,7 @@ from torch import nn
 
 from lrp_triton.modules import (LRPFusedGatedMLP, LRPGatedMLP, LRPLayerNorm, LRPMLP, LRPMoEExperts, LRPRMSNorm,
                                 activation_name)
+from lrp_triton.modules import LRPSharedExpertMoE, LRPSigmoidTopkRouter
 from lrp_triton.options import LRPOptions
 
 # A replacement factory: (hf_module, options) -> lrp_triton module
@@ -27,6 +28,39 @@ Factory = Callable[[nn.Module, LRPOptions], nn.Module]
 # Class-name endings of layers that need an LRP rule; one left unreplaced is an error.
 _NEEDS_RULE = ("RMSNorm", "LayerNorm", "MLP", "Experts", "ActDense",
                "Intermediate", "Pooler", "HeadTransform", "ClassificationHead")
+
+# Activation modules whose gradient is not their identity rule (f'(x) != f(x)/x): every class of
+# transformers.activations but the linear one, and torch's curved nonlinearities. ReLU (and leaky
+# ReLU) are absent: their gradient is the identity rule. A module holding one of these, of any class
+# name (DistilBERT's `FFN`), needs a replacement, or must be replaced itself.
+_LINEAR_ACTIVATIONS = ("LinearActivation",)
+_CURVED_TORCH_ACTIVATIONS = (nn.GELU, nn.SiLU, nn.Tanh, nn.Sigmoid, nn.Mish, nn.Softplus, nn.ELU, nn.SELU, nn.CELU,
+                             nn.Hardswish, nn.Hardsigmoid, nn.Softsign, nn.Tanhshrink, nn.GLU)
+
+
+def is_curved_activation(module: nn.Module) -> bool:
+    """Whether `module` is an activation whose plain gradient differs from its identity-rule ratio."""
+    cls = type(module)
+    if cls.__module__ == "transformers.activations":
+        return cls.__name__ not in _LINEAR_ACTIVATIONS
+    return isinstance(module, _CURVED_TORCH_ACTIVATIONS)
+
+
+def unreplaced_activations(model: nn.Module) -> list[tuple[str, str]]:
+    """(name, class) of each curved activation module not inside an lrp_triton layer, with the
+    class of the module holding it (its parent: the layer that needs a replacement)."""
+    found = []
+
+    def walk(module: nn.Module, prefix: str) -> None:
+        for name, child in module.named_children():
+            if type(child).__name__.startswith("LRP"):
+                continue
+            path = f"{prefix}.{name}" if prefix else name
+            if is_curved_activation(child):
+                found.append((path, type(module).__name__))
+            walk(child, path)
+    walk(model, "")
+    return found
 
 
 def rms_norm(offset: float = 0.0) -> Factory:
@@ -46,6 +80,8 @@ def plain_mlp_named(fc: str, act: str, proj: str, dropout: str | None = None) ->
                       getattr(m, dropout) if dropout else None, backend=options.backend, taps=options.taps)
     return factory
 moe_experts: Factory = LRPMoEExperts.from_hf
+shared_expert_moe: Factory = LRPSharedExpertMoE.from_hf  # a sparse block with a sigmoid-gated shared expert
+sigmoid_topk_router: Factory = LRPSigmoidTopkRouter.from_hf
 
 
 def max_position_embeddings(config) -> int | None:
@@ -99,6 +135,13 @@ class Adapter:
     position_ids: Callable[[object, torch.Tensor], torch.Tensor] = positions_from_zero  # (config, mask) -> ids
     output_scale: Callable[[object], float | None] = no_output_scale  # config -> multiplier before the head
     embeddings_of: Callable[[nn.Module], TextEmbeddings | PatchEmbeddings] | None = None  # default: decoders'
+    # encoder model classes whose logits are one score per token [B, N] (ELECTRA's discriminator):
+    # the encoder driver explains the logit at `position`, never reads [B, N] as classes
+    token_logit_heads: tuple[str, ...] = ()
+    # encoder-decoders: model -> (encoder ids -> inputs_embeds, decoder ids -> inputs_embeds), what each stack
+    # would compute from ids itself (default: each stack's own input embedding; the explained leaves)
+    stack_embeddings: Callable[[nn.Module], tuple[Callable, Callable]] | None = None
+    output_bias_attr: str | None = None  # attribute of the model: a constant added to the logits (BART's)
 
     def replacement_for(self, module: nn.Module, options: LRPOptions) -> nn.Module | None:
         """The lrp_triton layer for `module`, or None. Mode "gradient" replaces attention layers only."""
@@ -116,6 +159,11 @@ class Adapter:
                 raise NotImplementedError(
                     f"{self.family} adapter: layer {name!r} of class {cls} has no LRP replacement; "
                     f"known classes: {', '.join(sorted(self.replacements))}")
+        for name, holder in unreplaced_activations(model):
+            raise NotImplementedError(
+                f"{self.family} adapter: activation {name!r} (in a {holder}) would run its plain gradient, not "
+                f"the identity rule: {holder} (or the activation) has no LRP replacement; known classes: "
+                f"{', '.join(sorted(self.replacements))}")
 
     @staticmethod
     def base_model(model: nn.Module) -> nn.Module:
@@ -130,6 +178,15 @@ class Adapter:
     def head(model: nn.Module) -> nn.Module | None:
         """The output projection to the vocabulary (language-model head), or None."""
         return model.get_output_embeddings()
+
+    def seq2seq_embeddings(self, model: nn.Module) -> tuple[Callable, Callable]:
+        """(encoder ids -> inputs_embeds, decoder ids -> inputs_embeds) of an encoder-decoder."""
+        if self.stack_embeddings is not None:
+            return self.stack_embeddings(model)
+        return model.get_encoder().get_input_embeddings(), model.get_decoder().get_input_embeddings()
+
+    def output_bias(self, model: nn.Module) -> torch.Tensor | None:
+        return None if self.output_bias_attr is None else getattr(model, self.output_bias_attr)
 
     def final_logit_softcap(self, config) -> float | None:
         if self.final_logit_softcap_attr is None:

@@ -22,6 +22,7 @@ import transformers
 import lrp_triton
 from reference_encoders import bert_reference, vit_reference
 from reference_lrp import decoder_reference, gpt2_reference, gpt_neox_reference, shared_norm_parallel_reference
+from reference_bart import bart_reference
 from reference_t5 import t5_reference
 
 F32, F64 = torch.float32, torch.float64
@@ -31,6 +32,8 @@ F32, F64 = torch.float32, torch.float64
 # ------------------------------------------------------------------------------------------------
 COMMON = dict(vocab_size=101, hidden_size=64, intermediate_size=96, num_hidden_layers=2, num_attention_heads=4,
               num_key_value_heads=2, head_dim=16, max_position_embeddings=256, tie_word_embeddings=False)
+
+THREE_LAYERS = dict(COMMON, num_hidden_layers=3)
 
 FAMILIES = {
     "llama": lambda: transformers.LlamaConfig(
@@ -94,13 +97,39 @@ FAMILIES = {
                                               rope_parameters={
                                                   "sliding_attention": {"rope_type": "default", "rope_theta": 10000.0},
                                                   "full_attention": {"rope_type": "default", "rope_theta": 500.0}}),
+    # mixture-of-experts decoders (4 experts, top-2; GLM4-MoE 8 in 4 groups); a sparse layer before the last
+    # one, so that routing matters at every token. Qwen2-MoE: 3 layers, only layer 1 sparse (decoder_sparse_step
+    # 2), top-k weights not renormalised, a sigmoid-gated shared expert
+    "qwen2_moe": lambda: transformers.Qwen2MoeConfig(**THREE_LAYERS, num_experts=4, num_experts_per_tok=2,
+                                                     moe_intermediate_size=48, shared_expert_intermediate_size=80,
+                                                     decoder_sparse_step=2, norm_topk_prob=False),
+    # Qwen3-MoE: layer 1 dense (mlp_only_layers), renormalised top-k, per-head q / k norms
+    "qwen3_moe": lambda: transformers.Qwen3MoeConfig(**COMMON, num_experts=4, num_experts_per_tok=2,
+                                                     moe_intermediate_size=48, norm_topk_prob=True,
+                                                     mlp_only_layers=[1]),
+    # OLMoE: q / k norms over the whole projection, then clip_qkv (which clips some entries at this scale)
+    "olmoe": lambda: transformers.OlmoeConfig(**COMMON, num_experts=4, num_experts_per_tok=2, clip_qkv=2.5,
+                                              eos_token_id=100),
+    # PhiMoE: biased LayerNorms, attention and LM head; sparsemixer's threshold 2 * 0.5 keeps several experts
+    # in its softmaxes (the default 0.01 keeps about one: a weight of 1 and no relevance to the router)
+    "phimoe": lambda: transformers.PhimoeConfig(**COMMON, num_local_experts=4, num_experts_per_tok=2,
+                                                router_jitter_noise=0.5, attention_bias=True, lm_head_bias=True),
+    # GLM4-MoE: 3 layers, layer 0 dense, sigmoid router over 8 experts in 4 groups (2 kept),
+    # e_score_correction_bias (drawn in tiny_model), renormalised and scaled weights, one shared expert,
+    # per-head q / k norms
+    "glm4_moe": lambda: transformers.Glm4MoeConfig(**THREE_LAYERS, n_routed_experts=8, num_experts_per_tok=2, n_group=4,
+                                                   topk_group=2, moe_intermediate_size=48, n_shared_experts=1,
+                                                   first_k_dense_replace=1, routed_scaling_factor=2.5,
+                                                   use_qk_norm=True, norm_topk_prob=True),
 }
+# families whose HF router computes its weights in float32 even in a float64 model
+FLOAT32_ROUTERS = ("mixtral", "qwen2_moe", "qwen3_moe", "olmoe", "glm4_moe")
 
 
 # float64 cases that cannot reach float64 rounding because the HF forward rounds to float32 on the way:
 # Cohere / Cohere 2 / ERNIE 4.5 rotate q and k in float32 (`q.float()` in apply_rotary_pos_emb), measured up
 # to 5e-8 of the relevance scale (float64 elsewhere)
-F64_TOL = {"mixtral": 1e-5, "cohere": 1e-6, "cohere2": 1e-6, "ernie4_5": 1e-6}
+F64_TOL = {**{f: 1e-5 for f in FLOAT32_ROUTERS}, "cohere": 1e-6, "cohere2": 1e-6, "ernie4_5": 1e-6}
 DENSE = ("granite", "cohere", "cohere2", "ernie4_5", "exaone4", "olmo3")  # checked in every backend and mode
 
 
@@ -138,8 +167,12 @@ def tiny_model(family: str, seed: int | None = None, config=None):
     if seed is not None:
         torch.manual_seed(seed)
     config = config if config is not None else FAMILIES[family]()
-    model = transformers.AutoModelForCausalLM.from_config(config)
-    return randomize(model).float().eval()
+    model = randomize(transformers.AutoModelForCausalLM.from_config(config))
+    with torch.no_grad():
+        for name, buf in model.named_buffers():  # GLM4-MoE's selection bias: drawn so that it changes choices
+            if name.endswith("e_score_correction_bias"):
+                buf.copy_(0.1 * torch.randn_like(buf))
+    return model.float().eval()
 
 
 # ------------------------------------------------------------------------------------------------
@@ -157,9 +190,33 @@ ENCODERS = {  # name -> (model class, config)
     "roberta-cls": lambda: (transformers.RobertaForSequenceClassification,
                             transformers.RobertaConfig(**TEXT, pad_token_id=1)),
     "roberta-mlm": lambda: (transformers.RobertaForMaskedLM, transformers.RobertaConfig(**TEXT, pad_token_id=1)),
+    # RoBERTa's copies: positions from pad_token_id + 1 (the adapter's position_ids, never a type test)
+    "xlm-roberta-cls": lambda: (transformers.XLMRobertaForSequenceClassification,
+                                transformers.XLMRobertaConfig(**TEXT, pad_token_id=1)),
+    "xlm-roberta-mlm": lambda: (transformers.XLMRobertaForMaskedLM, transformers.XLMRobertaConfig(**TEXT, pad_token_id=1)),
+    "camembert-cls": lambda: (transformers.CamembertForSequenceClassification,
+                              transformers.CamembertConfig(**TEXT, pad_token_id=1)),
+    "camembert-mlm": lambda: (transformers.CamembertForMaskedLM, transformers.CamembertConfig(**TEXT, pad_token_id=1)),
+    # DistilBERT: its FFN (no usual layer name), ReLU classification head, GELU in the model's own MLM head
+    "distilbert-cls": lambda: (transformers.DistilBertForSequenceClassification, distilbert_config()),
+    "distilbert-mlm": lambda: (transformers.DistilBertForMaskedLM, distilbert_config()),
+    # ELECTRA: embedding_size 24 < hidden 32 (the embeddings_project linear), GELU classification head,
+    # the discriminator's one logit per token, the generator's masked-LM head
+    "electra-cls": lambda: (transformers.ElectraForSequenceClassification, electra_config()),
+    "electra-disc": lambda: (transformers.ElectraForPreTraining, electra_config()),
+    "electra-mlm": lambda: (transformers.ElectraForMaskedLM, electra_config()),
     "vit": lambda: (transformers.ViTForImageClassification, transformers.ViTConfig(**VISION)),
     "deit": lambda: (transformers.DeiTForImageClassification, transformers.DeiTConfig(**VISION)),
 }
+
+
+def distilbert_config():
+    return transformers.DistilBertConfig(vocab_size=TEXT["vocab_size"], dim=32, n_layers=2, n_heads=2, hidden_dim=48,
+                                         max_position_embeddings=64, num_labels=3, activation="gelu")
+
+
+def electra_config():
+    return transformers.ElectraConfig(**TEXT, embedding_size=24, hidden_act="gelu")
 
 
 def randomize_encoder(model):
@@ -172,7 +229,8 @@ def randomize_encoder(model):
                 p.copy_(0.1 * torch.randn_like(p))
             elif p.dim() == 4:  # patch-embedding convolution
                 p.copy_(torch.randn_like(p) * 1.5 / math.sqrt(p[0].numel()))
-            elif "embeddings" in name or name.endswith(("cls_token", "distillation_token")):
+            elif "embeddings" in name and "embeddings_project" not in name or name.endswith(("cls_token",
+                                                                                            "distillation_token")):
                 p.copy_(torch.randn_like(p))
             else:
                 p.copy_(torch.randn_like(p) * 1.5 / math.sqrt(p.shape[-1]))
@@ -210,23 +268,31 @@ def hidden_score(out):
 
 
 # ------------------------------------------------------------------------------------------------
-# T5 / Flan-T5
+# T5 / Flan-T5, mT5, umT5
 # ------------------------------------------------------------------------------------------------
 T5_VARIANTS = {  # Flan-T5 (T5 v1.1): gated GELU-tanh, no output rescaling; T5 v1.0: ReLU, rescaled tied head
     "flan": dict(feed_forward_proj="gated-gelu", tie_word_embeddings=False),
     "v1.0": dict(feed_forward_proj="relu", tie_word_embeddings=True),
+    # mT5: tied embeddings (MT5Config forces them) and never a rescaled output
+    "mt5": dict(feed_forward_proj="gated-gelu"),
+    # umT5: a bias table in every self-attention layer (3 layers: the bias of layer 2 is not layer 1's), rescaled
+    "umt5": dict(feed_forward_proj="gated-gelu", tie_word_embeddings=True, num_layers=3, num_decoder_layers=3),
 }
+T5_CLASSES = {"mt5": (transformers.MT5Config, transformers.MT5ForConditionalGeneration),
+              "umt5": (transformers.UMT5Config, transformers.UMT5ForConditionalGeneration)}
+T5_DEFAULT = (transformers.T5Config, transformers.T5ForConditionalGeneration)
 
 
 def t5_config(variant="flan"):
-    return transformers.T5Config(vocab_size=101, d_model=64, d_kv=16, d_ff=96, num_layers=2, num_decoder_layers=2,
-                                 num_heads=4, relative_attention_num_buckets=8, relative_attention_max_distance=20,
-                                 decoder_start_token_id=0, pad_token_id=0, **T5_VARIANTS[variant])
+    kw = dict(vocab_size=101, d_model=64, d_kv=16, d_ff=96, num_layers=2, num_decoder_layers=2, num_heads=4,
+              relative_attention_num_buckets=8, relative_attention_max_distance=20, decoder_start_token_id=0,
+              pad_token_id=0)
+    return T5_CLASSES.get(variant, T5_DEFAULT)[0](**{**kw, **T5_VARIANTS[variant]})
 
 
 def tiny_t5(variant="flan"):
     cfg = t5_config(variant)
-    model = transformers.T5ForConditionalGeneration(cfg)
+    model = T5_CLASSES.get(variant, T5_DEFAULT)[1](cfg)
     with torch.no_grad():
         for name, p in model.named_parameters():
             if "layer_norm" in name:
@@ -401,13 +467,16 @@ class Decoder(Entry):
         cases = [Case(backend="torch", size=19, chosen=True,
                       contrast=family in ("llama", "gemma2", "gpt2", "granite", "cohere")),
                  # float64 throughout: equal to float64 rounding (a 1e-6 change of the attention factor 1/4 fails
-                 # 8 of 9 families); Mixtral keeps float32 routing weights (HF's MixtralTopKRouter computes the
-                 # softmax in float32), hence its float32 tolerance (measured up to 2e-7)
-                 Case(dtype=F64, size=19, chosen=True, contrast=True, tol=F64_TOL.get(family, 1e-12))]
+                 # 8 of 9 families); Mixtral and the FLOAT32_ROUTERS keep float32 routing weights (HF's routers
+                 # compute the softmax / sigmoid in float32), hence a float32 tolerance (Mixtral: up to 2e-7)
+                 Case(dtype=F64, size=19, chosen=True, contrast=True,
+                      tol=F64_TOL.get(family, 1e-12))]
         # olmo: weightless LayerNorm; starcoder2: biased LayerNorm, plain GELU-tanh MLP; gpt_neox: parallel residual
-        if family in ("llama", "mixtral", "gemma2", "olmo", "starcoder2", "gpt_neox", "gptj", *DENSE):
+        if family in ("llama", "mixtral", "gemma2", "olmo", "starcoder2", "gpt_neox", "gptj", "qwen2_moe",
+                      "glm4_moe", *DENSE):
             cases.append(Case(backend="triton", batch=1, size=21))
-        if family in ("llama", "mixtral", "gpt2", "olmo2", "starcoder2", "gpt_neox", "phi", *DENSE):
+        if family in ("llama", "mixtral", "gpt2", "olmo2", "starcoder2", "gpt_neox", "phi", "qwen2_moe", "phimoe",
+                      "glm4_moe", *DENSE):
             cases.append(Case(mode="cp-lrp", size=15))
         self.cases = tuple(cases)
 
@@ -541,24 +610,31 @@ CLASSIFIERS = ("llama", "gemma2", "gpt2", "gpt_neox", "phi", "olmo3")  # every o
 
 
 class Text(Entry):
-    """BERT / RoBERTa: sequence classification (-cls), masked LM (-mlm, position 3) or the base
-    model explaining last_hidden_state[:, 0, 5] (-base)."""
+    """BERT-family encoders (BERT, RoBERTa, XLM-R, CamemBERT, DistilBERT, ELECTRA): sequence
+    classification (-cls), masked LM (-mlm, position 3), ELECTRA's discriminator (-disc, its logit at
+    position 3) or the base model explaining last_hidden_state[:, 0, 5] (-base)."""
 
     kind = "encoder"
     rules = ("epsilon", "gamma", "gamma-signed")
     fields = ("relevance", "position_relevance", "token_type_relevance")
 
     def __init__(self, name):
-        self.name, self.head = name, name.split("-")[1]
-        self.model_type = name.split("-")[0]
+        self.model_type, self.head = name.rsplit("-", 1)
+        self.name = name
         # the CLS token sits at index 0: left padding would make the pooled token a pad token
-        self.padding_sides = ("left", "right") if self.head == "mlm" else ("right",)
+        self.padding_sides = ("left", "right") if self.head in ("mlm", "disc") else ("right",)
+        self.types = self.model_type != "distilbert"  # DistilBERT has no token-type embeddings
+        if not self.types:
+            self.fields = ("relevance", "position_relevance")
         cases = [Case(backend="torch", pad=3)]
         if name in ("bert-cls", "bert-base", "roberta-mlm"):  # the sign-aware gamma rule end to end
             cases.append(Case(rule="gamma-signed", backend="torch", pad=2, tol=2e-5))
         cases += [Case(dtype=F64, rule=rule, backend="torch", pad=3, tol=1e-12) for rule in ("epsilon", "gamma-signed")]
-        if name == "bert-cls":  # non-causal attention with a padding mask, LayerNorm and GELU in Triton
+        if name in ("bert-cls", "xlm-roberta-cls", "distilbert-cls", "electra-cls"):
+            # non-causal attention with a padding mask, LayerNorm and GELU in Triton
             cases += [Case(backend="triton", pad=3), Case(mode="cp-lrp", backend="torch", pad=2)]
+        if name in ("electra-disc", "distilbert-mlm"):
+            cases.append(Case(mode="cp-lrp", backend="torch", pad=2))
         self.cases = tuple(cases)
 
     def config(self):
@@ -569,18 +645,18 @@ class Text(Entry):
 
     def inputs(self, batch=1, size=None, pad=0):
         ids, mask, types = text_inputs(batch, size or 9, pad_last=pad)
-        return {"input_ids": ids, "attention_mask": mask, "token_type_ids": types}
+        return {"input_ids": ids, "attention_mask": mask, **({"token_type_ids": types} if self.types else {})}
 
     def main(self, out):
         return out.last_hidden_state if self.head == "base" else out.logits
 
     def task_kwargs(self):
-        return {"mlm": dict(position=3), "base": dict(target=hidden_score)}.get(self.head, {})
+        return {"mlm": dict(position=3), "disc": dict(position=3), "base": dict(target=hidden_score)}.get(self.head, {})
 
     def reference(self, model, inputs, result, case, request):
-        ids, mask, types = inputs["input_ids"], inputs["attention_mask"], inputs["token_type_ids"]
+        ids, mask, types = inputs["input_ids"], inputs["attention_mask"], inputs.get("token_type_ids")
         kw = dict(mode=case.mode, rule=case.rule, gamma=case.gamma)
-        position = padded_index(mask, 3) if self.head == "mlm" else None
+        position = padded_index(mask, 3) if self.head in ("mlm", "disc") else None
         if self.head == "base":
             ref = bert_reference(model, ids, mask, types, seed=hidden_seed, **kw)
         else:
@@ -590,16 +666,21 @@ class Text(Entry):
 
         def model_output():
             out = self.outputs(model, inputs)
-            return out[torch.arange(len(ids)), position] if self.head == "mlm" else out if real is None else out[real]
+            if position is not None:
+                return out[torch.arange(len(ids)), position]
+            return out if real is None else out[real]
         if real is not None:
             output = output[real]
         fields = {"relevance": ref["word"], "position_relevance": ref["pos"], "token_type_relevance": ref["type"]}
+        fields = {f: fields[f] for f in self.fields}
         return Reference(fields, ref["score"], output, model_output, zeros={f: ~mask for f in fields},
                          position=position)
 
     def explained(self, out, result):
         if self.head == "base":
             return hidden_score(out)
+        if self.head == "disc":
+            return out.logits[:, 3]
         logits = out.logits[:, 3] if self.head == "mlm" else out.logits
         return logits.gather(-1, result.target[:, None])[:, 0]
 
@@ -611,6 +692,9 @@ class Text(Entry):
         rows = [torch.randint(2, TEXT["vocab_size"], (n,)) for n in lengths]
         types = [torch.randint(0, 2, (n,)) for n in lengths]
         ids, mask, tt = pad_rows(rows, side, 1, (types, 0))
+        if not self.types:
+            return ({"input_ids": ids, "attention_mask": mask}, [{"input_ids": r[None]} for r in rows],
+                    {f: mask for f in self.fields})
         singles = [{"input_ids": r[None], "token_type_ids": t[None]} for r, t in zip(rows, types)]
         return ({"input_ids": ids, "attention_mask": mask, "token_type_ids": tt}, singles,
                 {f: mask for f in self.fields})
@@ -658,23 +742,25 @@ class Vision(Entry):
 
 
 class T5(Entry):
-    """T5 / Flan-T5: `relevance` at the encoder tokens, `decoder_relevance` at the decoder prefix."""
+    """T5 / Flan-T5, mT5, umT5: `relevance` at the encoder tokens, `decoder_relevance` at the decoder prefix."""
 
     kind = "seq2seq"
-    model_type = "t5"
     fields = ("relevance", "decoder_relevance")
     padding_sides = ("right",)
     output_rel_tol = 1e-5  # tied, unscaled embeddings: the logits are large
 
     def __init__(self, variant):
-        self.variant, self.name = variant, f"t5-{variant}"
+        self.variant = variant
+        self.model_type = variant if variant in T5_CLASSES else "t5"
+        self.name = variant if variant in T5_CLASSES else f"t5-{variant}"
         # T5's relative bias, gated or ReLU feed-forward and the rescaled tied head over 2 x 2 layers of
         # float32: 5e-5 of max |R|; the score (target - contrast logit) within 1e-5 of max |logit|
         cases = [Case(chosen=True, contrast=True, pad=9, tol=5e-5),
                  Case(dtype=F64, chosen=True, contrast=True, pad=9, tol=1e-12)]
-        if variant == "flan":
-            cases += [Case(backend="triton", batch=1, size=(23, 5), tol=5e-5),
-                      Case(mode="cp-lrp", batch=1, size=(23, 5), tol=5e-5)]
+        if variant in ("flan", "umt5"):
+            cases.append(Case(backend="triton", batch=1, size=(23, 5), tol=5e-5))
+        if variant in ("flan", "mt5", "umt5"):
+            cases.append(Case(mode="cp-lrp", batch=1, size=(23, 5), tol=5e-5))
         self.cases = tuple(cases)
 
     def config(self):
@@ -730,8 +816,85 @@ class T5(Entry):
                 {"relevance": mask, "decoder_relevance": torch.ones_like(dec, dtype=torch.bool)})
 
 
+# ------------------------------------------------------------------------------------------------
+# BART / mBART / Marian
+# ------------------------------------------------------------------------------------------------
+BART_COMMON = dict(vocab_size=101, d_model=64, encoder_layers=2, decoder_layers=2, encoder_attention_heads=4,
+                   decoder_attention_heads=4, encoder_ffn_dim=96, decoder_ffn_dim=96, max_position_embeddings=64,
+                   pad_token_id=1, bos_token_id=0, eos_token_id=2, decoder_start_token_id=2, activation_function="gelu")
+BART_FAMILIES = {  # BART: post-norm, sqrt(d_model)-scaled embeddings; mBART: pre-norm with final LayerNorms
+    "bart": lambda: (transformers.BartForConditionalGeneration, transformers.BartConfig(**BART_COMMON,
+                                                                                       scale_embedding=True)),
+    "mbart": lambda: (transformers.MBartForConditionalGeneration, transformers.MBartConfig(**BART_COMMON)),
+    # Marian: fixed sinusoidal positions, no embedding LayerNorm, scaled embeddings, SiLU ("swish")
+    "marian": lambda: (transformers.MarianMTModel, transformers.MarianConfig(
+        **{**BART_COMMON, "activation_function": "swish"}, scale_embedding=True)),
+}
+
+
+def tiny_bart(name):
+    cls, cfg = BART_FAMILIES[name]()
+    model = cls(cfg)
+    with torch.no_grad():
+        for pname, p in model.named_parameters():
+            if "layer_norm" in pname or "layernorm" in pname:
+                p.copy_(0.1 * torch.randn_like(p) + (1.0 if pname.endswith("weight") else 0.0))
+            elif p.dim() == 1:
+                p.copy_(0.1 * torch.randn_like(p))
+            elif "embed_positions" in pname and not p.requires_grad:  # Marian's fixed sinusoids
+                continue
+            elif "embed" in pname or "shared" in pname:
+                p.copy_(torch.randn_like(p) * (0.2 if cfg.scale_embedding else 1.0))
+            else:
+                p.copy_(torch.randn_like(p) * 1.5 / p.shape[-1] ** 0.5)
+        model.final_logits_bias.copy_(torch.randn_like(model.final_logits_bias))  # a buffer: drawn too
+    return model.float().eval()
+
+
+class Bart(T5):
+    """BART / mBART / Marian: the T5 entry's inputs and checks, BART's model and reference."""
+
+    output_rel_tol = 1e-5
+
+    def __init__(self, name):
+        self.variant, self.name, self.model_type = name, name, name
+        self.cases = (Case(chosen=True, contrast=True, pad=9, tol=5e-5),
+                      Case(dtype=F64, chosen=True, contrast=True, pad=9, tol=1e-12),
+                      Case(backend="triton", batch=1, size=(23, 5), tol=5e-5),
+                      Case(mode="cp-lrp", batch=1, size=(23, 5), tol=5e-5))
+
+    def config(self):
+        return BART_FAMILIES[self.name]()[1]
+
+    def leaf(self, model, inputs):
+        """The encoder's inputs_embeds as the encoder computes them from ids: Marian scales them by
+        embed_scale outside embed_tokens, and not when handed inputs_embeds (BART inside the module)."""
+        encoder = model.get_encoder()
+        ids = inputs["input_ids"]
+        x = (encoder.embed_tokens(ids) * getattr(encoder, "embed_scale", 1.0)).detach().requires_grad_()
+        kwargs = {k: v for k, v in inputs.items() if k != "input_ids"}
+        return x, dict(kwargs, inputs_embeds=x, use_cache=False)
+
+    def build(self):
+        return tiny_bart(self.name)
+
+    def reference(self, model, inputs, result, case, request):
+        ids, mask, dec = inputs["input_ids"], inputs["attention_mask"], inputs["decoder_input_ids"]
+        positions = padded_index(torch.ones_like(dec), request.get("position", -1))
+        r_enc, r_dec, score, z = bart_reference(model, ids, mask, dec, positions, request.get("target", result.target),
+                                                request.get("contrast"), case.mode)
+        rows = torch.arange(len(ids))
+        after = torch.arange(dec.shape[1])[None] > positions[:, None]
+        return Reference({"relevance": r_enc, "decoder_relevance": r_dec}, score, z,
+                         lambda: self.outputs(model, inputs)[rows, positions],
+                         zeros={"relevance": ~mask.bool(), "decoder_relevance": after}, position=positions,
+                         score_scale=z.abs().max().item())
+
+
 ZOO = ([Decoder(f) for f in (*FAMILIES, *VARIANTS)]
-       + [Text(n) for n in ("bert-cls", "bert-mlm", "bert-base", "roberta-cls", "roberta-mlm")]
-       + [Vision(n) for n in ("vit", "deit")] + [T5(v) for v in T5_VARIANTS]
+       + [Text(n) for n in ("bert-cls", "bert-mlm", "bert-base", "roberta-cls", "roberta-mlm", "xlm-roberta-cls",
+                            "xlm-roberta-mlm", "camembert-cls", "camembert-mlm", "distilbert-cls", "distilbert-mlm",
+                            "electra-cls", "electra-disc", "electra-mlm")]
+       + [Vision(n) for n in ("vit", "deit")] + [T5(v) for v in T5_VARIANTS] + [Bart(n) for n in BART_FAMILIES]
        + [DecoderClassifier(f) for f in CLASSIFIERS])
 BY_NAME = {e.name: e for e in ZOO}

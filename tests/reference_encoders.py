@@ -147,24 +147,31 @@ def bert_layer(layer, x, mask, mode, rule, gamma):
     return y, back
 
 
-def position_ids_for(model, mask):
-    count = mask.long().cumsum(-1)
-    if model.config.model_type == "roberta":
-        pad = model.config.pad_token_id
-        return torch.where(mask, count + pad, torch.full_like(count, pad))
-    return (count - 1).clamp(min=0)
+def position_ids_for(embeddings, input_ids, mask):
+    """The positions the HF model numbers its tokens with, from its own embedding module: RoBERTa's
+    layout (XLM-R, CamemBERT: any embedding with `create_position_ids_from_input_ids`) counts from
+    padding_idx + 1 over the non-pad ids (pad ids at padding); BERT's, DistilBERT's and ELECTRA's
+    count from 0 (0 here at padding, whose positions no real token sees)."""
+    if hasattr(embeddings, "create_position_ids_from_input_ids"):
+        return embeddings.create_position_ids_from_input_ids(input_ids, embeddings.padding_idx)
+    return ((mask.long().cumsum(-1) - 1).clamp(min=0))
 
 
 def bert_encoder(base, input_ids, mask, token_type_ids, mode, rule, gamma):
-    """(last hidden state, back(R_h) -> (R_word, R_pos, R_type) [B, N] each)."""
+    """(last hidden state, back(R_h) -> (R_word, R_pos, R_type) [B, N] each). BERT, RoBERTa and its
+    copies, ELECTRA (its linear `embeddings_project` after the embedding LayerNorm, where present)."""
     emb = base.embeddings
     if token_type_ids is None:
         token_type_ids = torch.zeros_like(input_ids)
     word = d64(emb.word_embeddings(input_ids))
-    pos = d64(emb.position_embeddings(position_ids_for(base, mask)))
+    pos = d64(emb.position_embeddings(position_ids_for(emb, input_ids, mask)))
     typ = d64(emb.token_type_embeddings(token_type_ids))
     s, b_sum = add3(word, typ, pos)
     x, b_ln = layer_norm(s, emb.LayerNorm)
+    project = getattr(base, "embeddings_project", None)
+    b_proj = lambda r: r  # noqa: E731
+    if project is not None:
+        x, b_proj = dense(x, project, rule, gamma)
     backs = []
     for layer in base.encoder.layer:
         x, back = bert_layer(layer, x, mask, mode, rule, gamma)
@@ -173,8 +180,55 @@ def bert_encoder(base, input_ids, mask, token_type_ids, mode, rule, gamma):
     def back_all(r):
         for back in reversed(backs):
             r = back(r)
-        r_word, r_typ, r_pos = b_sum(b_ln(r))
+        r_word, r_typ, r_pos = b_sum(b_ln(b_proj(r)))
         return summed(r_word, -1), summed(r_pos, -1), summed(r_typ, -1)
+    return x, back_all
+
+
+def distilbert_layer(layer, x, mask, mode, rule, gamma):
+    """Post-norm layer: LN(x + attn(x)), then LN(h + lin2(act(lin1(h))))."""
+    att = layer.attention
+    n_heads = att.n_heads
+    q, bq = dense(x, att.q_lin, rule, gamma)
+    k, bk = dense(x, att.k_lin, rule, gamma)
+    v, bv = dense(x, att.v_lin, rule, gamma)
+    o, b_core = attention_core(split_heads(q, n_heads), split_heads(k, n_heads), split_heads(v, n_heads), mode,
+                               causal=False, scale=att.scaling, key_padding_mask=mask)
+    o, b_o = dense(merge_heads(o), att.out_lin, rule, gamma)
+    s1, b_add1 = add(o, x)
+    h1, b_ln1 = layer_norm(s1, layer.sa_layer_norm)
+    f, b_f = dense(h1, layer.ffn.lin1, rule, gamma)
+    a, _ = identity(ACTIVATIONS[act_kind(layer.ffn.activation)], f)
+    m, b_m = dense(a, layer.ffn.lin2, rule, gamma)
+    s2, b_add2 = add(m, h1)
+    y, b_ln2 = layer_norm(s2, layer.output_layer_norm)
+
+    def back(r):
+        r_m, r_h1 = b_add2(b_ln2(r))
+        r_h1 = r_h1 + b_f(b_m(r_m))
+        r_o, r_x = b_add1(b_ln1(r_h1))
+        r_q, r_k, r_v = b_core(split_heads(b_o(r_o), n_heads))
+        return r_x + bq(merge_heads(r_q)) + bk(merge_heads(r_k)) + bv(merge_heads(r_v))
+    return y, back
+
+
+def distilbert_encoder(base, input_ids, mask, mode, rule, gamma):
+    """(last hidden state, back(R_h) -> (R_word, R_pos, None)): word + position embeddings, no token types."""
+    emb = base.embeddings
+    word = d64(emb.word_embeddings(input_ids))
+    pos = d64(emb.position_embeddings(position_ids_for(emb, input_ids, mask)))
+    s, b_sum = add(word, pos)
+    x, b_ln = layer_norm(s, emb.LayerNorm)
+    backs = []
+    for layer in base.transformer.layer:
+        x, back = distilbert_layer(layer, x, mask, mode, rule, gamma)
+        backs.append(back)
+
+    def back_all(r):
+        for back in reversed(backs):
+            r = back(r)
+        r_word, r_pos = b_sum(b_ln(r))
+        return summed(r_word, -1), summed(r_pos, -1), None
     return x, back_all
 
 
@@ -186,52 +240,90 @@ def _explain_logits(z, target):
     return r, z[rows, target].clone()
 
 
+def _act_head(x, dense_in, act, dense_out):
+    """dense_out(act(dense_in(x))) of a task head: epsilon rule on both linears, identity rule on act."""
+    t, b_t = linear(x, dense_in.weight, dense_in.bias)
+    p, _ = identity(act, t)
+    z, b_z = linear(p, dense_out.weight, dense_out.bias)
+    return z, lambda r: b_t(b_z(r))
+
+
+def _act_norm_head(x, dense_in, act, norm, dense_out):
+    """dense_out(LN(act(dense_in(x)))): a masked-LM head (BERT, RoBERTa, DistilBERT, ELECTRA's generator)."""
+    t, b_t = linear(x, dense_in.weight, dense_in.bias)
+    a, _ = identity(act, t)
+    n, b_n = layer_norm(a, norm)
+    z, b_z = linear(n, dense_out.weight, dense_out.bias)
+    return z, lambda r: b_t(b_n(b_z(r)))
+
+
+def _classifier(model, base, h, rule, gamma):
+    """(logits [B, C], back) of a sequence-classification head reading h [B, N, H]."""
+    head = getattr(model, "classifier", None)
+    if hasattr(head, "out_proj"):  # RoBERTa and its copies: tanh; ELECTRA: its `activation` (GELU)
+        act = ACTIVATIONS[act_kind(head.activation)] if hasattr(head, "activation") else torch.tanh
+        return _act_head(h[:, 0], head.dense, act, head.out_proj)
+    if hasattr(model, "pre_classifier"):  # DistilBERT: classifier(relu(pre_classifier(h[:, 0])))
+        return _act_head(h[:, 0], model.pre_classifier, torch.relu, model.classifier)
+    t, b_t = dense(h[:, 0], base.pooler.dense, rule, gamma)  # BERT: the pooler is part of the base model
+    p, _ = tanh(t)
+    z, b_z = linear(p, head.weight, head.bias)
+    return z, lambda r: b_t(b_z(r))
+
+
+def _mlm_head(model, sel):
+    """(logits [B, V], back) of a masked-LM head reading the selected hidden states sel [B, H]."""
+    if hasattr(model, "lm_head"):  # RoBERTa and its copies
+        head = model.lm_head
+        return _act_norm_head(sel, head.dense, ACTIVATIONS["gelu"], head.layer_norm, head.decoder)
+    if hasattr(model, "vocab_transform"):  # DistilBERT: the model's own activation between its head layers
+        return _act_norm_head(sel, model.vocab_transform, ACTIVATIONS[act_kind(model.activation)],
+                              model.vocab_layer_norm, model.vocab_projector)
+    if hasattr(model, "generator_predictions"):  # ELECTRA's generator
+        pred = model.generator_predictions
+        return _act_norm_head(sel, pred.dense, ACTIVATIONS[act_kind(pred.activation)], pred.LayerNorm,
+                              model.generator_lm_head)
+    pred = model.cls.predictions
+    return _act_norm_head(sel, pred.transform.dense, ACTIVATIONS[act_kind(pred.transform.transform_act_fn)],
+                          pred.transform.LayerNorm, pred.decoder)
+
+
 def bert_reference(model, input_ids, attention_mask, token_type_ids=None, *, target=None, position=None,
                    seed=None, mode="attnlrp", rule="epsilon", gamma=0.25):
-    """Relevance of a BERT/RoBERTa model by the rules, float64.
+    """Relevance of a BERT-family model by the rules, float64 (BERT, RoBERTa / XLM-R / CamemBERT,
+    DistilBERT, ELECTRA).
 
     Heads: sequence classification (`target` class per row), masked LM (`target` token per row at
-    padded index `position` per row), or the base model with `seed(h) -> R_h` (relevance at the
-    last hidden state). Returns dict(word, pos, type: [B, N]; score; out: logits or hidden).
+    padded index `position` per row), ELECTRA's discriminator (its one logit per token at padded
+    index `position`), or the base model with `seed(h) -> R_h` (relevance at the last hidden
+    state). Returns dict(word, pos, type: [B, N] (type None without token types); score; out:
+    logits or hidden).
     """
     mask = attention_mask.bool()
     base = getattr(model, model.base_model_prefix, model)
-    h, back = bert_encoder(base, input_ids, mask, token_type_ids, mode, rule, gamma)
+    if hasattr(base, "transformer"):  # DistilBERT
+        h, back = distilbert_encoder(base, input_ids, mask, mode, rule, gamma)
+    else:
+        h, back = bert_encoder(base, input_ids, mask, token_type_ids, mode, rule, gamma)
     name = type(model).__name__
     r_h = torch.zeros_like(h)
     rows = torch.arange(h.shape[0])
     if name.endswith("ForSequenceClassification"):
-        if hasattr(model, "classifier") and hasattr(model.classifier, "out_proj"):  # RoBERTa head
-            head = model.classifier
-            t, b_t = linear(h[:, 0], head.dense.weight, head.dense.bias)
-            p, _ = tanh(t)
-            z, b_z = linear(p, head.out_proj.weight, head.out_proj.bias)
-            b_pool = b_t
-        else:
-            t, b_t = dense(h[:, 0], base.pooler.dense, rule, gamma)  # the pooler is part of the base model
-            p, _ = tanh(t)
-            z, b_z = linear(p, model.classifier.weight, model.classifier.bias)
-            b_pool = b_t
+        z, b_head = _classifier(model, base, h, rule, gamma)
         r_z, score = _explain_logits(z, target)
-        r_h[:, 0] = b_pool(b_z(r_z))
+        r_h[:, 0] = b_head(r_z)
         out = z
     elif name.endswith("ForMaskedLM"):
-        sel = h[rows, position]
-        if hasattr(model, "lm_head"):  # RoBERTa
-            head = model.lm_head
-            t, b_t = linear(sel, head.dense.weight, head.dense.bias)
-            a, _ = identity(ACTIVATIONS["gelu"], t)
-            n, b_n = layer_norm(a, head.layer_norm)
-            z, b_z = linear(n, head.decoder.weight, head.decoder.bias)
-        else:
-            pred = model.cls.predictions
-            t, b_t = linear(sel, pred.transform.dense.weight, pred.transform.dense.bias)
-            a, _ = identity(ACTIVATIONS[act_kind(pred.transform.transform_act_fn)], t)
-            n, b_n = layer_norm(a, pred.transform.LayerNorm)
-            z, b_z = linear(n, pred.decoder.weight, pred.decoder.bias)
+        z, b_head = _mlm_head(model, h[rows, position])
         r_z, score = _explain_logits(z, target)
-        r_h[rows, position] = b_t(b_n(b_z(r_z)))
+        r_h[rows, position] = b_head(r_z)
         out = z
+    elif hasattr(model, "discriminator_predictions"):  # ELECTRA's discriminator: one logit per token
+        pred = model.discriminator_predictions
+        z, b_head = _act_head(h[rows, position], pred.dense, ACTIVATIONS[act_kind(pred.activation)],
+                              pred.dense_prediction)  # [B, 1]
+        r_h[rows, position] = b_head(z)
+        score, out = z[:, 0].clone(), z[:, 0]
     else:
         r_h, score = seed(h)
         out = h

@@ -92,6 +92,14 @@ def norm(x, module):
     raise AssertionError(f"the reference has no norm rule for {name}")
 
 
+def sigmoid_split(x):
+    """sigmoid(x) = 1/2 + t, t = tanh(x / 2) / 2: epsilon rule over the two terms (the constant 1/2
+    absorbs its share, as a bias), then the identity rule on the tanh: R_x = t / y * R_y."""
+    t = torch.tanh(x / 2) / 2
+    y = 0.5 + t
+    return y, lambda r: t * _div(r, y)
+
+
 def clamp(x, c):
     """y = clamp(x, -c, c) (OLMo's clip_qkv): linear where it does not clip, R_x = R_y there; a clipped
     entry is the constant +-c, which takes its relevance like a bias, R_x = 0."""
@@ -138,6 +146,7 @@ INTERLEAVED_ROPE = ("glm4", "ernie4_5", "cohere", "cohere2")  # model types that
 INTERLEAVED_TABLE = ("cohere", "cohere2")
 PER_TYPE_ROPE = ("gemma3_text", "olmo3")  # a rotary table per layer type
 PARALLEL_BLOCK = ("cohere", "cohere2")  # x + attn(ln(x)) + mlp(ln(x)) with Llama-style attention
+NORM_BEFORE_CLIP = ("olmoe",)  # q / k norms over the projection, then clip_qkv (OLMo clips, OLMo 2 norms)
 
 
 def scaled(x, c):
@@ -150,6 +159,7 @@ def rope_and_window(attn, cfg):
     decides: SmolLM3's `use_rope`; Cohere 2 rotates its sliding layers only; EXAONE 4's global layers
     (`is_sliding` False) take neither RoPE nor a window, unless no window is configured at all."""
     window = attn.sliding_window if hasattr(attn, "sliding_window") else getattr(cfg, "sliding_window", None)
+    window = window or None  # Qwen2-MoE's config writes 0 for no window
     if cfg.model_type == "exaone4":
         return window is None or attn.is_sliding, window if attn.is_sliding else None
     if cfg.model_type == "cohere2":
@@ -204,8 +214,8 @@ def attention_core(q, k, v, mode, **kw):
 
 def llama_attention(attn, x, cos, sin, mask, cfg, mode):
     """Llama-family self-attention: fused qkv (Phi-3); q/k/v clipping (OLMo's clip_qkv); q/k norms
-    over the whole projection (OLMo 2, OLMo 3) or per head (Qwen3 / Gemma 3 / EXAONE 4; Cohere's
-    with a weight per head); RoPE and the window where the layer has them (`rope_and_window`)."""
+    over the whole projection (OLMo 2, OLMo 3; OLMoE: before its clip) or per head (Qwen3 / Gemma 3 / EXAONE 4;
+    Cohere's with a weight per head); RoPE and the window where the layer has them (`rope_and_window`)."""
     n_heads, n_kv = cfg.num_attention_heads, cfg.num_key_value_heads
     d = attn.head_dim
     if hasattr(attn, "qkv_proj"):
@@ -217,11 +227,15 @@ def llama_attention(attn, x, cos, sin, mask, cfg, mode):
         v, bv = linear(x, attn.v_proj.weight, attn.v_proj.bias)
     identity_back = lambda r: r  # noqa: E731
     b_cq = b_ck = b_cv = identity_back
-    if getattr(cfg, "clip_qkv", None) is not None:
-        (q, b_cq), (k, b_ck), (v, b_cv) = (clamp(t, cfg.clip_qkv) for t in (q, k, v))
     per_head = hasattr(attn, "q_norm") and attn.q_norm.weight.shape[-1] == d
     b_fq = b_fk = b_hq = b_hk = identity_back
-    if hasattr(attn, "q_norm") and not per_head:  # over the whole projection, before the split
+    norm_first = cfg.model_type in NORM_BEFORE_CLIP
+    if hasattr(attn, "q_norm") and not per_head and norm_first:
+        q, b_fq = norm(q, attn.q_norm)
+        k, b_fk = norm(k, attn.k_norm)
+    if getattr(cfg, "clip_qkv", None) is not None:
+        (q, b_cq), (k, b_ck), (v, b_cv) = (clamp(t, cfg.clip_qkv) for t in (q, k, v))
+    if hasattr(attn, "q_norm") and not per_head and not norm_first:  # over the whole projection, before the split
         q, b_fq = norm(q, attn.q_norm)
         k, b_fk = norm(k, attn.k_norm)
     if per_head and attn.q_norm.weight.dim() == 2:  # Cohere: weight [H, D] on the [B, N, H, D] view
@@ -248,7 +262,11 @@ def llama_attention(attn, x, cos, sin, mask, cfg, mode):
         r_q, r_k, r_v = b_core(split_heads(b_o(r), n_heads))
         r_q, r_k = b_hq(b_rq(r_q)), b_hk(b_rk(r_k))
         r_q, r_k, r_v = merge_heads(r_q), merge_heads(r_k), merge_heads(r_v)
-        r_q, r_k, r_v = b_cq(b_fq(r_q)), b_ck(b_fk(r_k)), b_cv(r_v)
+        if norm_first:
+            r_q, r_k = b_fq(b_cq(r_q)), b_fk(b_ck(r_k))
+        else:
+            r_q, r_k = b_cq(b_fq(r_q)), b_ck(b_fk(r_k))
+        r_v = b_cv(r_v)
         if hasattr(attn, "qkv_proj"):
             return back_qkv(torch.cat([r_q, r_k, r_v], dim=-1))
         return bq(r_q) + bk(r_k) + bv(r_v)
@@ -279,6 +297,8 @@ def plain_mlp(x, fc, proj, act):
 
 
 def mlp_block(mlp, x, mode):
+    if hasattr(mlp, "experts"):  # a sparse MoE block (Mixtral, Qwen-MoE, OLMoE, PhiMoE, GLM4-MoE)
+        return moe_block(mlp, x, mode)
     if hasattr(mlp, "c_fc"):  # Starcoder2
         return plain_mlp(x, mlp.c_fc, mlp.c_proj, act_kind(mlp.act))
     if hasattr(mlp, "gate_up_proj") and isinstance(mlp.gate_up_proj, torch.nn.Linear):  # Phi-3
@@ -288,19 +308,125 @@ def mlp_block(mlp, x, mode):
     return gated_mlp(x, *(m.weight for m in layers), act_kind(mlp.act_fn), mode, tuple(m.bias for m in layers))
 
 
-def moe_block(moe, x, mode):
-    """Mixtral sparse MoE: y = sum_k w_k E_k(x), w = renorm(topk(softmax(router x))).
+def softmax_routing(gate, flat):
+    """Mixtral / Qwen2-MoE / Qwen3-MoE / OLMoE: w = renorm(topk(softmax(router x))), renorm only where the
+    router has norm_topk_prob set (Mixtral always). Returns (top_i, w, back(R_w) -> R_flat).
 
-    Rules: epsilon rule over the sum terms t_k = w_k E_k; uniform split of each product (CP-LRP:
-    w_k constant); renormalisation w = p / sum_topk(p) in the exact-gradient form of its epsilon
-    rule, R_p_j = R_w_j - w_j sum_k R_w_k; softmax rule on the router logits; epsilon on the router.
+    Rules: renormalisation w = p / sum_topk(p) in the exact-gradient form of its epsilon rule,
+    R_p_j = R_w_j - w_j sum_k R_w_k; softmax rule on the router logits; epsilon on the router."""
+    s, b_router = linear(flat, gate.weight)
+    p = torch.softmax(s, dim=-1)
+    top_p, top_i = torch.topk(p, gate.top_k, dim=-1)
+    renorm = getattr(gate, "norm_topk_prob", True)
+    w = top_p / top_p.sum(-1, keepdim=True) if renorm else top_p
+
+    def back(r_w):
+        r_top = r_w - w * r_w.sum(-1, keepdim=True) if renorm else r_w
+        r_p = torch.zeros_like(p).scatter(-1, top_i, r_top)
+        return b_router(s * (r_p - p * r_p.sum(-1, keepdim=True)))  # softmax rule
+    return top_i, w, back
+
+
+def sigmoid_routing(gate, flat):
+    """GLM4-MoE: p = sigmoid(router x); experts chosen by p + e_score_correction_bias among the topk_group
+    groups of the largest sum of their two best; w = c * renorm(p at the chosen).
+
+    Rules: the choice takes no relevance; c (routed_scaling_factor) is linear (R unchanged); the
+    renormalisation as for softmax routing, R_p_j = R_w_j - w_j sum_k R_w_k; sigmoid_split on the
+    sigmoid; epsilon on the router."""
+    s, b_router = linear(flat, gate.weight)
+    p, b_sigmoid = sigmoid_split(s)
+    choice = p + d64(gate.e_score_correction_bias)
+    n_tok, n_exp = choice.shape
+    groups = choice.view(n_tok, gate.num_group, -1)
+    group_score = groups.sort(-1, descending=True).values[..., :2].sum(-1)
+    kept_groups = group_score.argsort(-1, descending=True)[:, : gate.topk_group]
+    allowed = torch.zeros_like(group_score, dtype=torch.bool)
+    allowed[torch.arange(n_tok)[:, None], kept_groups] = True
+    allowed = allowed[..., None].expand_as(groups).reshape(n_tok, n_exp)
+    top_i = torch.where(allowed, choice, torch.full_like(choice, -math.inf)).argsort(-1, descending=True)
+    top_i = top_i[:, : gate.top_k]
+    chosen = p.gather(-1, top_i)
+    w = chosen / chosen.sum(-1, keepdim=True) if gate.norm_topk_prob else chosen
+    c = gate.routed_scaling_factor
+
+    def back(r_w):  # the scale c is linear: R passes unchanged
+        r_top = r_w - w * r_w.sum(-1, keepdim=True) if gate.norm_topk_prob else r_w
+        r_p = torch.zeros_like(p).scatter(-1, top_i, r_top)
+        return b_router(b_sigmoid(r_p))
+    return top_i, c * w, back
+
+
+def sparsemixer_routing(router, flat):
+    """PhiMoE's sparsemixer at inference: expert 1 is the best logit, weighed by a softmax over the
+    logits s_j with (s_max - s_j) / max(|s_j|, s_max) <= 2 eps, taken at expert 1; expert 2 the best of
+    the others, weighed by a softmax over the others within 2 eps of it (relative), taken at expert 2.
+
+    Rules: which logits enter each softmax is fixed (no relevance); softmax rule on each,
+    R_s_j = s_j (R_w [j = e] - p_j R_w) over its logits; the two add up at s; epsilon on the router."""
+    s, b_router = linear(flat, router.weight, router.bias)
+    eps = router.router_jitter_noise
+    rows = torch.arange(len(s))
+    excluded = torch.zeros_like(s, dtype=torch.bool)
+    picks = []
+    for _ in range(2):
+        avail = torch.where(excluded, torch.full_like(s, -math.inf), s)
+        best, e = avail.max(-1, keepdim=True)
+        inside = ((best - s) / s.abs().clamp(min=best)) <= 2 * eps
+        member = inside & ~excluded
+        p = torch.softmax(torch.where(member, s, torch.full_like(s, -math.inf)), dim=-1)
+        picks.append((e[:, 0], p, member))
+        excluded = excluded.clone()
+        excluded[rows, e[:, 0]] = True
+    top_i = torch.stack([e for e, _, _ in picks], -1)
+    w = torch.stack([p[rows, e] for e, p, _ in picks], -1)
+
+    def back(r_w):
+        r_s = torch.zeros_like(s)
+        for k, (e, p, member) in enumerate(picks):
+            r_p = torch.zeros_like(s)
+            r_p[rows, e] = r_w[:, k]
+            r_s = r_s + torch.where(member, s * (r_p - p * r_p.sum(-1, keepdim=True)), torch.zeros_like(s))
+        return b_router(r_s)
+    return top_i, w, back
+
+
+def moe_routing(moe, flat):
+    if hasattr(moe, "router"):  # PhiMoE
+        return sparsemixer_routing(moe.router, flat)
+    if hasattr(moe.gate, "e_score_correction_bias"):  # GLM4-MoE
+        return sigmoid_routing(moe.gate, flat)
+    return softmax_routing(moe.gate, flat)
+
+
+def shared_expert_terms(moe, flat, mode):
+    """The always-on part of a sparse block, as (term, back(R_term) -> R_flat) pairs: GLM4-MoE's shared
+    experts (a gated MLP); Qwen2-MoE's shared expert times its gate sigmoid(g x): sigmoid_split on the
+    sigmoid, uniform rule on the product (CP-LRP: the gate a constant), epsilon on g."""
+    if hasattr(moe, "shared_experts"):
+        return [mlp_block(moe.shared_experts, flat, mode)]
+    if not hasattr(moe, "shared_expert"):
+        return []
+    m, b_m = mlp_block(moe.shared_expert, flat, mode)
+    logit, b_logit = linear(flat, moe.shared_expert_gate.weight)
+    gate, b_sigmoid = sigmoid_split(logit)
+    y, b_prod = uniform_product(gate, m, mode)
+
+    def back(r):
+        r_gate, r_m = b_prod(r)
+        return b_m(r_m) + b_logit(b_sigmoid(r_gate.sum(-1, keepdim=True)))
+    return [(y, back)]
+
+
+def moe_block(moe, x, mode):
+    """Sparse MoE: y = sum_k w_k E_k(x) (+ shared experts), with the routing of moe_routing.
+
+    Rules: epsilon rule over the sum terms t_k = w_k E_k and the shared terms; uniform split of each
+    product (CP-LRP: w_k constant, nothing to the router); the routing's own rules back to x.
     """
     b, n, hdim = x.shape
     flat = x.reshape(-1, hdim)
-    s, b_router = linear(flat, moe.gate.weight)
-    p = torch.softmax(s, dim=-1)
-    top_p, top_i = torch.topk(p, moe.gate.top_k, dim=-1)
-    w = top_p / top_p.sum(-1, keepdim=True)
+    top_i, w, b_route = moe_routing(moe, flat)
     experts = moe.experts
     act = act_kind(experts.act_fn)
     terms, backs = [], []
@@ -315,7 +441,8 @@ def moe_block(moe, x, mode):
             slot_backs.append((rows, eo, be))
         terms.append(term)
         backs.append(slot_backs)
-    y = sum(terms)
+    shared = shared_expert_terms(moe, flat, mode)
+    y = sum(terms) + sum(t for t, _ in shared)
 
     def back(r):
         r = r.reshape(-1, hdim)
@@ -330,11 +457,10 @@ def moe_block(moe, x, mode):
                 else:
                     r_x[rows] += be(rt / 2)
                     r_w[rows, slot] = rt.sum(-1) / 2
+        for t, b_t in shared:
+            r_x = r_x + b_t(t * _div(r, y))
         if mode != "cp-lrp":
-            r_top = r_w - w * r_w.sum(-1, keepdim=True)  # renormalisation
-            r_p = torch.zeros_like(p).scatter(-1, top_i, r_top)
-            r_s = s * (r_p - p * r_p.sum(-1, keepdim=True))  # softmax rule
-            r_x = r_x + b_router(r_s)
+            r_x = r_x + b_route(r_w)
         return r_x.view(b, n, hdim)
     return y.view(b, n, hdim), back
 
@@ -479,19 +605,8 @@ def decoder_reference(model, input_ids, attention_mask, positions, target, contr
 
 
 def _mixtral_layer(layer, x, cos, sin, mask, cfg, mode):
-    a, _ = rms_norm(x, layer.input_layernorm)
-    o, b_attn = llama_attention(layer.self_attn, a, cos, sin, mask, cfg, mode)
-    x2, b_add1 = add(x, o)
-    c, _ = rms_norm(x2, layer.post_attention_layernorm)
-    m, b_moe = moe_block(layer.mlp, c, mode)
-    y, b_add2 = add(x2, m)
-
-    def back(r):
-        r_x2, r_m = b_add2(r)
-        r_x2 = r_x2 + b_moe(r_m)
-        r_x, r_o = b_add1(r_x2)
-        return r_x + b_attn(r_o)
-    return y, back
+    """A decoder layer with a sparse MoE block: llama_layer, whose mlp_block walks it by moe_block."""
+    return llama_layer(layer, x, cos, sin, mask, cfg, mode)
 
 
 def gpt2_reference(model, input_ids, attention_mask, positions, target, contrast=None, mode="attnlrp", head=None):

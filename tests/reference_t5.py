@@ -1,10 +1,13 @@
-"""Explicit float64 LRP reference for T5 / Flan-T5, written with the relevance formulas.
+"""Explicit float64 LRP reference for T5 / Flan-T5, mT5 and umT5, written with the relevance formulas.
 
 Walks encoder and decoder stacks with the primitives of reference_lrp: T5LayerNorm identity,
 epsilon rule on every projection and residual, the attention rules (relative-position bias as an
 additive constant that keeps its share: the dense bias comes from transformers' own
 `compute_bias`, independent of lrp_triton's compact per-offset form), gated-GELU (identity +
-uniform) or ReLU (identity) feed-forward, and the tied-embedding output scaling (linear).
+uniform) or ReLU (identity) feed-forward, and the tied-embedding output scaling (linear). T5 and
+mT5 compute the bias in the first layer of a stack and share it; umT5 gives every self-attention
+layer its own table: each layer's bias is its own `compute_bias` where it has a table, else the
+stack's first layer's.
 """
 
 from __future__ import annotations
@@ -50,15 +53,21 @@ def _feed_forward(ff, x, mode):
 
 
 def scales_decoder_output(config) -> bool:
-    """Whether T5 multiplies the decoder output by d_model^-0.5 before lm_head, from the config:
-    `scale_decoder_outputs` where transformers has it (and it is set), else `tie_word_embeddings`."""
-    scale = getattr(config, "scale_decoder_outputs", None)
-    return bool(config.tie_word_embeddings if scale is None else scale)
+    """Whether the model multiplies the decoder output by d_model^-0.5 before lm_head, as transformers
+    5.24's modeling files decide it: T5 and umT5 iff config.scale_decoder_outputs; mT5 never (its
+    config has no such attribute, and MT5ForConditionalGeneration no rescaling)."""
+    return bool(getattr(config, "scale_decoder_outputs", False))
 
 
-def _dense_bias(stack, n, m):
-    attn = stack.block[0].layer[0].SelfAttention
+def _dense_bias(attn, n, m):
     return d64(attn.compute_bias(n, m, device=torch.device("cpu"), past_seen_tokens=m - n))
+
+
+def _stack_biases(stack, n):
+    """The dense self-attention bias [1, H, n, n] of each block: its own table's, else the first block's."""
+    first = _dense_bias(stack.block[0].layer[0].SelfAttention, n, n)
+    return [_dense_bias(b.layer[0].SelfAttention, n, n) if b.layer[0].SelfAttention.has_relative_attention_bias
+            else first for b in stack.block]
 
 
 def t5_reference(model, input_ids, attention_mask, decoder_input_ids, positions, target, contrast=None,
@@ -70,9 +79,8 @@ def t5_reference(model, input_ids, attention_mask, decoder_input_ids, positions,
 
     # encoder
     x = d64(embed(input_ids))
-    enc_bias = _dense_bias(model.encoder, n, n)
     enc_backs = []
-    for block in model.encoder.block:
+    for block, enc_bias in zip(model.encoder.block, _stack_biases(model.encoder, n)):
         sa, ff = block.layer[0], block.layer[1]
         a, _ = rms_norm(x, sa.layer_norm)
         o, b_att = _attention(sa.SelfAttention, a, a, enc_mask, enc_bias, False, mode)
@@ -92,9 +100,8 @@ def t5_reference(model, input_ids, attention_mask, decoder_input_ids, positions,
 
     # decoder
     y = d64(embed(decoder_input_ids))
-    dec_bias = _dense_bias(model.decoder, n_dec, n_dec)
     dec_backs = []
-    for block in model.decoder.block:
+    for block, dec_bias in zip(model.decoder.block, _stack_biases(model.decoder, n_dec)):
         sa, ca, ff = block.layer[0], block.layer[1], block.layer[2]
         a, _ = rms_norm(y, sa.layer_norm)
         o, b_self = _attention(sa.SelfAttention, a, a, None, dec_bias, True, mode)

@@ -1,11 +1,13 @@
 """BERT / RoBERTa and ViT / DeiT beyond the model contract (test_model_contract.py runs forward,
 relevance against the explicit references, gradient mode, isolation, save / load and padding on
 every zoo model): the gamma op against its explicit formula, the plain gamma rule end to end,
-several masked positions, latent relevance, errors, RoBERTa's length limit, and an optional
-end-to-end check on the pretrained all-MiniLM-L6-v2 sentence encoder."""
+several masked positions, latent relevance, errors, RoBERTa's length limit, the position numbering
+of RoBERTa's copies (XLM-R, CamemBERT), the completeness check on DistilBERT's FFN, ELECTRA's
+discriminator, and an optional end-to-end check on the pretrained all-MiniLM-L6-v2 sentence encoder."""
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import pytest
@@ -14,7 +16,8 @@ import transformers
 
 import lrp_triton
 from lrp_triton.ops.gamma import lrp_gamma_conv1d, lrp_gamma_conv2d, lrp_gamma_linear
-from model_zoo import TEXT, text_inputs, tiny  # test_cli imports these three from here too
+from lrp_triton.models import ADAPTERS
+from model_zoo import ENCODERS, TEXT, text_inputs, tiny  # test_cli imports these three from here too
 from reference_encoders import conv2d, gamma_linear, signed_gamma_linear, vit_reference
 from scaled_close import assert_rel_close
 
@@ -231,3 +234,102 @@ def test_length_limit_counts_robertas_position_offset():
         with pytest.raises(ValueError, match=f"exceeds the {limit} tokens this model takes"):
             lrp_triton.attribute(model, input_ids=ids)
         assert lrp_triton.attribute(model, input_ids=ids[:, :limit]).relevance.shape == (1, limit)
+
+
+# ------------------------------------------------------------------------------------------------
+# Position numbering from the adapter (RoBERTa's copies), completeness check, ELECTRA's discriminator
+# ------------------------------------------------------------------------------------------------
+TEXT_ENCODERS = [n for n in ENCODERS if n.endswith(("-cls", "-mlm", "-base", "-disc"))]
+
+
+def hf_position_ids(model, ids):
+    """The positions the HF model numbers `ids` with when it derives them itself (no position_ids)."""
+    emb = getattr(model, model.base_model_prefix, model).embeddings
+    if hasattr(emb, "create_position_ids_from_input_ids"):
+        return emb.create_position_ids_from_input_ids(ids, emb.padding_idx)
+    return emb.position_ids[:, :ids.shape[1]].expand_as(ids)
+
+
+@pytest.mark.parametrize("name", TEXT_ENCODERS)
+def test_adapter_positions_are_the_models_own(name):
+    """Every text encoder's adapter numbers positions as its HF model does (RoBERTa, XLM-R, CamemBERT:
+    from pad_token_id + 1): a type test that knows only "roberta" numbers XLM-R's from 0 and fails."""
+    model = tiny(name)
+    pad = model.config.pad_token_id
+    ids, mask, _ = text_inputs(3, 10, pad_last=4)
+    ids[~mask] = pad  # real tokens are drawn from [2, vocab): only padding holds the pad id
+    ours = ADAPTERS[model.config.model_type].position_ids(model.config, mask)
+    assert torch.equal(ours[mask], hf_position_ids(model, ids)[mask])
+
+
+@pytest.mark.parametrize("name", ["xlm-roberta-cls", "camembert-mlm"])
+def test_roberta_copies_explain_the_models_own_logit_with_left_padding(name):
+    """With left padding the logit depends on the numbering: the explained logit equals the model's own
+    (which derives positions from input_ids), and numbering from 0 instead would change it."""
+    model = tiny(name)
+    ids, mask, types = text_inputs(2, 9, pad_last=3, side="left")
+    ids[~mask] = model.config.pad_token_id
+    kw = dict(position=2) if name.endswith("mlm") else {}
+    result = lrp_triton.attribute(model, input_ids=ids, attention_mask=mask, token_type_ids=types, **kw)
+    with torch.no_grad():
+        logits = model(input_ids=ids, attention_mask=mask, token_type_ids=types).logits
+        from_zero = model(input_ids=ids, attention_mask=mask, token_type_ids=types,
+                          position_ids=(mask.long().cumsum(-1) - 1).clamp(min=0)).logits
+    rows = torch.arange(2)
+    if name.endswith("mlm"):
+        at = result.position[:, 0] if result.position.dim() > 1 else result.position
+        logits, from_zero = logits[rows, at], from_zero[rows, at]
+    target = result.target.flatten()
+    torch.testing.assert_close(result.logit.flatten(), logits[rows, target], atol=1e-5, rtol=1e-5)
+    assert (from_zero[rows, target] - logits[rows, target]).abs().max() > 1e-2  # the numbering matters here
+
+
+def test_completeness_check_catches_an_mlp_of_any_name(monkeypatch):
+    """DistilBERT's feed-forward is a class named `FFN` (no MLP / Intermediate ending): a naive adapter
+    that replaces only its LayerNorms is refused, by the GELU the FFN holds, instead of running the
+    FFN's plain gradient."""
+    model = tiny("distilbert-cls")
+    real = ADAPTERS["distilbert"]
+    naive = dataclasses.replace(real, replacements={"LayerNorm": real.replacements["LayerNorm"]})
+    with pytest.raises(NotImplementedError, match=r"transformer\.layer\.0\.ffn\.activation.*FFN"):
+        naive.check_all_handled(model)
+    monkeypatch.setitem(ADAPTERS, "distilbert", naive)
+    with pytest.raises(NotImplementedError, match="FFN"):
+        lrp_triton.attribute(model, input_ids=torch.randint(2, TEXT["vocab_size"], (1, 7)))
+    monkeypatch.setitem(ADAPTERS, "distilbert", real)
+    assert all(not type(m).__name__.startswith("LRP") for m in model.modules())
+    with lrp_triton.apply(model):
+        real.check_all_handled(model)
+
+
+def test_distilbert_mlm_head_activation_takes_the_identity_rule():
+    """DistilBertForMaskedLM applies the model's own GELU between its head layers: applied, it is
+    lrp_triton's, and put back on remove."""
+    model = tiny("distilbert-mlm")
+    original = model.activation
+    with lrp_triton.apply(model):
+        assert type(model.activation).__name__ == "LRPActivation"
+    assert model.activation is original
+
+
+def test_distilbert_refuses_token_type_ids():
+    model = tiny("distilbert-cls")
+    ids, mask, types = text_inputs(1, 6)
+    with pytest.raises(ValueError, match="no token-type embeddings"):
+        lrp_triton.attribute(model, input_ids=ids, attention_mask=mask, token_type_ids=types)
+
+
+def test_electra_discriminator_explains_the_logit_at_a_position():
+    """ElectraForPreTraining gives one logit per token [B, N]: never read as classes; position picks it."""
+    model = tiny("electra-disc")
+    ids, mask, types = text_inputs(2, 8, pad_last=2)
+    for bad in (dict(), dict(position=1, target=0)):
+        with pytest.raises(ValueError, match="one logit per token"):
+            lrp_triton.attribute(model, input_ids=ids, attention_mask=mask, **bad)
+    result = lrp_triton.attribute(model, input_ids=ids, attention_mask=mask, token_type_ids=types, position=[1, -1])
+    with torch.no_grad():
+        logits = model(input_ids=ids, attention_mask=mask, token_type_ids=types).logits
+    last = mask.long().sum(-1) - 1
+    expected = torch.stack([logits[:, 1], logits[torch.arange(2), last]], dim=-1)
+    torch.testing.assert_close(result.logit, expected, atol=1e-5, rtol=1e-5)
+    assert result.target is None and result.relevance.shape == (2, 2, 8)

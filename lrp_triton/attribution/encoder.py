@@ -3,7 +3,10 @@
 One forward pass of the whole model (task head included), then one backward pass per explained
 score (see `targets.output_scores`): a classification logit, a token-level head's logit at
 `position` (masked LM, token classification), or a callable target's scores (e.g. a sentence
-similarity). `relevance` is at the word embeddings, summed over the hidden dimension; the position
+similarity), or, for a head with one logit per token (the adapter's `token_logit_heads`: ELECTRA's
+discriminator), the logit at `position`. Positions are numbered by the adapter's `position_ids`
+(RoBERTa and its copies: from pad_token_id + 1), passed to the model explicitly, since the model
+cannot derive them from the input embeddings. `relevance` is at the word embeddings, summed over the hidden dimension; the position
 and token-type embeddings, summed with them before the embedding LayerNorm (epsilon rule: the
 exact gradient), are leaves of their own: `position_relevance` and `token_type_relevance`.
 """
@@ -18,7 +21,7 @@ from lrp_triton.attribution.core import (OutputTap, applied_for_call, display_ex
 from lrp_triton.attribution.inputs import check_text_inputs, check_token_type_ids
 from lrp_triton.attribution.latent import recording, stack_latent
 from lrp_triton.attribution.result import Attribution
-from lrp_triton.attribution.targets import output_scores
+from lrp_triton.attribution.targets import HeadScores, check_finite_scores, explained_positions, output_scores
 from lrp_triton.backend import upcast
 
 
@@ -37,6 +40,12 @@ def explain_encoder(model, adapter, options, *, input_ids, inputs_embeds, attent
     if callable(target) and position is not None:
         raise ValueError("attribute: position is for token-level heads; a callable target picks its own scores")
     embeddings = adapter.embeddings(model)
+    if token_type_ids is not None and embeddings.token_type is None:
+        raise ValueError(f"attribute: {type(model).__name__} has no token-type embeddings; do not pass token_type_ids")
+    token_head = type(model).__name__ in adapter.token_logit_heads and not callable(target)
+    if token_head and (target is not None or position is None):
+        raise ValueError(f"attribute: {type(model).__name__} gives one logit per token: pass position (the token "
+                         "whose logit is explained) and no target id (or a callable target)")
 
     with frozen_eval(model), applied_for_call(model, options) as handle, OutputTap(embeddings.position) as pos_leaf, \
             OutputTap(embeddings.token_type) as type_leaf, recording(latent, handle, adapter.layers(model)) as recorder:
@@ -45,7 +54,8 @@ def explain_encoder(model, adapter, options, *, input_ids, inputs_embeds, attent
         with torch.enable_grad():
             outputs = model(inputs_embeds=words, attention_mask=mask, **extra,
                             position_ids=adapter.position_ids(model.config, mask))
-            head = output_scores(outputs, target, position, mask, type(model).__name__)
+            head = (token_scores(outputs.logits, position, mask) if token_head
+                    else output_scores(outputs, target, position, mask, type(model).__name__))
 
         def read():
             return {"relevance": token_relevance(words), "position_relevance": pos_leaf.relevance(like=mask),
@@ -67,6 +77,14 @@ def explain_encoder(model, adapter, options, *, input_ids, inputs_embeds, attent
         latent=stack_latent(latents, head.several) if latent else None, input_ids=inputs.input_ids,
         attention_mask=mask, mode=options.mode, model_type=model.config.model_type,
         extras={**rule_extras(options), **display_extras(tokenizer)}, **names)
+
+
+def token_scores(logits: torch.Tensor, position, mask: torch.Tensor) -> HeadScores:
+    """A one-logit-per-token head's logits [B, N] at `position` (counted over real tokens): [B, P]."""
+    positions, several = explained_positions(position, mask)
+    scores = logits[torch.arange(logits.shape[0], device=logits.device)[:, None], positions]
+    check_finite_scores(scores, "the explained token logit")
+    return HeadScores(scores, None, positions, several)
 
 
 def rule_extras(options) -> dict:

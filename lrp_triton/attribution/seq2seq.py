@@ -1,8 +1,10 @@
-"""Attribution of an encoder-decoder's decoder logits (adapter kind "seq2seq": T5 / Flan-T5).
+"""Attribution of an encoder-decoder's decoder logits (adapter kind "seq2seq": T5 / Flan-T5, mT5,
+umT5, BART, mBART).
 
 One encoder and one decoder forward pass; logits only at the explained decoder positions (after
-the adapter's output scaling, linear: exact gradient); one backward pass per position from the
-explained score. Relevance is `x * x.grad` at the encoder's and the decoder's input embeddings (two
+the adapter's output scaling, linear: exact gradient, and plus its constant output bias, BART's
+final_logits_bias); one backward pass per position from the explained score. The adapter names
+the layer stacks (checkpointing) and each stack's input embedding (`seq2seq_embeddings`). Relevance is `x * x.grad` at the encoder's and the decoder's input embeddings (two
 separate leaves), summed over the hidden dimension: `relevance` (encoder tokens) and
 `decoder_relevance` (decoder prefix).
 """
@@ -49,8 +51,8 @@ def explain_seq2seq(model, adapter, options, *, input_ids, attention_mask, decod
     contrasts = ids_per_position(contrast, "contrast", positions, several, out_vocab, complete=True)
 
     with frozen_eval(model), applied_for_call(model, options), checkpointed(adapter.layers(model), checkpoint):
-        embed = model.get_input_embeddings()
-        enc_emb, dec_emb = leaf(embed(input_ids)), leaf(embed(decoder_input_ids))
+        enc_embed, dec_embed = adapter.seq2seq_embeddings(model)
+        enc_emb, dec_emb = leaf(enc_embed(input_ids)), leaf(dec_embed(decoder_input_ids))
         with torch.enable_grad():
             encoded = model.get_encoder()(inputs_embeds=enc_emb, attention_mask=attention_mask, use_cache=False)[0]
             decoded = model.get_decoder()(inputs_embeds=dec_emb, attention_mask=decoder_attention_mask,
@@ -59,6 +61,9 @@ def explain_seq2seq(model, adapter, options, *, input_ids, attention_mask, decod
             hidden = decoded[torch.arange(batch, device=device)[:, None], positions]
             scale = adapter.output_scale(model.config)
             logits = head(hidden if scale is None else hidden * scale)  # [B, P, vocab]: only where explained
+            bias = adapter.output_bias(model)
+            if bias is not None:
+                logits = logits + bias.to(logits.dtype)
             scores, targets = logit_scores(logits, targets, contrasts)
 
         def read():

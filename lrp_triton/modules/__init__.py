@@ -6,7 +6,8 @@ Each shares the parameters of the module it replaces (no copies) and is built fr
 
 from lrp_triton.modules.mlp import LRPFusedGatedMLP, LRPGatedMLP, LRPMLP, activation_name
 from lrp_triton.modules.moe import LRPMoEExperts
+from lrp_triton.modules.moe_gates import LRPSharedExpertMoE, LRPSigmoidTopkRouter, lrp_sigmoid
 from lrp_triton.modules.norms import LRPLayerNorm, LRPRMSNorm
 
 __all__ = ["LRPFusedGatedMLP", "LRPGatedMLP", "LRPLayerNorm", "LRPMLP", "LRPMoEExperts", "LRPRMSNorm",
-           "activation_name"]
+           "LRPSharedExpertMoE", "LRPSigmoidTopkRouter", "activation_name", "lrp_sigmoid"]

@@ -1,9 +1,11 @@
-"""Mixture-of-experts layer (Mixtral) with the AttnLRP routing rules.
+"""Mixture-of-experts layer (Mixtral, Qwen2-MoE, Qwen3-MoE, OLMoE, PhiMoE, GLM4-MoE) with the AttnLRP
+routing rules.
 
     y = sum_k w_k E_k(x),   w = renorm(topk(softmax(router(x))))
 
-The router softmax (softmax rule) and the top-k renormalisation (epsilon rule) keep their exact
-gradients: the router is left untouched. Each routing product w_k * E_k(x) takes the uniform
+The router softmax (softmax rule) and the top-k renormalisation (epsilon rule; absent where
+norm_topk_prob is off) keep their exact gradients: the router is left untouched (PhiMoE's
+sparsemixer too; GLM4-MoE's sigmoid router: see moe_gates.py). Each routing product w_k * E_k(x) takes the uniform
 rule (gradient halved for both factors); each expert is a gated MLP with the identity + uniform
 rules. CP-LRP treats the routing weights as constants (like the gate branch of a gated MLP).
 """
@@ -20,7 +22,8 @@ from lrp_triton.rules import cp_lrp_constant
 
 
 class LRPMoEExperts(nn.Module):
-    """Drop-in for MixtralExperts: experts stored as 3-D gate_up_proj / down_proj parameters."""
+    """Drop-in for MixtralExperts and the other families' experts of the same layout: 3-D gate_up_proj /
+    down_proj parameters."""
 
     def __init__(self, gate_up_proj, down_proj, activation: str, *, mode: str, backend: str):
         super().__init__()
@@ -42,7 +45,8 @@ class LRPMoEExperts(nn.Module):
             expert_out = nn.functional.linear(gated_product(gate, up, self.activation, self.mode, self.backend),
                                               self.down_proj[expert])
             weight = top_k_weights[token, slot, None]
-            weighted = (expert_out * weight if self.mode == "cp-lrp"
-                        else lrp_uniform_product(expert_out, weight.to(expert_out.dtype)))
+            # in the dtype HF's product promotes to (float32 routing weights: a bfloat16 model's product is
+            # float32, rounded once by the sum below), so that the forward is unchanged in every dtype
+            weighted = expert_out * weight if self.mode == "cp-lrp" else lrp_uniform_product(expert_out, weight)
             out.index_add_(0, token, weighted.to(out.dtype))
         return out

@@ -9,7 +9,13 @@ bias is exactly the one the model was trained with. As an additive constant the 
 share of relevance and receives none. T5 does not scale q k^T (scale 1).
 
 The compact vector is returned in place of `position_bias`, which T5Stack passes on unchanged to
-the later layers of the stack, exactly as it passes the dense tensor.
+the later layers of the stack, exactly as it passes the dense tensor. mT5 shares T5's attention
+under the MT5 prefix.
+
+umT5 (`LRPUMT5Attention`) gives every self-attention layer a bias table of its own, computed in
+each layer and never passed on, with a bucket function of its own signature (an instance method
+reading the layer's bucket count, distance and direction): the layer calls the original module's
+own bucket method, and takes UMT5Attention's call signature.
 """
 
 from __future__ import annotations
@@ -35,7 +41,7 @@ class LRPT5Attention(nn.Module):
         self.max_distance = original.relative_attention_max_distance
         self.n_heads, self.head_dim = original.n_heads, original.key_value_proj_dim
         self.layer_idx = original.layer_idx
-        self._bucket = type(original)._relative_position_bucket
+        self._bucket = type(original)._relative_position_bucket  # T5's static bucket function
 
     @classmethod
     def from_hf(cls, module, options: LRPOptions):
@@ -44,13 +50,21 @@ class LRPT5Attention(nn.Module):
     def relative_bias(self, n: int, m: int, device) -> torch.Tensor:
         """[H, N + M - 1]: bias of each key - query offset, queries the last N of M positions."""
         relative = torch.arange(n + m - 1, device=device) - (m - 1)  # memory - query position
-        buckets = self._bucket(relative, bidirectional=not self.is_decoder, num_buckets=self.num_buckets,
-                               max_distance=self.max_distance)
-        return self.relative_attention_bias(buckets).T.contiguous()
+        return self.relative_attention_bias(self.buckets(relative)).T.contiguous()
+
+    def buckets(self, relative: torch.Tensor) -> torch.Tensor:
+        """transformers' bucket of each relative position (memory - query)."""
+        return self._bucket(relative, bidirectional=not self.is_decoder, num_buckets=self.num_buckets,
+                            max_distance=self.max_distance)
 
     def forward(self, hidden_states, mask=None, key_value_states=None, position_bias=None, cache=None, **kwargs):
         if cache is not None:
             raise NotImplementedError("lrp_triton's T5 attention explains full sequences: pass use_cache=False")
+        out, position_bias = self.attend(hidden_states, key_value_states, mask, position_bias)
+        return out, position_bias, None
+
+    def attend(self, hidden_states, key_value_states, mask, position_bias):
+        """(attention output after `o`, the compact bias used or None)."""
         b, n, _ = hidden_states.shape
         source = hidden_states if key_value_states is None else key_value_states
         q = self.q(hidden_states).view(b, n, -1, self.head_dim).transpose(1, 2)
@@ -69,4 +83,20 @@ class LRPT5Attention(nn.Module):
         out = out.transpose(1, 2)
         if self.taps is not None:
             self.taps.heads(out)
-        return self.o(out.reshape(b, n, -1)), position_bias, None
+        return self.o(out.reshape(b, n, -1)), position_bias
+
+
+class LRPUMT5Attention(LRPT5Attention):
+    """Drop-in for UMT5Attention: its own bias table in every self-attention layer, its bucket method."""
+
+    def __init__(self, original: nn.Module, *, mode: str, backend: str, taps: LatentTaps | None = None):
+        super().__init__(original, mode=mode, backend=backend, taps=taps)
+        self._bucket = original._relative_position_bucket  # bound: reads the layer's own bucket settings
+
+    def buckets(self, relative: torch.Tensor) -> torch.Tensor:
+        return self._bucket(relative)
+
+    def forward(self, hidden_states, encoder_hidden_states=None, cache=None, attention_mask=None, **kwargs):
+        if cache is not None:
+            raise NotImplementedError("lrp_triton's umT5 attention explains full sequences: pass use_cache=False")
+        return self.attend(hidden_states, encoder_hidden_states, attention_mask, None)[0], None

@@ -1,0 +1,68 @@
+"""The sigmoid gates of mixture-of-experts layers on their own (the whole families are checked by the
+model contract, tests/test_model_contract.py, against the explicit reference in reference_lrp.py)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import transformers
+from transformers.models.glm4_moe.modeling_glm4_moe import Glm4MoeTopkRouter
+
+from lrp_triton.modules import LRPSigmoidTopkRouter, lrp_sigmoid
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_lrp_sigmoid_splits_off_the_constant_half(dtype):
+    """sigmoid(x) = 1/2 + tanh(x / 2) / 2: R_x = x * g_x equals (y - 1/2) / y * R_y, R_y = y * g_y (the
+    constant 1/2 absorbs the rest); finite where x = 0 (the ratio's limit 1/4), and at large |x|."""
+    x = torch.randn(7, 33, dtype=dtype) * 3
+    x[0, :5] = 0.0
+    x[1, :4] = torch.tensor([1e-6, -1e-6, 40.0, -40.0], dtype=dtype)
+    x.requires_grad_()
+    y = lrp_sigmoid(x)
+    assert torch.equal(y, torch.sigmoid(x))
+    g = torch.randn_like(y)
+    y.backward(g)
+    r_y = (y * g).detach()
+    explicit = (y.detach() - 0.5) / y.detach() * r_y
+    tol = 1e-6 if dtype == torch.float32 else 1e-13
+    torch.testing.assert_close(x * x.grad, explicit, rtol=tol, atol=tol * r_y.abs().max().item())
+    torch.testing.assert_close(x.grad[0, :5], g[0, :5] / 4, rtol=tol, atol=0)
+
+
+def test_sigmoid_router_forward_equals_glm4_moe_router():
+    """Same logits, weights and chosen experts as HF's router (bias-corrected, grouped, renormalised, scaled)."""
+    config = transformers.Glm4MoeConfig(hidden_size=24, n_routed_experts=12, num_experts_per_tok=3, n_group=4,
+                                        topk_group=2, routed_scaling_factor=1.7, norm_topk_prob=True)
+    hf = Glm4MoeTopkRouter(config)
+    with torch.no_grad():
+        hf.weight.normal_()
+        hf.e_score_correction_bias.normal_(std=0.2)
+    ours = LRPSigmoidTopkRouter(hf)
+    x = torch.randn(2, 29, 24)
+    with torch.no_grad():
+        expected = hf(x)
+    got = ours(x)
+    for a, b in zip(got, expected):
+        assert torch.equal(a, b)
+    with torch.no_grad():  # the bias changes the choice of some tokens: the check above covers it
+        hf.e_score_correction_bias.zero_()
+        unbiased = hf(x)[2]
+    assert not torch.equal(unbiased.sort(-1).values, expected[2].sort(-1).values)
+
+
+@pytest.mark.parametrize("family", ["mixtral", "glm4_moe"])
+def test_bfloat16_forward_equals_hf_eager_experts(family):
+    """float32 routing weights times bfloat16 expert outputs: the product in float32, as HF's, then one
+    rounding in the sum (the model zoo checks the forward in float32 only)."""
+    import lrp_triton
+    from model_zoo import tiny_model
+
+    model = tiny_model(family).to(torch.bfloat16)
+    model.set_experts_implementation("eager")  # the default grouped_mm kernel rounds differently
+    ids = torch.randint(0, 101, (2, 13))
+    with torch.no_grad():
+        expected = model(ids).logits
+        with lrp_triton.apply(model):
+            assert any(type(m).__name__ == "LRPMoEExperts" for m in model.modules())
+            assert torch.equal(model(ids).logits, expected)
