@@ -22,7 +22,7 @@ from lrp_triton.kernels.attention_torch import attention_backward_torch, attenti
 from lrp_triton.ops import lrp_activation, lrp_attention, lrp_glu, lrp_layer_norm, lrp_rms_norm
 from lrp_triton.ops.elementwise import lrp_softcap, lrp_uniform_product
 from lrp_triton.ops.gamma import lrp_gamma_conv2d, lrp_gamma_linear
-from model_zoo import T5, Decoder, padded_index, tiny
+from model_zoo import T5, ZOO, Decoder, padded_index, tiny
 from reference_encoders import bert_reference
 from scaled_close import assert_rel_close, summed
 
@@ -197,6 +197,24 @@ def input_x_gradient(entry, model, inputs, request):
         score = score - logits[rows, index, request["contrast"]]
     score.sum().backward()
     return summed(x * x.grad, -1)
+
+
+SWEEP = [pytest.param(e, id=e.name) for e in ZOO if type(e).__name__ in ("Decoder", "T5", "Bart")]
+
+
+@pytest.mark.parametrize("checkpoint", [False, True])
+@pytest.mark.parametrize("entry", SWEEP)
+def test_every_decoder_and_seq2seq_family_explains_several_positions_in_one_pass(entry, checkpoint, monkeypatch):
+    """Every op of every family batches over K streams (checkpoint=True: the forward is recomputed
+    inside the batched backward); equal to one backward pass per position."""
+    model = entry.build()
+    inputs = entry.inputs(batch=2, size=entry.cases[0].size)
+    batched = entry.attribute(model, inputs, position=[-1, 1, -2], checkpoint=checkpoint)
+    monkeypatch.setattr(core, "SCORES_PER_BACKWARD", 1)
+    separate = entry.attribute(model, inputs, position=[-1, 1, -2], checkpoint=checkpoint)
+    for name in entry.fields:
+        torch.testing.assert_close(getattr(batched, name), getattr(separate, name), rtol=1e-5, atol=1e-6)
+    assert batched.relevance.shape[1] == 3 and batched.relevance.abs().max() > 0
 
 
 def test_scores_go_through_the_backward_a_chunk_at_a_time(monkeypatch):
