@@ -7,6 +7,7 @@ longest context per method (doubling, then bisection). See METHODS / DEFINITIONS
 
   python bench/bench_attribute.py [--quick] [--model 1b|8b|both] [--max-n N] [--no-search] [--out DIR]
   python bench/bench_attribute.py --cpu-smoke     # CPU: tiny model; the pipeline, and ref_sdpa vs attribute
+  python bench/bench_attribute.py --cpu           # CPU figures (marked CPU): the CPU default vs the same methods
 """
 from __future__ import annotations
 
@@ -68,9 +69,10 @@ MODEL_SPECS = {
     "tiny": dict(vocab_size=101, hidden_size=64, intermediate_size=96, num_hidden_layers=2, num_attention_heads=4,
                  num_key_value_heads=2, head_dim=16, tie_word_embeddings=False,
                  rope_parameters=dict(_ROPE, factor=8.0, original_max_position_embeddings=16)),  # CPU smoke
-    "cpu": dict(vocab_size=1000, hidden_size=256, intermediate_size=1024, num_hidden_layers=4, num_attention_heads=4,
-                num_key_value_heads=2, head_dim=64, tie_word_embeddings=False, rope_parameters=dict(_ROPE, factor=8.0)),
 }
+MODEL_SPECS["cpu512"] = dict(MODEL_SPECS["1b"], vocab_size=32000, hidden_size=512, intermediate_size=1536,
+                             num_hidden_layers=8, num_attention_heads=8, num_key_value_heads=4, tie_word_embeddings=False)
+MODEL_SPECS["cpu1024"] = dict(MODEL_SPECS["cpu512"], hidden_size=1024, intermediate_size=2816, num_attention_heads=16)
 METHOD_NAMES = ("forward", "lrp_triton", "lrp_triton+ckpt", "gradient", "ref_sdpa", "ref_sdpa+ckpt")  # order per N
 SEARCH_METHODS = ("gradient", "ref_sdpa", "lrp_triton", "lrp_triton+ckpt", "ref_sdpa+ckpt")  # cheap first
 
@@ -233,7 +235,8 @@ def tables(run):
 
 
 def make_runner(args, device, budget, out, smoke=False):
-    return common.Runner(SCRIPT, "lrp_triton.attribute end-to-end benchmark", args, budget_s=budget, out=out,
+    name = SCRIPT + ("_cpu" if device == "cpu" and not smoke else "")  # CPU figures are named so
+    return common.Runner(name, "lrp_triton.attribute end-to-end benchmark", args, budget_s=budget, out=out,
                          device=device, smoke=smoke, single_call_s=4.0, max_repeats=10, skip_after_oom=True,
                          agree=("lrp_triton", "ref_sdpa"), tables=tables,
                          info=dict(definitions=DEFINITIONS, conventions=CONVENTIONS, goals_definition=GOALS,
@@ -243,8 +246,9 @@ def make_runner(args, device, budget, out, smoke=False):
 
 
 def cpu_smoke(args):
-    import lrp_triton
     from lrp_triton.backend import interpreter_requested
+
+    import lrp_triton
 
     torch.manual_seed(0)
     torch.set_num_threads(1)
@@ -284,7 +288,8 @@ def cpu_smoke(args):
               run_method(m, model, ids, "torch") for m in ("lrp_triton", "lrp_triton+ckpt")}
     others["ref_sdpa+ckpt"] = run_method("ref_sdpa+ckpt", model, ids, "torch")
     if interpreter_requested():
-        others["lrp_triton.attribute(backend='triton', TRITON_INTERPRET=1)"] = run_method("lrp_triton", model, ids, "triton")
+        others["lrp_triton.attribute(backend='triton', TRITON_INTERPRET=1)"] = run_method("lrp_triton", model, ids,
+                                                                                          "triton")
     else:
         print("cpu-smoke: TRITON_INTERPRET is not 1: the Triton backend was not exercised")
     grad = run_method("gradient", model, ids, "torch")
@@ -304,22 +309,6 @@ def cpu_smoke(args):
                                          f"{worst:.3e} (tol 1e-4); pipeline ok")
 
 
-def cpu_targets():
-    """--cpu-targets: K = 1, 4, 16 positions by one batched backward against K separate passes (SCORES_PER_BACKWARD
-    = 1), whole attribute calls on MODEL_SPECS["cpu"], N = 512, one thread; ABBA order, median of 6 after a warm-up."""
-    import statistics, time, lrp_triton, lrp_triton.attribution.core as core  # noqa: E401
-    torch.set_num_threads(1)
-    model, ids = build_model("cpu", "cpu", torch.float32, 1024), make_ids(1000, 512, "cpu")
-    for backend, k in [(b, k) for b in ("auto", "torch") for k in (1, 4, 16)]:
-        t = {16: [], 1: []}
-        for chunk in [c for rep in range(7) for c in ((16, 1) if rep % 2 else (1, 16))]:
-            core.SCORES_PER_BACKWARD, start = chunk, time.perf_counter()
-            lrp_triton.attribute(model, ids, position=list(range(-k, 0)), backend=backend)
-            t[chunk].append(time.perf_counter() - start)
-        one, sep = (statistics.median(v[1:]) for v in t.values())
-        print(f"cpu-targets: backend={backend} K={k}: batched {one:.2f} s, separate {sep:.2f} s, ratio {one / sep:.2f}")
-
-
 def main(argv=None):
     p = common.parser("End-to-end benchmark of lrp_triton.attribute (AttnLRP, Triton) on Llama-3.1-8B- and "
                       "Llama-3.2-1B-shaped models with random bf16 weights: time and peak memory against the plain "
@@ -331,11 +320,18 @@ def main(argv=None):
     p.add_argument("--model", choices=("1b", "8b", "both"), default="both", help="which model(s) (default both)")
     p.add_argument("--max-n", type=int, default=N_128K, help="largest N of the sweep and the search (default 131072)")
     p.add_argument("--no-search", action="store_true", help="skip the longest-context search")
-    p.add_argument("--cpu-targets", action="store_true", help="CPU: K targets, one batched backward vs K (issue 11.6)")
+    p.add_argument("--cpu", action="store_true", help="CPU figures: the CPU default, hidden 512 / 1024, N <= 8192")
     args = p.parse_args(argv)
-    if args.cpu_smoke or args.cpu_targets:
+    if args.cpu_smoke:
         common.ensure_lrp_triton()
-        return cpu_smoke(args) if args.cpu_smoke else cpu_targets()
+        return cpu_smoke(args)
+    if args.cpu:  # the CPU default (backend="auto") against the same methods, written as CPU figures
+        run = make_runner(args, "cpu", common.budget_of(args, (3600.0, 600.0)), args.out)
+        bench = Bench("cpu", torch.float32, "auto", 8192)
+        for key in ("cpu512", "cpu1024"):
+            run.run(sweep_cases(key, [n for n in (256, 512, 1024, 2048, 4096, 8192) if n <= args.max_n],
+                                ["forward", "gradient", "ref_sdpa", "lrp_triton"]), bench.methods)
+        return run.finish()
     common.require_cuda(SCRIPT)
     common.ensure_lrp_triton()
     if args.max_n < 1024:

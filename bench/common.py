@@ -20,6 +20,9 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import ctypes
+import gc
+import importlib
 import datetime as dt
 import json
 import math
@@ -44,9 +47,7 @@ MiB = 2 ** 20
 def require_cuda(script):
     """Exit with status 2 and "needs a CUDA GPU" when there is none."""
     if not torch.cuda.is_available():
-        print(f"{script}: needs a CUDA GPU (torch.cuda.is_available() is False); nothing was measured.",
-              file=sys.stderr)
-        sys.exit(2)
+        sys.exit(print(f"{script}: needs a CUDA GPU (no torch.cuda); nothing was measured.", file=sys.stderr) or 2)
 
 
 def shadow_package():
@@ -63,8 +64,6 @@ def shadow_package():
 
 def ensure_lrp_triton():
     """Imports lrp_triton, through a shadow package where it is not installed (the device machine)."""
-    import importlib
-
     try:
         importlib.import_module("lrp_triton.models")
     except ImportError:
@@ -85,7 +84,7 @@ def env_record():
     rec = dict(date_utc=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), argv=list(sys.argv),
                python=platform.python_version(), platform=f"{platform.system()} {platform.machine()}",
                torch=torch.__version__, triton=version("triton"), transformers=version("transformers"),
-               cuda_runtime=torch.version.cuda,
+               cuda_runtime=torch.version.cuda, cpus=os.cpu_count(), cpu=platform.processor() or None,
                cudnn=torch.backends.cudnn.version() if torch.backends.cudnn.is_available() else None)
     if torch.cuda.is_available():
         p = torch.cuda.get_device_properties(torch.cuda.current_device())
@@ -162,16 +161,13 @@ def cuda_time_ms(fn, *, warmup=1, repeats=None, target_ms=300.0, min_repeats=3, 
 
 
 def free_cuda():
-    import gc
-
     gc.collect()
     if torch.cuda.is_available():
         torch.cuda.synchronize()
         torch.cuda.empty_cache()
 
 
-def is_oom(e):
-    """CUDA out of memory (not Triton's OutOfResources: shared memory / registers of one kernel)."""
+def is_oom(e):  # CUDA out of memory (not Triton's OutOfResources: shared memory / registers of one kernel)
     return isinstance(e, torch.cuda.OutOfMemoryError) or isinstance(e, RuntimeError) and "out of memory" in str(e)
 
 
@@ -203,6 +199,12 @@ def markdown_table(rows, columns=None):
     lines = ["| " + " | ".join(columns) + " |", "|" + " --- |" * len(columns)]
     lines += ["| " + " | ".join(fmt(r.get(c)).replace("|", "\\|") for c in columns) + " |" for r in rows]
     return "\n".join(lines) + "\n"
+
+
+def rss_kib(field="VmRSS", reset=False):
+    """Linux: resident set (VmRSS) or its peak (VmHWM), KiB; reset: malloc_trim, then the peak := the current one."""
+    _ = reset and (ctypes.CDLL(None).malloc_trim(0), Path("/proc/self/clear_refs").write_text("5"))
+    return int(next(ln.split()[1] for ln in Path("/proc/self/status").read_text().splitlines() if ln.startswith(field)))
 
 
 # --- The runner -----------------------------------------------------------------------------------
@@ -241,7 +243,7 @@ class Runner:
     # -- one phase: first call, then the timed calls (once: the first call only) --------------------
     def time_phase(self, fn, keep=False, once=False):
         self._sync()
-        base = torch.cuda.memory_allocated() if self.cuda else 0
+        base = torch.cuda.memory_allocated() if self.cuda else rss_kib(reset=True)
         if self.cuda:
             torch.cuda.reset_peak_memory_stats()
         t0 = time.perf_counter()
@@ -250,8 +252,14 @@ class Runner:
         first = time.perf_counter() - t0
         kept = out.detach().float().cpu() if keep and isinstance(out, torch.Tensor) else None
         del out
-        if not self.cuda:
-            return dict(ms=first * 1e3, repeats=1, first_call_s=first, timed="one call, CPU wall clock"), kept
+        if not self.cuda:  # CPU: wall clock; calls under 2 s are repeated (median of up to 4 more)
+            peak, times = rss_kib("VmHWM") - base, [first]
+            while not once and first < 2.0 and len(times) < 5 and sum(times) < 6.0:
+                t0, _ = time.perf_counter(), fn()
+                times.append(time.perf_counter() - t0)
+            return dict(ms=statistics.median(times[1:] or times) * 1e3, min_ms=min(times) * 1e3, repeats=len(times),
+                        first_call_s=first, peak_MiB=peak / 1024, timed="CPU wall clock, median of the calls after "
+                        "the first (if any); peak resident set above the one before the call (VmHWM)"), kept
         res = dict(first_call_s=first)
         if once or (self.single_call_s is not None and first >= self.single_call_s):
             ms = s.elapsed_time(e)
@@ -288,7 +296,7 @@ class Runner:
                 row["first_call_s"] += res.pop("first_call_s")
                 row["timed"] = res.pop("timed")
                 row.update({f"{phase}_{k}": v for k, v in res.items()})
-                shown.append(f"{phase} {res['ms']:.3f} ms" + (f" peak {res['peak_MiB']:.0f} MiB" if self.cuda else ""))
+                shown.append(f"{phase} {res['ms']:.3f} ms" + f" peak {res.get('peak_MiB', 0):.0f} MiB" * ("peak_MiB" in res))
             row["status"] = "ok"
             if job.get("after"):
                 job["after"](row)
@@ -356,8 +364,9 @@ class Runner:
         parts = [f"# {self.title}\n", "Environment: " + ", ".join(
             f"{k}={env.get(k)}" for k in ("date_utc", "gpu", "driver", "cuda_runtime", "torch", "triton",
                                           "transformers") if k in env) + "\n", f"Command: `{' '.join(env['argv'])}`\n"]
-        if self.smoke:
-            parts.append("- CPU SMOKE RUN: times are CPU wall clock, NOT figures")
+        if not self.cuda:
+            parts.append("- CPU SMOKE RUN: times are CPU wall clock, NOT figures" if self.smoke else
+                         f"- CPU RUN ({os.cpu_count()} CPUs, {torch.get_num_threads()} torch threads): CPU figures")
         for k, v in self.info.get("conventions", {}).items():
             parts.append(f"- {k}: {v}")
         parts.append(f"- elapsed {rec['elapsed_s']:.0f} s of a {self.budget_s:.0f} s budget; complete: {complete}"
@@ -428,26 +437,21 @@ def random_model(auto_cls, config, device, dtype, seed=0, gain=1.0, norm_noise=0
     return model.eval().requires_grad_(False)
 
 
-def rel_diff(a, b):
-    """max |a - b| / max |b|."""
+def rel_diff(a, b):  # max |a - b| / max |b|
     return ((a.float() - b.float()).abs().max() / b.float().abs().max()).item()
 
 
 def smoke_seed():
     """CPU smoke: a fresh seed for the agreement checks (LRP_TEST_SEED repeats one)."""
     seed = int(os.environ.get("LRP_TEST_SEED") or int.from_bytes(os.urandom(4), "little"))
-    print(f"cpu-smoke: agreement checks on fresh random weights and inputs, seed {seed} (LRP_TEST_SEED={seed} "
-          "repeats it)")
+    print(f"cpu-smoke: agreement checks on fresh random weights and inputs, seed {seed} (LRP_TEST_SEED repeats it)")
     return seed
 
 
 def smoke_result(failures, agree):
     """CPU smoke: prints each failure, or the 'agree' line; the exit status."""
     print("cpu-smoke: times above are CPU wall clock, not figures (nothing written to bench/results)")
-    for f in failures:
-        print(f"cpu-smoke: FAIL: {f}")
-    if not failures:
-        print(f"cpu-smoke: agree: {agree}")
+    print("\n".join(f"cpu-smoke: FAIL: {f}" for f in failures) if failures else f"cpu-smoke: agree: {agree}")
     return 1 if failures else 0
 
 
@@ -474,7 +478,6 @@ class Models:
 # --- Triton pre-compilation in worker processes, SDPA backend probe -------------------------------
 def autotuners(module=None):
     """The Triton autotuners of lrp_triton.kernels.<module> (every kernel module when None)."""
-    import importlib
     import pkgutil
 
     import lrp_triton.kernels as kpkg
@@ -503,7 +506,8 @@ def pin_autotuners(index, **prune_kwargs):
         configs = list(tuner.configs)
         prune = getattr(tuner, "early_config_prune", None)
         if prune is not None and prune_kwargs:
-            configs = prune(configs, {}, **prune_kwargs) or configs
+            on = {"Q": torch.empty(0, device="cuda")} if torch.cuda.is_available() else {}  # (this GPU's arch)
+            configs = prune(configs, on, **prune_kwargs) or configs
         tuner.configs = [configs[index % len(configs)]]
 
 

@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Static kernel report: every Triton kernel of lrp_triton compiled for sm_90a on a machine without a GPU.
 
-    python bench/kernel_report.py [--quick] [--jobs N] [--out DIR] [--cache DIR | --no-cache]
+    python bench/kernel_report.py [--quick] [--all-configs] [--jobs N] [--out DIR] [--cache DIR | --no-cache]
 
 Each launcher (attention forward / backward, RMSNorm, LayerNorm, activation, GLU) runs on small CPU
 tensors with Triton's launch path replaced by a recorder (`Autotuner.run`, `JITFunction.run`), so the
@@ -20,6 +20,8 @@ from __future__ import annotations
 import os
 
 os.environ.pop("TRITON_INTERPRET", None)  # compiling needs the real triton.jit (workers inherit this)
+# the kernels' own pruning as on sm_90 (lrp_triton.kernels.attention_tiles.target_arch); --all-configs: every config
+os.environ["LRP_TRITON_TARGET_ARCH"] = "0" if "--all-configs" in __import__("sys").argv else "90"
 
 import argparse  # noqa: E402
 import collections  # noqa: E402
@@ -44,7 +46,7 @@ from pathlib import Path  # noqa: E402
 
 KIND = "static, sm_90a, no GPU"
 STEM = "kernel_report_static_sm90a"
-ARTEFACTS = "v2"  # format of the cached compile artefacts: a change here recompiles everything
+ARTEFACTS = "v3"  # format of the cached compile artefacts: a change here recompiles everything
 # sm_90 (H100 / H200) limits and rates used below (CUDA programming guide, compute capability 9.0)
 SM90 = dict(max_shared_per_block=232448, shared_per_sm=233472, reserved_shared_per_block=1024,
             regs_per_sm=65536, reg_alloc_unit_per_warp=256, max_threads_per_block=1024,
@@ -67,8 +69,8 @@ CLASSES = {  # SASS opcode (text before the first '.') -> class; U-prefixed unif
     "control": "BRA EXIT BSSY BSYNC CALL RET JMP BRX JMX YIELD NOP BPT",
 }
 OPCLASS = {op: c for c, ops in CLASSES.items() for op in ops.split()}
-NAMES = dict(_attn_fwd="attention forward", _attn_bwd_delta="attention delta", _attn_bwd_dkdv="attention dK-dV",
-             _attn_bwd_dq="attention dQ", _rms_norm_fwd="RMSNorm fwd", _rms_norm_bwd="RMSNorm bwd",
+NAMES = dict(_attn_fwd="attention forward", attn_bwd_delta="attention delta", attn_bwd_dkdv="attention dK-dV",
+             attn_bwd_dq="attention dQ", _rms_norm_fwd="RMSNorm fwd", _rms_norm_bwd="RMSNorm bwd",
              _layer_norm_fwd="LayerNorm fwd", _layer_norm_bwd="LayerNorm bwd", _act_fwd="activation fwd",
              _act_bwd="activation bwd", _glu_fwd="GLU fwd", _glu_bwd="GLU bwd")
 
@@ -257,8 +259,25 @@ def count(instrs):
                 wide_loads_128=sum(".128" in op and OPCLASS.get(op.split(".")[0]) == "load" for _, op, _ in instrs))
 
 
+def dots_per_loop(ttir):
+    """tt.dot ops per source loop that holds any (each tile run of a kernel is one scf.for with the same
+    matmuls): the enclosing scf.for of a dot is the nearest one above it at a smaller indentation."""
+    open_fors, owners, ndots = [], set(), 0
+    for i, line in enumerate(ttir.splitlines()):
+        indent = len(line) - len(line.lstrip())
+        open_fors = [(j, d) for j, d in open_fors if d < indent or not line.strip().startswith("}")]
+        if "scf.for" in line:
+            open_fors.append((i, indent))
+        elif "tt.dot " in line:
+            ndots += 1
+            inside = [j for j, d in open_fors if d < indent]
+            owners.add(inside[-1] if inside else -1)
+    return ndots / max(1, len(owners))
+
+
 def loops_of(instrs, ndots, tile, warps):
-    """Loops = backward branches (target <= branch); counts per loop exclude nested loops' bodies."""
+    """Loops = backward branches (target <= branch); counts per loop exclude nested loops' bodies.
+    `ndots`: tt.dot ops per source loop step (`dots_per_loop`)."""
     ends, fwd = {}, []
     for a, op, text in instrs:
         t = re.findall(r"0x[0-9a-f]+", text) if op.startswith("BRA") else []
@@ -308,6 +327,7 @@ def compile_one(job):
                 ptxas_log=[ln.strip() for ln in buf.getvalue().splitlines() if ln.strip()],
                 resources=res.strip().splitlines()[-1].strip(), ptx_wgmma=ptx.count("wgmma.mma_async"),
                 ptx_mma_sync=ptx.count("mma.sync"), dots_in_ttir=k.asm["ttir"].count("tt.dot "),
+                dots_per_ttir_loop=dots_per_loop(k.asm["ttir"]),
                 sass=[f"{a:x} {t}" for a, _, t in parse_sass(sass)])
 
 
@@ -330,9 +350,14 @@ def analyse(art, tile):
     ctas = min(SM90["max_ctas_per_sm"], SM90["max_warps_per_sm"] // warps,
                SM90["regs_per_sm"] // (regs_per_warp * warps),
                SM90["shared_per_sm"] // (shared + SM90["reserved_shared_per_block"])) if launchable else 0
-    loops = loops_of(instrs, art["dots_in_ttir"], tile, warps)
+    loops = loops_of(instrs, art["dots_per_ttir_loop"], tile, warps)
+    # hot loop: the most tensor-core work per iteration, the innermost, then the SHORTEST such loop: the
+    # kernels walk each tile range in a masked boundary run and an unmasked interior run of the same
+    # matmuls, and the interior run is the one that executes all but one or two tiles per block
     hot = max(range(len(loops)), key=lambda i: (loops[i]["tensor_fma_per_warp"], loops[i]["depth"],
-                                                 loops[i]["instructions"]), default=None)
+                                                 -loops[i]["instructions"]), default=None)
+    boundary = max(range(len(loops)), key=lambda i: (loops[i]["tensor_fma_per_warp"], loops[i]["depth"],
+                                                      loops[i]["instructions"]), default=None)
     if hot is not None:
         body = [x for x in instrs if int(loops[hot]["start"], 16) <= x[0] <= int(loops[hot]["end"], 16)]
         loops[hot]["opcodes"] = dict(collections.Counter(op for _, op, _ in body).most_common())
@@ -343,6 +368,7 @@ def analyse(art, tile):
         launchable=launchable, max_threads_by_registers=max_threads, ctas_per_sm=ctas, mma_kind=mma,
         ptx_wgmma=art["ptx_wgmma"], ptx_mma_sync=art["ptx_mma_sync"], dots_in_ttir=art["dots_in_ttir"],
         sass_instructions=len(instrs), whole_kernel=count(instrs), loops=loops, hot_loop=hot,
+        boundary_loop=boundary if boundary != hot else None,
         ptxas_log=[ln for ln in art["ptxas_log"] if "registers" in ln or "stack frame" in ln])
 
 
@@ -489,7 +515,8 @@ def conventions():
                    "to 1 became constexprs and 16-divisible ints / 16-byte-aligned pointers got tt.divisibility=16 "
                    "exactly as on a launch (JSON: specialisation). Shapes: attention B 2, H 16 (D 128) / 32 (D 64), "
                    "N = M = 512, contiguous [B, H, N, D]; norms 64 rows; any length that is a multiple of 16 "
-                   "specialises alike",
+                   "specialises alike. The pruning is sm_90's (LRP_TRITON_TARGET_ARCH=90: the kernels' per-"
+                   "architecture autotune lists) unless --all-configs",
         "registers, spills, stack": "ptxas -v output of this compile (Triton's own ptxas call, its log captured); "
                                     "cuobjdump --dump-resource-usage recorded beside it",
         "shared memory": "metadata.shared, the dynamic shared memory Triton requests at launch",
@@ -502,7 +529,9 @@ def conventions():
                  "static instructions from target to branch, nested loops excluded, every instruction once; "
                  "skippable_instructions = those a forward branch inside the loop can jump over (then the count "
                  "is an upper bound on one iteration). Hot loop = the loop with the most tensor-core FMAs per "
-                 "iteration (else the longest)",
+                 "iteration, innermost, and of those the shortest: the unmasked interior run, which executes all "
+                 "but the one or two boundary tiles of each block (JSON: boundary_loop = the longest such loop, "
+                 "the masked boundary run); else the longest loop",
         "classes": "by SASS opcode: " + "; ".join(f"{c}: {ops}" for c, ops in CLASSES.items()) + "; mufu_ex2: "
                    "MUFU.EX2; mufu_other: other MUFU; uniform (U-prefixed) ops join their class; the rest: other",
         "issue/tensor": "issue clocks / tensor-core clocks per loop iteration per SM: issue = instructions x warps "
@@ -511,8 +540,8 @@ def conventions():
                         "keep the tensor cores busy. HMMA does not reach the wgmma rate on sm_90, so its ratio is "
                         "optimistic",
         "MUFU/tensor": "MUFU.EX2 pipe clocks (16 per clock per SM) / tensor-core clocks, same iteration",
-        "tiles/iter": "SASS tensor FMAs per loop iteration / (tt.dot count in the TTIR x BLOCK_M x BLOCK_N x "
-                      "BLOCK_D): 1.0 means one SASS iteration is one tile step of the source loop",
+        "tiles/iter": "SASS tensor FMAs per loop iteration / (tt.dot ops per TTIR loop x BLOCK_M x BLOCK_N x "
+                      "BLOCK_D): 1.0 means one SASS iteration is one tile step of its source loop",
         "not measured": "no timing, no occupancy effects beyond ctas_per_sm, no latency or dependency model: "
                         "static counts only",
     }
@@ -547,6 +576,7 @@ def main(argv=None):
     p.add_argument("--cache", default=os.path.join(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"),
                                                    "lrp_triton", "kernel_report"))
     p.add_argument("--no-cache", action="store_true")
+    p.add_argument("--all-configs", action="store_true", help="every autotune config, not only those sm_90 keeps")
     a = p.parse_args(argv)
     t0 = time.time()
     warnings.filterwarnings("ignore", message=".*TRITON_DEFAULT_FP_FUSION.*")

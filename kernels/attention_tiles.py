@@ -8,6 +8,9 @@ tanh(x)/x is `lrp_triton.rules.tanh_over_x`'s twin, written through exp for the 
 
 from __future__ import annotations
 
+import os
+
+import torch
 import triton
 import triton.language as tl
 
@@ -97,6 +100,64 @@ def query_range(n0, N, M, window, CAUSAL: tl.constexpr, HAS_WINDOW: tl.constexpr
     return lo, hi
 
 
+@triton.jit
+def interior_keys(m0, lo, hi, N, M, window, CAUSAL: tl.constexpr, HAS_WINDOW: tl.constexpr,
+                  BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
+    """[a, b) inside the key range [lo, hi) (lo a multiple of BLOCK_N) of key blocks that every query
+    of the block [m0, m0 + BLOCK_M) sees: no causal, window or bounds mask is needed there.
+
+    Block [n0, n0 + BLOCK_N) is interior when n0 + BLOCK_N <= M, (causal) its last key is visible from
+    the first query, n0 + BLOCK_N - 1 <= m0 + M - N, and (window) its first key from the last query,
+    m0 + BLOCK_M - 1 + M - N - n0 < window. A query block running past N has no interior (its bias and
+    relative-bias loads stay masked)."""
+    a = lo
+    if HAS_WINDOW:
+        first = tl.maximum(m0 + BLOCK_M + (M - N) - window, 0)
+        a = tl.maximum(lo, (first + BLOCK_N - 1) // BLOCK_N * BLOCK_N)
+    last = M - BLOCK_N  # the largest interior n0
+    if CAUSAL:
+        last = tl.minimum(last, m0 + (M - N) - BLOCK_N + 1)
+    b = tl.maximum(last + BLOCK_N, 0) // BLOCK_N * BLOCK_N  # (all operands >= 0: floor = truncation)
+    if m0 + BLOCK_M > N:
+        b = a
+    a = tl.minimum(a, hi)
+    return a, tl.minimum(tl.maximum(b, a), hi)
+
+
+@triton.jit
+def interior_queries(n0, lo, hi, N, M, window, CAUSAL: tl.constexpr, HAS_WINDOW: tl.constexpr,
+                     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
+    """[a, b) inside the query range [lo, hi) (lo a multiple of BLOCK_M) of query blocks that see every
+    key of the block [n0, n0 + BLOCK_N): the transposed twin of `interior_keys`.
+
+    Block [m0, m0 + BLOCK_M) is interior when m0 + BLOCK_M <= N, (causal) m0 >= n0 + BLOCK_N - 1 - (M - N)
+    and (window) m0 <= n0 + window - BLOCK_M - (M - N). A key block running past M has no interior."""
+    a = lo
+    if CAUSAL:
+        first = tl.maximum(n0 + BLOCK_N - 1 - (M - N), 0)
+        a = tl.maximum(lo, (first + BLOCK_M - 1) // BLOCK_M * BLOCK_M)
+    last = N - BLOCK_M
+    if HAS_WINDOW:
+        last = tl.minimum(last, n0 + window - BLOCK_M - (M - N))
+    b = tl.maximum(last + BLOCK_M, 0) // BLOCK_M * BLOCK_M
+    if n0 + BLOCK_N > M:
+        b = a
+    a = tl.minimum(a, hi)
+    return a, tl.minimum(tl.maximum(b, a), hi)
+
+
+@triton.jit
+def load_rows(ptrs, rows_ok, cols_ok, MASK_ROWS: tl.constexpr, MASK_COLS: tl.constexpr):
+    """A tile load with only the masks it needs (interior tiles and head dims equal to BLOCK_D: none)."""
+    if MASK_ROWS:
+        if MASK_COLS:
+            return tl.load(ptrs, mask=rows_ok & cols_ok, other=0.0)
+        return tl.load(ptrs, mask=rows_ok, other=0.0)
+    if MASK_COLS:
+        return tl.load(ptrs, mask=cols_ok, other=0.0)
+    return tl.load(ptrs)
+
+
 # ----------------------------------------------------------------------------------------------
 # Autotuning: a few configs on the GPU, exactly one under the interpreter
 # ----------------------------------------------------------------------------------------------
@@ -107,24 +168,58 @@ def block_configs(gpu_blocks, interpreter_blocks):
     return autotune_configs(gpu, one)
 
 
-def prune_for_head_dim(configs, named_args, **kwargs):
-    """Tiles that fit in shared memory: smaller for large head dims, and for float32 tiles (twice the
-    bytes, exact non-tensor-core products that also compile slowly), which get at most 2 stages."""
-    block_d = kwargs.get("BLOCK_D", named_args.get("BLOCK_D", 128))
-    f32 = kwargs.get("DOT_F32", named_args.get("DOT_F32", False))
-    limit = 128 * 128 if block_d <= 128 else 64 * 64
-    if f32:
-        limit = 64 * 64 if block_d <= 64 else (64 * 32 if block_d <= 128 else 32 * 32)
-    kept = [c for c in configs if c.kwargs["BLOCK_M"] * c.kwargs["BLOCK_N"] <= limit
-            and (not f32 or c.num_stages <= 2)]
-    return kept or [min(configs, key=lambda c: (c.kwargs["BLOCK_M"] * c.kwargs["BLOCK_N"], c.num_stages))]
+def target_arch(named_args) -> int | None:
+    """Compute capability (90 = sm_90) of the launch's device; LRP_TRITON_TARGET_ARCH (e.g. "90") when
+    compiling ahead of time on a machine without one (bench/kernel_report.py); None when unknown."""
+    env = os.environ.get("LRP_TRITON_TARGET_ARCH")
+    if env:
+        return int(env)
+    q = named_args.get("Q")
+    if isinstance(q, torch.Tensor) and q.is_cuda:
+        major, minor = torch.cuda.get_device_capability(q.device)
+        return 10 * major + minor
+    return None
 
 
+def pruner(hopper):
+    """An early_config_prune: tiles that fit in shared memory (smaller for large head dims, and for float32
+    tiles: twice the bytes, exact non-tensor-core products that also compile slowly, at most 2 stages);
+    on sm_90 only the `hopper` (BLOCK_M, BLOCK_N, warps, stages) entries, chosen by the static kernel report
+    (bench/results/kernel_report_static_sm90a.md: warpgroup MMA, no spills, launchable, lean hot loops)."""
+    def prune(configs, named_args, **kwargs):
+        block_d = kwargs.get("BLOCK_D", named_args.get("BLOCK_D", 128))
+        f32 = kwargs.get("DOT_F32", named_args.get("DOT_F32", False))
+        limit = 128 * 128 if block_d <= 128 else 64 * 64
+        if f32:
+            limit = 64 * 64 if block_d <= 64 else (64 * 32 if block_d <= 128 else 32 * 32)
+        kept = [c for c in configs if c.kwargs["BLOCK_M"] * c.kwargs["BLOCK_N"] <= limit
+                and (not f32 or c.num_stages <= 2)]
+        arch = target_arch(named_args)
+        if not f32 and arch is not None and arch // 10 == 9:
+            entry = lambda c: (c.kwargs["BLOCK_M"], c.kwargs["BLOCK_N"], c.num_warps, c.num_stages)  # noqa: E731
+            kept = [c for c in kept if entry(c) in hopper[64 if block_d <= 64 else 128]] or kept
+        return kept or [min(configs, key=lambda c: (c.kwargs["BLOCK_M"] * c.kwargs["BLOCK_N"], c.num_stages))]
+    return prune
+
+
+# Every config a GPU may try; the smallest entries double as the float32 fallback.
 FWD_CONFIGS = block_configs(
-    [(128, 64, 8, 3), (128, 128, 8, 3), (128, 32, 4, 3), (64, 64, 4, 3), (64, 32, 4, 2), (64, 64, 4, 4),
-     (32, 32, 4, 2)], (32, 16))
+    [(128, 64, 8, 3), (128, 128, 8, 3), (128, 128, 8, 2), (128, 64, 4, 3), (128, 32, 4, 3), (64, 64, 4, 3),
+     (64, 32, 4, 2), (64, 64, 4, 4), (32, 32, 4, 2)], (32, 16))
+DQ_CONFIGS = block_configs(
+    [(128, 64, 8, 3), (128, 64, 8, 2), (128, 128, 8, 2), (128, 128, 8, 3), (64, 64, 4, 3), (128, 32, 4, 3),
+     (64, 32, 4, 2), (32, 32, 4, 2)], (32, 16))
 BWD_CONFIGS = block_configs(
-    [(64, 128, 8, 3), (64, 64, 4, 3), (32, 128, 8, 2), (32, 64, 4, 2), (64, 32, 4, 2), (32, 32, 4, 2)], (16, 32))
-# (the smallest entries double as the float32 fallback: see prune_for_head_dim)
+    [(64, 128, 8, 3), (64, 128, 8, 2), (32, 128, 8, 2), (64, 64, 8, 3), (64, 64, 8, 2), (32, 64, 8, 2),
+     (16, 128, 8, 2), (64, 64, 4, 3), (64, 64, 4, 2), (32, 64, 4, 2), (32, 128, 8, 1), (32, 64, 4, 1),
+     (64, 64, 8, 1), (64, 32, 4, 2), (32, 32, 4, 2)], (16, 32))
+# sm_90 choices per head dim (BLOCK_D <= 64 / larger), from the static report: warpgroup MMA (no 32-row MMA
+# tiles, which fall back to mma.sync), launchable, no spills, the leanest hot loops. The dK-dV kernel at head
+# dim 128 keeps two [BLOCK_N, 128] float32 accumulators and its K, V tiles: only single-stage configs fit
+# its 255 registers without spilling (two stages spill 4-40 bytes).
+FWD_HOPPER = {64: [(128, 128, 8, 3), (128, 128, 8, 2)], 128: [(128, 64, 8, 3), (64, 64, 4, 3), (64, 64, 4, 4)]}
+DQ_HOPPER = {64: [(128, 64, 8, 3), (128, 64, 8, 2), (64, 64, 4, 3)],
+             128: [(128, 64, 8, 3), (128, 64, 8, 2), (64, 64, 4, 3)]}
+BWD_HOPPER = {64: [(64, 128, 8, 3), (64, 128, 8, 2), (64, 64, 4, 2)], 128: [(32, 128, 8, 1), (32, 64, 4, 1)]}
 TUNE_CAP = 16384
 TUNE_KEY = ["N_BUCKET", "M_BUCKET", "BLOCK_D", "CAUSAL", "HAS_WINDOW", "HAS_SOFTCAP", "HAS_KPM", "HAS_BIAS", "HAS_REL"]

@@ -226,6 +226,8 @@ def test_auto_backend_sends_float64_to_torch_even_on_cuda():
     (((1, 4, 5, 320),) * 3, {"backend": "triton"}, ValueError, "head_dim 320"),
     (((1, 4, 5, 16),) * 3, {"sliding_window": 0}, ValueError, "sliding_window"),
     (((1, 4, 5, 16),) * 3, {"softcap": -1.0}, ValueError, "softcap"),
+    (((1, 4, 5, 16),) * 3, {"scale": -0.25}, ValueError, "scale must be positive"),
+    (((1, 4, 5, 16),) * 3, {"scale": float("nan")}, ValueError, "scale must be positive"),
     (((1, 4, 5, 16),) * 3, {"key_padding_mask": torch.ones(1, 5)}, TypeError, "bool"),
     (((1, 4, 5, 16),) * 3, {"key_padding_mask": torch.ones(1, 4, dtype=torch.bool)}, ValueError, r"shape \(1, 5\)"),
     (((1, 4, 5, 16),) * 3, {"bias": torch.ones(1, 3, 5, 5)}, ValueError, "does not broadcast"),
@@ -266,3 +268,61 @@ def test_default_scale_is_inverse_sqrt_head_dim():
     expected = F.scaled_dot_product_attention(q, k, v, scale=1 / math.sqrt(36))
     torch.testing.assert_close(out, expected, atol=1e-5, rtol=1e-5)
     assert not torch.allclose(lrp_attention(q, k, v, causal=False, scale=1.0), out)
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("case", ("causal", "window", "mqa_padding", "relative_bias"))
+def test_triton_backward_takes_stacked_cotangent_streams(case, mode):
+    """attention_backward with dO of K = 3 stacked cotangents [K, B, H, N, D] (the kernels' third grid
+    axis): stream j's gradients give the explicit reference's relevance for cotangent j."""
+    from lrp_triton.kernels.attention import attention_backward, attention_forward
+
+    q, k, v, _, kw = make_case(case, head_dim=48)
+    dos = torch.randn(3, *q.shape)
+    scale = q.shape[-1] ** -0.5
+    out, lse = attention_forward(q, k, v, scale=scale, **dict(kw, causal=kw.get("causal", True)))
+    kw_b = dict(kw, causal=kw.get("causal", True))
+    dq, dk, dv = attention_backward(dos, q, k, v, out, lse, scale=scale, mode=mode, **kw_b)
+    assert dq.shape == (3, *q.shape) and dk.shape == dv.shape == (3, *k.shape)
+    for j in range(3):
+        eq, ek, ev = reference(q, k, v, dos[j], mode, **kw)
+        assert_rel_close(v * dv[j], ev, 1e-5, f"R_v stream {j}")
+        if mode == "cp-lrp":
+            assert dq[j].abs().max() == 0 and dk[j].abs().max() == 0
+        else:
+            assert_rel_close(q * dq[j], eq, 1e-5, f"R_q stream {j}")
+            assert_rel_close(k * dk[j], ek, 1e-5, f"R_k stream {j}")
+    with pytest.raises(ValueError, match="expected"):
+        attention_backward(dos[:, :, :, 1:], q, k, v, out, lse, scale=scale, mode=mode, **kw_b)
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("kw, n, m", [
+    (dict(causal=True), 100, 100),  # interior key tiles below the diagonal in every kernel
+    (dict(causal=True), 70, 130),  # a cached prefix: queries the last N of M
+    (dict(causal=True, sliding_window=45), 100, 100),  # interior tiles between the window's edges
+    (dict(causal=False), 96, 80),  # no mask at all but the bounds
+    (dict(causal=True, softcap=2.0), 100, 100),  # interior tiles on the general (soft-capped) path
+    (dict(causal=False, padding=True, bias=True), 96, 80),  # padding and a bias inside interior tiles
+])
+def test_triton_interior_and_boundary_tiles(kw, n, m, mode):
+    """Sizes with several full tiles on each side of the diagonal / window edge for the interpreter's
+    tiles (forward and dQ 32 x 16, dK-dV 16 x 32), so that every kernel runs its unmasked interior run
+    (one fused exponent, no masks) as well as its masked boundary run: against the explicit reference."""
+    kw = dict(kw)
+    q, k, v, g = torch.randn(2, 4, n, 32), torch.randn(2, 2, m, 32), torch.randn(2, 2, m, 32), torch.randn(2, 4, n, 32)
+    if kw.pop("padding", False):
+        mask = torch.ones(2, m, dtype=torch.bool)
+        mask[1, :9] = False
+        mask[0, torch.randperm(m)[:6]] = False
+        kw["key_padding_mask"] = mask
+    if kw.pop("bias", False):
+        kw["bias"] = torch.randn(1, 4, n, m)
+    if "softcap" in kw:
+        q = 3.0 * q
+    _, rq, rk, rv = run_op(q, k, v, g, "triton", mode, **kw)
+    eq, ek, ev = reference(q, k, v, g, mode, **kw)
+    assert_rel_close(rv, ev, 1e-5, "R_v")
+    if mode != "cp-lrp":
+        assert_rel_close(rq, eq, 1e-5, "R_q")
+        assert_rel_close(rk, ek, 1e-5, "R_k")

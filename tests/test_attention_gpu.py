@@ -79,15 +79,16 @@ def pinned_configs(index, head_dim, small_tiles=False):
     from lrp_triton.kernels import attention as ka
 
     block_d = max(16, 1 << (head_dim - 1).bit_length())
-    prune = getattr(ka, "_prune_for_head_dim", None)
+    on_gpu = {"Q": torch.empty(0, device="cuda")}  # each kernel's own pruning, for this GPU's architecture
     saved = {}
     try:
-        for j, name in enumerate(("_attn_fwd", "_attn_bwd_dkdv", "_attn_bwd_dq")):
+        for j, name in enumerate(("_attn_fwd", "attn_bwd_dkdv", "attn_bwd_dq")):
             tuner = getattr(ka, name, None)
             configs = list(getattr(tuner, "configs", None) or [])
             if len(configs) < 2:
                 continue
-            valid = prune(configs, {}, BLOCK_D=block_d) if prune is not None else configs
+            prune = getattr(tuner, "early_config_prune", None)
+            valid = prune(configs, on_gpu, BLOCK_D=block_d) if prune is not None else configs
             if small_tiles:
                 valid = [c for c in valid if c.kwargs["BLOCK_M"] * c.kwargs["BLOCK_N"] <= 64 * 64] or valid
             saved[name] = tuner.configs

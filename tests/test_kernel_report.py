@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-KERNELS = {"_attn_fwd", "_attn_bwd_delta", "_attn_bwd_dkdv", "_attn_bwd_dq", "_rms_norm_fwd", "_rms_norm_bwd",
+KERNELS = {"_attn_fwd", "attn_bwd_delta", "attn_bwd_dkdv", "attn_bwd_dq", "_rms_norm_fwd", "_rms_norm_bwd",
            "_layer_norm_fwd", "_layer_norm_bwd", "_act_fwd", "_act_bwd", "_glu_fwd", "_glu_bwd"}
-MMA_KERNELS = {"_attn_fwd", "_attn_bwd_dkdv", "_attn_bwd_dq"}
+MMA_KERNELS = {"_attn_fwd", "attn_bwd_dkdv", "attn_bwd_dq"}
 
 
 @pytest.mark.slow

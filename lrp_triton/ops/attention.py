@@ -27,7 +27,6 @@ from lrp_triton.rules import MODES
 
 ATTENTION_MODES = MODES
 _TRITON_HEAD_DIMS = (16, 256)
-_STACKED_DO = ("torch",)  # backends whose attention backward takes K stacked dO in one call
 
 ATTENTION = KernelPair(attention_forward_torch, attention_backward_torch,
                        "lrp_triton.kernels.attention", "attention_forward", "attention_backward")
@@ -36,8 +35,9 @@ ATTENTION = KernelPair(attention_forward_torch, attention_backward_torch,
 class LRPAttentionFunction(torch.autograd.Function):
     """Thin autograd wrapper: the backend's forward, then its rule-specific backward.
 
-    The backward takes K cotangent streams at once under vmap (`lrp_triton.ops.streams`): the
-    kernels accept dO of shape [K, B, H, N, D] and recompute P once for the K streams."""
+    The backward takes K cotangent streams at once under vmap (`lrp_triton.ops.streams`): both
+    backends accept dO of shape [K, B, H, N, D] in one call (the PyTorch twin recomputes P once
+    for the K streams; the Triton kernels run the streams on their third grid axis)."""
 
     @staticmethod
     def forward(q, k, v, key_padding_mask, bias, relative_bias, options):
@@ -74,7 +74,7 @@ def attention_kernel(o: dict) -> StreamKernel:
                         key_padding_mask=key_padding_mask, sliding_window=o["sliding_window"],
                         softcap=o["softcap"], bias=bias, relative_bias=relative_bias)
 
-    return StreamKernel(call, call if o["backend"] in _STACKED_DO else None)
+    return StreamKernel(call, call)  # both backends take dO [B, H, N, D] or [K, B, H, N, D]
 
 
 def lrp_attention(q, k, v, *, causal=True, scale=None, mode="attnlrp", key_padding_mask=None,

@@ -110,3 +110,5 @@ def check_attention_inputs(q, k, v, key_padding_mask, bias, relative_bias, mode,
         raise ValueError(f"lrp_attention: softcap must be positive, got {softcap!r}")
     if scale is not None and not isinstance(scale, (int, float)):
         raise TypeError(f"lrp_attention: scale must be a number, got {type(scale).__name__}")
+    if scale is not None and not 0 < scale < float("inf"):  # (the kernels fold it into the running max)
+        raise ValueError(f"lrp_attention: scale must be positive and finite, got {scale!r}")
