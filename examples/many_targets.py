@@ -24,7 +24,7 @@ from lrp_triton.attribution import core
 def main() -> None:
     torch.manual_seed(0)
     torch.set_num_threads(1)
-    config = transformers.LlamaConfig(vocab_size=32000, hidden_size=256, intermediate_size=1024, num_hidden_layers=4,
+    config = transformers.LlamaConfig(vocab_size=1000, hidden_size=256, intermediate_size=1024, num_hidden_layers=4,
                                       num_attention_heads=4, num_key_value_heads=2, head_dim=64,
                                       max_position_embeddings=1024)
     model = transformers.LlamaForCausalLM(config).eval()
