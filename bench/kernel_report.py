@@ -33,6 +33,7 @@ import hashlib  # noqa: E402
 import importlib  # noqa: E402
 import io  # noqa: E402
 import json  # noqa: E402
+import math  # noqa: E402
 import multiprocessing  # noqa: E402
 import pkgutil  # noqa: E402
 import platform  # noqa: E402
@@ -143,8 +144,8 @@ def recording():
     calls, saved = [], (Autotuner.run, JITFunction.run)
 
     def record(self, *args, **kwargs):
-        kwargs.pop("grid", None), kwargs.pop("warmup", None)
-        calls.append((self, args, kwargs))
+        grid, _ = kwargs.pop("grid", None), kwargs.pop("warmup", None)
+        calls.append((self, args, kwargs, grid))
     Autotuner.run = JITFunction.run = record
     try:
         yield calls
@@ -153,12 +154,21 @@ def recording():
 
 
 def launches(case):
-    """[(kernel name, [(config label dict, JITFunction, args, kwargs incl. the config), ...])] of one case."""
+    """[(kernel name, [(config label dict, JITFunction, args, kwargs incl. the config, traffic), ...])] of one
+    case; traffic: the launch's programs (its grid for that config), elements (the largest tensor argument) and the bytes of
+    its distinct tensor arguments (each read or written once: the minimum traffic)."""
     from triton.runtime.autotuner import Autotuner
     with recording() as calls:
         drive(case)
     out = []
-    for obj, args, kwargs in calls:
+    for obj, args, kwargs, grid in calls:
+        tensors = {a.data_ptr(): a for a in args if hasattr(a, "data_ptr")}.values()
+        traffic = dict(elements=max(t.numel() for t in tensors),
+                       min_bytes=sum(t.numel() * t.element_size() for t in tensors))
+
+        def programs(meta):
+            g = grid(meta) if callable(grid) else grid
+            return math.prod(g) if g is not None else None
         if isinstance(obj, Autotuner):
             obj.nargs = dict(zip(obj.arg_names, args))
             configs = obj.prune_configs(kwargs)  # the kernel's own early_config_prune: what can be chosen
@@ -166,9 +176,11 @@ def launches(case):
             while not hasattr(fn, "params"):  # (heuristics wrappers)
                 fn = fn.fn
             binds = [(dict(c.kwargs, num_warps=c.num_warps, num_stages=c.num_stages), fn, args,
-                      dict(kwargs, **c.all_kwargs())) for c in configs]
+                      dict(kwargs, **c.all_kwargs()),
+                      dict(traffic, programs=programs(dict(zip(obj.arg_names, args), **kwargs, **c.kwargs))))
+                     for c in configs]
         else:  # a plain @triton.jit launch: Triton's default options
-            fn, binds = obj, [({"plain launch": True}, obj, args, kwargs)]
+            fn, binds = obj, [({"plain launch": True}, obj, args, kwargs, dict(traffic, programs=programs({})))]
         out.append((fn.fn.__name__, binds))
     return out
 
@@ -305,7 +317,7 @@ def compile_one(job):
     import triton
     from triton import knobs
     case, kname, ci = job
-    _, fn, args, kwargs = dict(launches_cached(case))[kname][ci]
+    _, fn, args, kwargs, _ = dict(launches_cached(case))[kname][ci]
     src, options, _, _ = bind(fn, args, kwargs)
     knobs.nvidia.dump_ptxas_log = True  # Triton prints the ptxas -v output of this very compile
     knobs.compilation.always_compile = True  # (so that it is never a Triton cache hit without a log)
@@ -329,6 +341,31 @@ def compile_one(job):
                 ptx_mma_sync=ptx.count("mma.sync"), dots_in_ttir=k.asm["ttir"].count("tt.dot "),
                 dots_per_ttir_loop=dots_per_loop(k.asm["ttir"]),
                 sass=[f"{a:x} {t}" for a, _, t in parse_sass(sass)])
+
+
+def global_bytes(op):
+    """Bytes one thread moves with one global load / store (LDG / STG: width from the opcode suffix), else 0."""
+    if not op.startswith(("LDG", "STG")):
+        return 0
+    width = re.search(r"\.(128|64|U16|S16|16|U8|S8)\b", op)
+    return {"128": 16, "64": 8, "U8": 1, "S8": 1}.get(width.group(1), 2) if width else 4
+
+
+def memory_traffic(r):
+    """Norm / GLU / activation rows: global bytes moved per element (SASS LDG / STG widths x threads x programs,
+    a loop-free kernel only: a loop's trip count is not static) against the minimum (every tensor argument read or
+    written once)."""
+    res, t = r["result"], r["traffic"]
+    if r["family"] == "attention" or "error" in res:
+        return
+    t["min_bytes_per_element"] = round(t["min_bytes"] / t["elements"], 3)
+    if res["loops"] or not t.get("programs"):
+        t["bytes_per_element"] = None
+        t["why_none"] = "the kernel loops (trip count not static)" if res["loops"] else "no grid recorded"
+        return
+    moved = res["global_bytes_per_thread"] * res["num_warps"] * 32 * t["programs"]
+    t["bytes_per_element"] = round(moved / t["elements"], 3)
+    t["over_minimum"] = round(moved / t["min_bytes"], 3)
 
 
 def analyse(art, tile):
@@ -368,6 +405,7 @@ def analyse(art, tile):
         launchable=launchable, max_threads_by_registers=max_threads, ctas_per_sm=ctas, mma_kind=mma,
         ptx_wgmma=art["ptx_wgmma"], ptx_mma_sync=art["ptx_mma_sync"], dots_in_ttir=art["dots_in_ttir"],
         sass_instructions=len(instrs), whole_kernel=count(instrs), loops=loops, hot_loop=hot,
+        global_bytes_per_thread=sum(global_bytes(op) for _, op, _ in instrs),
         boundary_loop=boundary if boundary != hot else None,
         ptxas_log=[ln for ln in art["ptxas_log"] if "registers" in ln or "stack frame" in ln])
 
@@ -501,9 +539,10 @@ def markdown(report):
     L += ["", "## Norm, GLU and activation kernels (memory-bound: no tensor-core ratio)", "",
           "Hot = the loop with the most instructions, or the whole kernel when it has no loop. These kernels are "
           "used by every mode that applies their rule.", ""]
-    hd2 = ("| kernel | case | modes | config | regs | spill st/ld B | smem KiB | launch | hot instr | FFMA | FMUL | FADD "
-           "| select | int/addr | pred | loads (128-bit) | LDL/STL |")
-    L += table([r for r in rows if r["family"] != "attention"], hd2, False, label=lambda r: "-")
+    hd2 = ("| kernel | case | bytes / element (min) | config | regs | spill st/ld B | smem KiB | launch | hot instr | FFMA "
+           "| FMUL | FADD | select | int/addr | pred | loads (128-bit) | LDL/STL |")
+    L += table([r for r in rows if r["family"] != "attention"], hd2, False, label=lambda r: (
+        f"{fmt(r['traffic'].get('bytes_per_element'))} ({fmt(r['traffic'].get('min_bytes_per_element'))})"))
     return "\n".join(L) + "\n"
 
 
@@ -542,6 +581,10 @@ def conventions():
         "MUFU/tensor": "MUFU.EX2 pipe clocks (16 per clock per SM) / tensor-core clocks, same iteration",
         "tiles/iter": "SASS tensor FMAs per loop iteration / (tt.dot ops per TTIR loop x BLOCK_M x BLOCK_N x "
                       "BLOCK_D): 1.0 means one SASS iteration is one tile step of its source loop",
+        "bytes / element": "norm, GLU, activation kernels: global bytes one launch moves (per thread: the widths of "
+                           "its SASS LDG / STG, x threads x programs of the grid) / the elements of its largest tensor; "
+                           "(min): every tensor argument read or written once, same unit. Loop-free kernels only (a "
+                           "loop's trip count is not static); masked lanes count as moved, so it is an upper bound",
         "not measured": "no timing, no occupancy effects beyond ctas_per_sm, no latency or dependency model: "
                         "static counts only",
     }
@@ -587,7 +630,7 @@ def main(argv=None):
     rows, jobs = [], {}
     for case in cases(a.quick):
         for kname, binds in launches_cached(case):
-            for ci, (cfg, fn, args, kwargs) in enumerate(binds[:1] if a.quick else binds):
+            for ci, (cfg, fn, args, kwargs, traffic) in enumerate(binds[:1] if a.quick else binds):
                 *_, spec, key = bind(fn, args, kwargs)
                 same = [r for r in rows if r["key"] == key]
                 if same:  # e.g. the forward of every mode: one compile, one row listing the modes and cases
@@ -597,7 +640,7 @@ def main(argv=None):
                 tile = kwargs.get("BLOCK_M", 0) * kwargs.get("BLOCK_N", 0) * kwargs.get("BLOCK_D", 0)
                 rows.append(dict(kernel=kname, family=case["family"], case=case, cases=[case_label(case)],
                                  config=cfg, config_index=ci, modes=[case.get("mode", "-")], key=key, tile=tile,
-                                 specialisation=spec))
+                                 specialisation=spec, traffic=traffic))
                 jobs.setdefault(key, (case, kname, ci))
     arts, n_cached = {}, 0
     for key in list(jobs):
@@ -618,6 +661,7 @@ def main(argv=None):
                   f"{arts[key].get('compile_s', arts[key].get('error'))} s", flush=True)
     for r in rows:
         r["result"] = analyse(arts[r["key"]], r["tile"])
+        memory_traffic(r)
     from triton.runtime.autotuner import Autotuner
 
     from lrp_triton import kernels
