@@ -125,40 +125,55 @@ def attention_forward_torch(q, k, v, *, causal, scale, key_padding_mask=None, sl
 
 def attention_backward_torch(do, q, k, v, out, lse, *, causal, scale, mode, key_padding_mask=None,
                              sliding_window=None, softcap=None, bias=None, relative_bias=None):
-    """The mode's gradient form (module docstring) for (q, k, v), each in its input's dtype."""
+    """The mode's gradient form (module docstring) for (q, k, v), each in its input's dtype.
+
+    `do` is one cotangent [B, H, N, D] or K stacked ones [K, B, H, N, D] (several explained scores
+    in one backward): then dq is [K, B, H, N, D] and dk, dv are [K, B, Hkv, M, D], and the scores
+    and probabilities P of each query chunk are computed once and applied to the K streams."""
     rule = ATTENTION_RULES[mode]
     b, h, n, d = q.shape
     hkv, m = k.shape[1], k.shape[2]
     g = h // hkv
+    stacked = do.dim() == 5
+    if do.shape[stacked:] != out.shape:
+        raise ValueError(f"attention backward: do must have shape {tuple(out.shape)} or [K, *that], "
+                         f"got {tuple(do.shape)}")
+    streams = do.shape[0] if stacked else 1
     qg, bias_g = _grouped(q, k, bias)
     acc = compute_dtype(q.dtype)
-    dog = do.reshape(b, hkv, g, n, -1).to(acc)
-    lse_g = lse.view(b, hkv, g, n).to(acc)
-    delta = (dog * out.reshape(b, hkv, g, n, -1).to(acc)).sum(-1)  # D = rowsum(dO * O)
-    dq = torch.zeros(b, hkv, g, n, d, dtype=acc, device=q.device)
-    dk = torch.zeros(b, hkv, m, d, dtype=acc, device=q.device)
-    dv = torch.zeros(b, hkv, m, v.shape[3], dtype=acc, device=q.device)
-    step = _chunk_size(b, h, n, m)
+    # the streams sit after the kv heads, [B, Hkv, K, G, N, D]: each product below is one batched matmul
+    dog = do.reshape(streams, b, hkv, g, n, -1).to(acc).permute(1, 2, 0, 3, 4, 5).contiguous()
+    lse_g = lse.view(b, hkv, 1, g, n).to(acc)
+    delta = (dog * out.reshape(b, hkv, 1, g, n, -1).to(acc)).sum(-1)  # D = rowsum(dO * O), per stream
+    dq = torch.zeros(b, hkv, streams, g, n, d, dtype=acc, device=q.device)
+    dk = torch.zeros(b, hkv, streams, m, d, dtype=acc, device=q.device)
+    dv = torch.zeros(b, hkv, streams, m, v.shape[3], dtype=acc, device=q.device)
+    k_acc, v_t = k.to(acc), v.to(acc).transpose(-1, -2)  # [B, Hkv, M, D], [B, Hkv, D, M]
+    step = _chunk_size(streams * b, h, n, m)  # the dS block holds K streams
     for n0 in range(0, n, step):
         n1 = min(n, n0 + step)
+        rows = g * (n1 - n0)  # the query rows of a kv head in this chunk
         qc = qg[:, :, :, n0:n1]
         s_raw, s = _scores(qc, k, n0, n, causal=causal, scale=scale,
                            key_padding_mask=key_padding_mask, sliding_window=sliding_window,
                            softcap=softcap, bias=bias_g, relative_bias=relative_bias)
-        p = torch.exp(s - lse_g[:, :, :, n0:n1, None])  # recomputed attention weights
-        doc = dog[:, :, :, n0:n1]
-        dv += torch.einsum("bkgnm,bkgnd->bkmd", p, doc)
+        # the recomputed attention weights, once for the K streams: [B, Hkv, 1, G * c, M]
+        p = torch.exp(s - lse_g[:, :, 0, :, n0:n1, None]).reshape(b, hkv, 1, rows, m)
+        doc = dog[:, :, :, :, n0:n1].reshape(b, hkv, streams, rows, -1)
+        dv += (p[:, :, 0].transpose(-1, -2) @ doc.transpose(2, 3).reshape(b, hkv, rows, -1)).view(
+            b, hkv, m, streams, -1).transpose(2, 3)
         if rule.dqk == 0.0:
             continue
-        dp = torch.einsum("bkgnd,bkmd->bkgnm", doc, v.to(acc))
-        ds = p * (dp - delta[:, :, :, n0:n1, None])
+        dp = (doc.reshape(b, hkv, streams * rows, -1) @ v_t).view(b, hkv, streams, rows, m)
+        ds = p * (dp - delta[:, :, :, :, n0:n1].reshape(b, hkv, streams, rows, 1))
         if softcap is not None:
-            ds = ds * softcap_backward_factor(s_raw, softcap, rule.softcap_identity)
-        dq[:, :, :, n0:n1] = torch.einsum("bkgnm,bkmd->bkgnd", ds, k.to(acc))
-        dk += torch.einsum("bkgnm,bkgnd->bkmd", ds, qc.to(acc))
+            ds = ds * softcap_backward_factor(s_raw, softcap, rule.softcap_identity).reshape(b, hkv, 1, rows, m)
+        dq[:, :, :, :, n0:n1] = (ds.view(b, hkv, streams * rows, m) @ k_acc).view(b, hkv, streams, g, n1 - n0, d)
+        dk += ds.transpose(-1, -2) @ qc.to(acc).reshape(b, hkv, 1, rows, d)
     factor = scale * rule.dqk
-    return ((dq * factor).view(b, h, n, d).to(q.dtype), (dk * factor).to(k.dtype),
-            (dv * rule.dv).to(v.dtype))
+    dq = (dq * factor).permute(2, 0, 1, 3, 4, 5).reshape(streams, b, h, n, d).to(q.dtype)
+    dk, dv = (dk * factor).permute(2, 0, 1, 3, 4).to(k.dtype), (dv * rule.dv).permute(2, 0, 1, 3, 4).to(v.dtype)
+    return (dq, dk, dv) if stacked else (dq[0], dk[0], dv[0])
 
 
 def default_scale(head_dim: int) -> float:

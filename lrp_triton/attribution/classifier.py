@@ -91,7 +91,8 @@ def explain_decoder_classifier(model, adapter, options, *, input_ids, inputs_emb
             return {"relevance": token_relevance(embeds), "position_relevance": pos_leaf.relevance(like=mask),
                     "latent": recorder.read() if recorder is not None else None}
 
-        results = one_backward_per_score(scores, [embeds, *pos_leaf.tensors], read, progress)
+        results = one_backward_per_score(scores, [embeds, *pos_leaf.tensors], read, progress,
+                                         watched=recorder.tensors() if recorder is not None else ())
     latents = [r.pop("latent") for r in results]
     names = {} if inputs.input_ids is None else token_names(tokenizer, inputs.input_ids)
     names["target_tokens"] = label_names(model, targets[:, 0])

@@ -1,15 +1,16 @@
-"""What every attribution driver shares: the model's state for one call, relevance leaves, one
-backward pass per explained score, and packing the results.
+"""What every attribution driver shares: the model's state for one call, relevance leaves, the
+explained scores' backward (K scores in one batched pass), and packing the results.
 
 Relevance of a tensor is `x * x.grad` after a backward pass through the applied model (see
 `lrp_triton.rules`); a *leaf* is a tensor the driver detaches and marks as requiring grad, so that
-its grad, and hence its relevance, can be read after each backward pass.
+its grad, and hence its relevance, can be read after the backward pass.
 """
 
 from __future__ import annotations
 
 import contextlib
 import functools
+import warnings
 from typing import Callable, Iterable
 
 import torch
@@ -173,23 +174,76 @@ class OutputTap:
 
 
 # ------------------------------------------------------------------------------------------------
-# One backward pass per explained score
+# The explained scores' backward: K scores, one batched pass
 # ------------------------------------------------------------------------------------------------
+# Scores explained together by one batched backward pass, at most: each activation gradient of the
+# backward holds K streams (one layer at a time), so K is also capped by STREAM_ELEMENTS, the
+# elements that K streams of one input-sized gradient may take (2^28: 1 GiB in float32; the MLP's
+# intermediate gradients are a few times that). Llama-8B shape at N = 8192: K <= 8; at 128k: K = 1.
+SCORES_PER_BACKWARD = 16
+STREAM_ELEMENTS = 1 << 28
+
+
+def scores_per_pass(leaves: list[torch.Tensor], chunk: int | None = None) -> int:
+    """K for one batched backward: `chunk` (default SCORES_PER_BACKWARD), capped by STREAM_ELEMENTS
+    over the largest leaf's size."""
+    chunk = SCORES_PER_BACKWARD if chunk is None else chunk
+    if isinstance(chunk, bool) or not isinstance(chunk, int) or chunk < 1:
+        raise ValueError(f"attribute: scores per backward pass must be a positive int, got {chunk!r}")
+    largest = max((t.numel() for t in leaves), default=1)
+    return max(1, min(chunk, STREAM_ELEMENTS // max(1, largest)))
+
+
+def batched_grads(scores: torch.Tensor, tensors: list[torch.Tensor], columns: range,
+                  retain_graph: bool) -> list[torch.Tensor]:
+    """The gradients of scores[..., j].sum() for each j in `columns` with respect to each of
+    `tensors`, stacked: one [len(columns), *t.shape] per tensor (zeros where t is not reached).
+
+    One column: a plain backward. Several: one backward pass under `torch.func.vmap` over the K
+    stacked one-hot cotangents, every op of the graph batched over the K streams (the LRP ops take
+    them through `lrp_triton.ops.streams`: attention recomputes P once for the K streams).
+    """
+    def grads(cotangent):
+        return torch.autograd.grad(scores, tensors, cotangent, retain_graph=retain_graph, materialize_grads=True)
+
+    if len(columns) == 1:
+        one_hot = torch.zeros_like(scores)
+        one_hot[..., columns[0]] = 1
+        return [g[None] for g in grads(one_hot)]
+    one_hot = torch.zeros(len(columns), *scores.shape, dtype=scores.dtype, device=scores.device)
+    for k, j in enumerate(columns):
+        one_hot[k, ..., j] = 1
+    with warnings.catch_warnings():  # ops without a batching rule (e.g. SDPA's CPU backward) loop over K
+        warnings.filterwarnings("ignore", message="There is a performance drop because we have not yet implemented")
+        return list(torch.func.vmap(grads)(one_hot))
+
+
 def one_backward_per_score(scores: torch.Tensor, leaves: list[torch.Tensor], read: Callable[[], dict],
-                           progress: Callable[[int, int], None] | None = None) -> list[dict]:
-    """For each column j of scores [..., P]: clear the grads of `leaves`, backpropagate
-    scores[..., j].sum() (rows are independent, so one pass explains every row), and collect read()
-    (a ValueError if any of it is NaN or inf). `progress(done, total)` is called after each pass."""
+                           progress: Callable[[int, int], None] | None = None, *,
+                           watched: Iterable[torch.Tensor] = (), chunk: int | None = None) -> list[dict]:
+    """For each column j of scores [..., P], the grads of scores[..., j].sum() (rows are independent,
+    so one pass explains every row) set on `leaves` and `watched` (the tensors read() takes .grad
+    of: leaves and retained outputs, latent records), then read() (a ValueError if any of it is NaN
+    or inf). The P scores go through the backward `scores_per_pass(leaves, chunk)` at a time, each
+    chunk in one batched pass (`batched_grads`). `progress(done, total)` after each read()."""
     n = scores.shape[-1]
+    chunk = scores_per_pass(leaves, chunk)
+    tensors = list({id(t): t for t in [*leaves, *watched]}.values())
     out = []
-    for j in range(n):
-        for t in leaves:
+    for start in range(0, n, chunk):
+        columns = range(start, min(n, start + chunk))
+        for t in tensors:
             t.grad = None
-        scores[..., j].sum().backward(retain_graph=j < n - 1)
-        out.append(read())
-        check_finite_relevance(out[-1], score=j if n > 1 else None)
-        if progress is not None:
-            progress(j + 1, n)
+        grads = batched_grads(scores, tensors, columns, retain_graph=columns.stop < n)
+        for k, j in enumerate(columns):
+            for t, g in zip(tensors, grads):
+                t.grad = g[k]
+            out.append(read())
+            check_finite_relevance(out[-1], score=j if n > 1 else None)
+            if progress is not None:
+                progress(j + 1, n)
+    for t in tensors:
+        t.grad = None
     return out
 
 

@@ -1,9 +1,10 @@
 """Attribution of a causal language model's logits (adapter kind "causal_lm").
 
-One forward pass through the base model, logits only at the explained positions, then one
-backward pass per explained position from the explained score (target logit, minus the contrast
-logit). Token relevance is `x * x.grad` at the input embeddings, summed over the hidden dimension;
-learned position embeddings (GPT-2) are a leaf of their own (`position_relevance`).
+One forward pass through the base model, logits only at the explained positions, then the
+backward of the explained scores (target logit, minus the contrast logit), the K positions' scores
+together in one batched pass (`core.one_backward_per_score`). Token relevance is `x * x.grad` at the
+input embeddings, summed over the hidden dimension; learned position embeddings (GPT-2) are a
+leaf of their own (`position_relevance`).
 """
 
 from __future__ import annotations
@@ -57,7 +58,8 @@ def explain_decoder(model, adapter, options, *, input_ids, inputs_embeds, attent
             return {"relevance": token_relevance(embeds), "position_relevance": pos_leaf.relevance(like=mask),
                     "latent": recorder.read() if recorder is not None else None}
 
-        results = one_backward_per_score(scores, [embeds, *pos_leaf.tensors], read, progress)
+        results = one_backward_per_score(scores, [embeds, *pos_leaf.tensors], read, progress,
+                                         watched=recorder.tensors() if recorder is not None else ())
     latents = [r.pop("latent") for r in results]
     fields = stack_scores(results, several)
     return Attribution(

@@ -62,7 +62,8 @@ def explain_encoder(model, adapter, options, *, input_ids, inputs_embeds, attent
                     "token_type_relevance": type_leaf.relevance(like=mask),
                     "latent": recorder.read() if recorder is not None else None}
 
-        results = one_backward_per_score(head.scores, [words, *pos_leaf.tensors, *type_leaf.tensors], read, progress)
+        results = one_backward_per_score(head.scores, [words, *pos_leaf.tensors, *type_leaf.tensors], read, progress,
+                                         watched=recorder.tensors() if recorder is not None else ())
     latents = [r.pop("latent") for r in results]
     targets = per_score(head.targets, head.several)
     names = {} if inputs.input_ids is None else token_names(tokenizer, inputs.input_ids,

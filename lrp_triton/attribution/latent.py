@@ -37,6 +37,10 @@ class LatentRecorder:
             h.remove()
         self.taps.head_outputs = self.taps.neuron_outputs = None
 
+    def tensors(self) -> list[torch.Tensor]:
+        """Every recorded tensor (whose grad `read()` takes)."""
+        return [*self.residual, *self.taps.head_outputs, *self.taps.neuron_outputs]
+
     def read(self) -> dict:
         """Relevance of each recorded tensor, from the backward pass just run; resets the grads."""
         heads, neurons = self.taps.head_outputs, self.taps.neuron_outputs

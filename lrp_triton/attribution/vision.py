@@ -53,7 +53,8 @@ def explain_vision(model, adapter, options, *, pixel_values, target, latent, pro
                     **embedding_shares(embeddings, patches.first, summed.first),
                     "latent": recorder.read() if recorder is not None else None}
 
-        results = one_backward_per_score(head.scores, [pixels, *summed.tensors], read, progress)
+        results = one_backward_per_score(head.scores, [pixels, *summed.tensors], read, progress,
+                                         watched=recorder.tensors() if recorder is not None else ())
     latents = [r.pop("latent") for r in results]
     fields = stack_scores(results, head.several)
     targets = per_score(head.targets, head.several)

@@ -31,15 +31,21 @@ from lrp_triton.backend import upcast
 from lrp_triton.modules.mlp import LRPGatedMLP
 from lrp_triton.modules.moe import LRPMoEExperts
 from lrp_triton.ops.elementwise import lrp_uniform_product
+from lrp_triton.ops.streams import refuse_batched_inputs
 from lrp_triton.options import LRPOptions
 from lrp_triton.rules import tanh_over_x
 
 
 class _SigmoidSplit(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, x):
-        ctx.save_for_backward(x)
+    def forward(x):
         return torch.sigmoid(x)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        ctx.save_for_backward(inputs[0])
+
+    vmap = refuse_batched_inputs("lrp_sigmoid")  # its backward is batched by vmap (several targets)
 
     @staticmethod
     def backward(ctx, g):

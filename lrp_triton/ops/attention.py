@@ -17,11 +17,12 @@ from __future__ import annotations
 
 import torch
 
-from lrp_triton.backend import FLOAT_DTYPES, resolve_backend
+from lrp_triton.backend import resolve_backend
 from lrp_triton.kernels.attention_torch import attention_backward_torch, attention_forward_torch, default_scale
 from lrp_triton.ops.checks import check_attention_inputs
 from lrp_triton.ops.dispatch import KernelPair
 from lrp_triton.ops.sdpa_attention import lrp_sdpa_attention
+from lrp_triton.ops.streams import StreamKernel, refuse_batched_inputs, stream_backward
 from lrp_triton.rules import MODES
 
 ATTENTION_MODES = MODES
@@ -32,28 +33,48 @@ ATTENTION = KernelPair(attention_forward_torch, attention_backward_torch,
 
 
 class LRPAttentionFunction(torch.autograd.Function):
-    """Thin autograd wrapper: the backend's forward, then its rule-specific backward."""
+    """Thin autograd wrapper: the backend's forward, then its rule-specific backward.
+
+    The backward takes K cotangent streams at once under vmap (`lrp_triton.ops.streams`): both
+    backends accept dO of shape [K, B, H, N, D] in one call (the PyTorch twin recomputes P once
+    for the K streams; the Triton kernels run the streams on their third grid axis)."""
 
     @staticmethod
-    def forward(ctx, q, k, v, key_padding_mask, bias, relative_bias, options):
+    def forward(q, k, v, key_padding_mask, bias, relative_bias, options):
         forward, _ = ATTENTION(options["backend"])
-        out, lse = forward(q, k, v, causal=options["causal"], scale=options["scale"],
-                           key_padding_mask=key_padding_mask, sliding_window=options["sliding_window"],
-                           softcap=options["softcap"], bias=bias, relative_bias=relative_bias)
+        return forward(q, k, v, causal=options["causal"], scale=options["scale"],
+                       key_padding_mask=key_padding_mask, sliding_window=options["sliding_window"],
+                       softcap=options["softcap"], bias=bias, relative_bias=relative_bias)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        q, k, v, key_padding_mask, bias, relative_bias, options = inputs
+        out, lse = output
+        ctx.mark_non_differentiable(lse)
         ctx.save_for_backward(q, k, v, out, lse, key_padding_mask, bias, relative_bias)
         ctx.options = options
-        return out
+
+    vmap = refuse_batched_inputs("lrp_attention")
 
     @staticmethod
-    def backward(ctx, grad_out):
-        q, k, v, out, lse, key_padding_mask, bias, relative_bias = ctx.saved_tensors
-        o = ctx.options
-        _, backward = ATTENTION(o["backend"])
-        dq, dk, dv = backward(grad_out, q, k, v, out, lse, causal=o["causal"], scale=o["scale"],
-                              mode=o["mode"], key_padding_mask=key_padding_mask,
-                              sliding_window=o["sliding_window"], softcap=o["softcap"], bias=bias,
-                              relative_bias=relative_bias)
+    def backward(ctx, grad_out, grad_lse):
+        if not any(ctx.needs_input_grad[:3]):
+            return (None,) * 7
+        dq, dk, dv = stream_backward(attention_kernel(ctx.options), 1, grad_out, *ctx.saved_tensors)
         return dq, dk, dv, None, None, None, None
+
+
+def attention_kernel(o: dict) -> StreamKernel:
+    """The backend's backward for the options `o` of one call, for one dO [B, H, N, D] or K stacked
+    ones [K, B, H, N, D] (dq [K, B, H, N, D], dk and dv [K, B, Hkv, M, D])."""
+    _, backward = ATTENTION(o["backend"])
+
+    def call(do, q, k, v, out, lse, key_padding_mask, bias, relative_bias):
+        return backward(do, q, k, v, out, lse, causal=o["causal"], scale=o["scale"], mode=o["mode"],
+                        key_padding_mask=key_padding_mask, sliding_window=o["sliding_window"],
+                        softcap=o["softcap"], bias=bias, relative_bias=relative_bias)
+
+    return StreamKernel(call, call)  # both backends take dO [B, H, N, D] or [K, B, H, N, D]
 
 
 def lrp_attention(q, k, v, *, causal=True, scale=None, mode="attnlrp", key_padding_mask=None,
@@ -99,4 +120,4 @@ def lrp_attention(q, k, v, *, causal=True, scale=None, mode="attnlrp", key_paddi
     options = dict(causal=bool(causal), scale=float(default_scale(d) if scale is None else scale),
                    mode=mode, sliding_window=None if sliding_window is None else int(sliding_window),
                    softcap=None if softcap is None else float(softcap), backend=chosen)
-    return LRPAttentionFunction.apply(q, k, v, key_padding_mask, bias, relative_bias, options)
+    return LRPAttentionFunction.apply(q, k, v, key_padding_mask, bias, relative_bias, options)[0]

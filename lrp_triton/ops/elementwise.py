@@ -1,7 +1,8 @@
 """Small elementwise LRP ops in plain PyTorch: the uniform product rule, soft-capping and tanh.
 
 Both are memory-bound one-liners that autograd-friendly PyTorch already runs at bandwidth, so they
-have no Triton kernel.
+have no Triton kernel; their backwards are plain PyTorch, which vmap batches over K cotangent
+streams by itself (`lrp_triton.ops.streams`).
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ from __future__ import annotations
 import torch
 
 from lrp_triton.backend import upcast
+from lrp_triton.ops.streams import refuse_batched_inputs
 from lrp_triton.rules import tanh_over_x
 
 
@@ -24,9 +26,14 @@ def _sum_to(grad: torch.Tensor, shape: torch.Size) -> torch.Tensor:
 
 class _UniformProduct(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, a, b):
-        ctx.save_for_backward(a, b)
+    def forward(a, b):
         return a * b
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        ctx.save_for_backward(*inputs)
+
+    vmap = refuse_batched_inputs("lrp_uniform_product")
 
     @staticmethod
     def backward(ctx, g):
@@ -47,10 +54,15 @@ def lrp_uniform_product(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 
 class _SoftcapIdentity(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, x, cap):
-        ctx.save_for_backward(x)
-        ctx.cap = cap
+    def forward(x, cap):
         return cap * torch.tanh(x / cap)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        ctx.save_for_backward(inputs[0])
+        ctx.cap = inputs[1]
+
+    vmap = refuse_batched_inputs("lrp_softcap")
 
     @staticmethod
     def backward(ctx, g):

@@ -39,6 +39,7 @@ import torch
 import torch.nn.functional as F
 
 from lrp_triton.ops.checks import check_float_tensor, check_non_negative
+from lrp_triton.ops.streams import refuse_batched_inputs
 
 
 def gamma_weight(w: torch.Tensor | None, gamma: float, sign: int = 1) -> torch.Tensor | None:
@@ -72,35 +73,44 @@ def _safe_ratio(y, z):
     return torch.where(nonzero, y / torch.where(nonzero, z, torch.ones_like(z)), torch.zeros_like(z))
 
 
+def _saved_for_rule(x, weight, bias, y, gamma, layout, conv, signed):
+    """(ratio y / z, weight, sign of x or None): what the backward of the rule needs."""
+    acc = torch.float64 if y.dtype == torch.float64 else torch.float32
+    if not signed:
+        z = _apply_layer(layout, x, gamma_weight(weight, gamma), gamma_weight(bias, gamma), conv)
+        return _safe_ratio(y.to(acc), z.to(acc)), weight, None
+    w_pos, w_neg = weight.clamp(min=0), weight.clamp(max=0)
+    x_pos, x_neg = x.clamp(min=0), x.clamp(max=0)
+    pos = _apply_layer(layout, x_pos, w_pos, None, conv) + _apply_layer(layout, x_neg, w_neg, None, conv)
+    neg = _apply_layer(layout, x_pos, w_neg, None, conv) + _apply_layer(layout, x_neg, w_pos, None, conv)
+    if bias is not None:
+        b = bias.view(-1, 1, 1) if layout == "conv2d" else bias
+        pos, neg = pos + b.clamp(min=0), neg + b.clamp(max=0)
+    y_acc = y.to(acc)
+    z = torch.where(y_acc > 0, y_acc + gamma * pos.to(acc), y_acc + gamma * neg.to(acc))
+    # y / z lies in (0, 1]; it is stored with the sign of y, which the backward needs too
+    ratio = torch.where(y_acc > 0, 1.0, -1.0) * torch.where(y_acc != 0, _safe_ratio(y_acc, z), 0.0)
+    return ratio, weight, x > 0
+
+
 class LRPGammaFunction(torch.autograd.Function):
     """y = layer(x; W, b) forward; the gamma rule's gradient form backward (module docstring)."""
 
     @staticmethod
-    def forward(ctx, x, weight, bias, gamma, layout, conv, signed):
-        y = _apply_layer(layout, x, weight, bias, conv)
+    def forward(x, weight, bias, gamma, layout, conv, signed):
+        return _apply_layer(layout, x, weight, bias, conv)
+
+    @staticmethod
+    def setup_context(ctx, inputs, y):
+        x, weight, bias, gamma, layout, conv, signed = inputs
         ctx.layout, ctx.gamma, ctx.conv, ctx.signed = layout, gamma, conv, signed
         ctx.x_shape, ctx.x_dtype = x.shape, x.dtype
         if not ctx.needs_input_grad[0]:
-            return y
-        acc = torch.float64 if y.dtype == torch.float64 else torch.float32
-        if not signed:
-            z = _apply_layer(layout, x, gamma_weight(weight, gamma), gamma_weight(bias, gamma), conv)
-            ratio = _safe_ratio(y.to(acc), z.to(acc))
-            ctx.save_for_backward(ratio, weight, None)
-            return y
-        w_pos, w_neg = weight.clamp(min=0), weight.clamp(max=0)
-        x_pos, x_neg = x.clamp(min=0), x.clamp(max=0)
-        pos = _apply_layer(layout, x_pos, w_pos, None, conv) + _apply_layer(layout, x_neg, w_neg, None, conv)
-        neg = _apply_layer(layout, x_pos, w_neg, None, conv) + _apply_layer(layout, x_neg, w_pos, None, conv)
-        if bias is not None:
-            b = bias.view(-1, 1, 1) if layout == "conv2d" else bias
-            pos, neg = pos + b.clamp(min=0), neg + b.clamp(max=0)
-        y_acc = y.to(acc)
-        z = torch.where(y_acc > 0, y_acc + gamma * pos.to(acc), y_acc + gamma * neg.to(acc))
-        # y / z lies in (0, 1]; it is stored with the sign of y, which the backward needs too
-        ratio = torch.where(y_acc > 0, 1.0, -1.0) * torch.where(y_acc != 0, _safe_ratio(y_acc, z), 0.0)
-        ctx.save_for_backward(ratio, weight, x > 0)
-        return y
+            return
+        with torch.no_grad():
+            ctx.save_for_backward(*_saved_for_rule(x, weight, bias, y, gamma, layout, conv, signed))
+
+    vmap = refuse_batched_inputs("lrp_gamma")
 
     @staticmethod
     def backward(ctx, grad_out):

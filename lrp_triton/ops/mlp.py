@@ -11,6 +11,8 @@ only their inputs (gate and up, or x): no activation-sized intermediate is kept.
 
 from __future__ import annotations
 
+import functools
+
 import torch
 
 from lrp_triton.backend import resolve_backend
@@ -19,6 +21,7 @@ from lrp_triton.kernels.activations_torch import (ACTIVATIONS, activation_backwa
                                                   glu_forward_torch)
 from lrp_triton.ops.checks import check_float_tensor
 from lrp_triton.ops.dispatch import KernelPair
+from lrp_triton.ops.streams import StreamKernel, refuse_batched_inputs, stream_backward
 
 GLU = KernelPair(glu_forward_torch, glu_backward_torch, "lrp_triton.kernels.activations", "glu_forward",
                  "glu_backward")
@@ -30,20 +33,24 @@ class LRPGLUFunction(torch.autograd.Function):
     """Thin autograd wrapper: act(gate) * up forward, identity + uniform rule backward."""
 
     @staticmethod
-    def forward(ctx, gate, up, options):
+    def forward(gate, up, options):
         forward, _ = GLU(options["backend"])
-        y = forward(gate, up, activation=options["activation"])
+        return forward(gate, up, activation=options["activation"])
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        gate, up, options = inputs
         ctx.save_for_backward(gate, up)
         ctx.options = options
-        return y
+
+    vmap = refuse_batched_inputs("lrp_glu")
 
     @staticmethod
     def backward(ctx, grad_out):
         gate, up = ctx.saved_tensors
         if not (ctx.needs_input_grad[0] or ctx.needs_input_grad[1]):
             return None, None, None
-        _, backward = GLU(ctx.options["backend"])
-        d_gate, d_up = backward(grad_out, gate, up, activation=ctx.options["activation"])
+        d_gate, d_up = stream_backward(_kernel(GLU, ctx.options), 1, grad_out, gate, up)
         return (d_gate if ctx.needs_input_grad[0] else None, d_up if ctx.needs_input_grad[1] else None,
                 None)
 
@@ -52,20 +59,32 @@ class LRPActivationFunction(torch.autograd.Function):
     """Thin autograd wrapper: act(x) forward, identity-rule backward."""
 
     @staticmethod
-    def forward(ctx, x, options):
+    def forward(x, options):
         forward, _ = ACTIVATION(options["backend"])
-        y = forward(x, activation=options["activation"])
+        return forward(x, activation=options["activation"])
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        x, options = inputs
         ctx.save_for_backward(x)
         ctx.options = options
-        return y
+
+    vmap = refuse_batched_inputs("lrp_activation")
 
     @staticmethod
     def backward(ctx, grad_out):
         (x,) = ctx.saved_tensors
         if not ctx.needs_input_grad[0]:
             return None, None
-        _, backward = ACTIVATION(ctx.options["backend"])
-        return backward(grad_out, x, activation=ctx.options["activation"]), None
+        return stream_backward(_kernel(ACTIVATION, ctx.options), 1, grad_out, x), None
+
+
+def _kernel(pair: KernelPair, options: dict) -> StreamKernel:
+    """The backend's backward; K stacked gradients broadcast against the saved inputs in the
+    PyTorch twin, and run one stream at a time through the Triton kernel (which takes equal shapes)."""
+    _, backward = pair(options["backend"])
+    call = functools.partial(backward, activation=options["activation"])
+    return StreamKernel(call, call if options["backend"] == "torch" else None)
 
 
 def _check_activation(op: str, activation) -> None:

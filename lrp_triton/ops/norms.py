@@ -19,6 +19,7 @@ from lrp_triton.kernels.layer_norm_torch import layer_norm_backward_torch, layer
 from lrp_triton.kernels.rms_norm_torch import rms_norm_backward_torch, rms_norm_forward_torch
 from lrp_triton.ops.checks import check_float_tensor, check_non_negative, check_vector_param
 from lrp_triton.ops.dispatch import KernelPair
+from lrp_triton.ops.streams import StreamKernel, refuse_batched_inputs, stream_backward
 
 RMS_NORM = KernelPair(rms_norm_forward_torch, rms_norm_backward_torch,
                       "lrp_triton.kernels.rms_norm", "rms_norm_forward", "rms_norm_backward")
@@ -26,48 +27,71 @@ LAYER_NORM = KernelPair(layer_norm_forward_torch, layer_norm_backward_torch,
                         "lrp_triton.kernels.layer_norm", "layer_norm_forward", "layer_norm_backward")
 
 
+def _norm_kernel(backward, **kw) -> StreamKernel:
+    """backward(g, weight, rstd, **kw) for one stream; K stacked streams [K, ..., N] fold into rows
+    (rstd, one number per row, broadcast to the K streams)."""
+
+    def single(g, weight, rstd):
+        return backward(g, weight, rstd, **kw)
+
+    def stacked(g, weight, rstd):
+        return backward(g, weight, rstd.expand(g.shape[:-1]), **kw)
+
+    return StreamKernel(single, stacked)
+
+
 class LRPRMSNormFunction(torch.autograd.Function):
     """Thin autograd wrapper: the backend's RMSNorm forward, then the identity-rule backward."""
 
     @staticmethod
-    def forward(ctx, x, weight, options):
+    def forward(x, weight, options):
         forward, _ = RMS_NORM(options["backend"])
-        y, rstd = forward(x, weight, eps=options["eps"], offset=options["offset"])
-        ctx.save_for_backward(weight, rstd)
-        ctx.options = options
-        ctx.x_dtype = x.dtype
-        return y
+        return forward(x, weight, eps=options["eps"], offset=options["offset"])
 
     @staticmethod
-    def backward(ctx, grad_out):
+    def setup_context(ctx, inputs, output):
+        x, weight, options = inputs
+        ctx.mark_non_differentiable(output[1])
+        ctx.save_for_backward(weight, output[1])
+        ctx.options, ctx.x_dtype = options, x.dtype
+
+    vmap = refuse_batched_inputs("lrp_rms_norm")
+
+    @staticmethod
+    def backward(ctx, grad_out, grad_rstd):
         weight, rstd = ctx.saved_tensors
         if not ctx.needs_input_grad[0]:
             return None, None, None
         _, backward = RMS_NORM(ctx.options["backend"])
-        dx = backward(grad_out, weight, rstd, offset=ctx.options["offset"], dtype=ctx.x_dtype)
-        return dx, None, None
+        kernel = _norm_kernel(backward, offset=ctx.options["offset"], dtype=ctx.x_dtype)
+        return stream_backward(kernel, 1, grad_out, weight, rstd), None, None
 
 
 class LRPLayerNormFunction(torch.autograd.Function):
     """Thin autograd wrapper: the backend's LayerNorm forward, then the constant-std backward."""
 
     @staticmethod
-    def forward(ctx, x, weight, bias, options):
+    def forward(x, weight, bias, options):
         forward, _ = LAYER_NORM(options["backend"])
-        y, rstd = forward(x, weight, bias, eps=options["eps"])
-        ctx.save_for_backward(weight, rstd)
-        ctx.options = options
-        ctx.x_dtype = x.dtype
-        return y
+        return forward(x, weight, bias, eps=options["eps"])
 
     @staticmethod
-    def backward(ctx, grad_out):
+    def setup_context(ctx, inputs, output):
+        x, weight, bias, options = inputs
+        ctx.mark_non_differentiable(output[1])
+        ctx.save_for_backward(weight, output[1])
+        ctx.options, ctx.x_dtype = options, x.dtype
+
+    vmap = refuse_batched_inputs("lrp_layer_norm")
+
+    @staticmethod
+    def backward(ctx, grad_out, grad_rstd):
         weight, rstd = ctx.saved_tensors
         if not ctx.needs_input_grad[0]:
             return None, None, None, None
         _, backward = LAYER_NORM(ctx.options["backend"])
-        dx = backward(grad_out, weight, rstd, dtype=ctx.x_dtype)
-        return dx, None, None, None
+        kernel = _norm_kernel(backward, dtype=ctx.x_dtype)
+        return stream_backward(kernel, 1, grad_out, weight, rstd), None, None, None
 
 
 def _check_x(op: str, x) -> None:
@@ -102,7 +126,7 @@ def lrp_rms_norm(x, weight, eps=1e-6, *, offset=0.0, backend="auto"):
         raise TypeError(f"{op}: offset must be a number, got {type(offset).__name__}")
     chosen = resolve_backend(backend, x.device, dtype=x.dtype)
     options = dict(eps=float(eps), offset=float(offset), backend=chosen)
-    return LRPRMSNormFunction.apply(x, weight, options)
+    return LRPRMSNormFunction.apply(x, weight, options)[0]
 
 
 def lrp_layer_norm(x, weight, bias, eps=1e-5, *, backend="auto"):
@@ -130,4 +154,4 @@ def lrp_layer_norm(x, weight, bias, eps=1e-5, *, backend="auto"):
     check_non_negative(op, "eps", eps)
     chosen = resolve_backend(backend, x.device, dtype=x.dtype)
     options = dict(eps=float(eps), backend=chosen)
-    return LRPLayerNormFunction.apply(x, weight, bias, options)
+    return LRPLayerNormFunction.apply(x, weight, bias, options)[0]

@@ -23,6 +23,7 @@ import torch
 import torch.nn.functional as F
 
 from lrp_triton.ops.checks import check_attention_inputs
+from lrp_triton.ops.streams import refuse_batched_inputs
 from lrp_triton.rules import ATTENTION_RULES
 
 
@@ -30,9 +31,14 @@ class ScaleGradient(torch.autograd.Function):
     """Identity forward; the backward multiplies the incoming gradient by `factor`."""
 
     @staticmethod
-    def forward(ctx, x, factor):
-        ctx.factor = factor
+    def forward(x, factor):
         return x.view_as(x)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        ctx.factor = inputs[1]
+
+    vmap = refuse_batched_inputs("lrp_sdpa_attention")
 
     @staticmethod
     def backward(ctx, grad):
