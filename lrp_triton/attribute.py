@@ -63,8 +63,8 @@ def attribute(model, input_ids=None, *, inputs_embeds=None, attention_mask=None,
             `relevance` is then at the encoder tokens and `decoder_relevance` at the decoder tokens.
         tokenizer: optional; fills the result's `tokens`, `target_tokens` and `contrast_tokens`
             (token strings, for display) from `input_ids` (text models). Relevance is unaffected.
-        progress: optional callable `progress(done, total)`, called after each explained score's
-            backward pass.
+        progress: optional callable `progress(done, total)`, called for each explained score once its
+            relevance is read (several scores share one batched backward pass).
         token_type_ids: BERT-family encoders. pixel_values: [B, C, H, W], vision transformers.
         linear_rule ("epsilon", "gamma", "gamma-signed"), gamma: the rule of the linear and convolution
             layers of the base model (see `lrp_triton.ops.gamma`); task heads keep the epsilon rule.
