@@ -1,7 +1,8 @@
 """Test setup: the Triton interpreter on CPU-only machines, and the `gpu` marker.
 
 TRITON_INTERPRET=1 must be set before triton is imported (triton.jit reads it when a kernel is
-decorated), so it is set here, at collection, when no CUDA device is present.
+decorated), so it is set here, at collection, when no CUDA device is present. The suite runs in
+several processes (pytest-xdist, pytest.ini); each then takes one torch thread.
 """
 
 import os
@@ -16,6 +17,9 @@ if not torch.cuda.is_available():
     os.environ["TRITON_INTERPRET"] = "1"
 
 HAS_CUDA = torch.cuda.is_available()
+
+if os.environ.get("PYTEST_XDIST_WORKER"):  # the test processes share the cores: one torch thread each
+    torch.set_num_threads(1)
 
 
 def pytest_collection_modifyitems(config, items):

@@ -19,7 +19,7 @@ BENCH = ROOT / "bench"
 SCRIPTS = ("bench_attention", "bench_norm_mlp", "bench_attribute", "bench_encoders")
 
 
-def run(*args, timeout=300):
+def run(*args, timeout=600):
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     return subprocess.run([*args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
 
