@@ -96,15 +96,16 @@ def stack(layers, x, mask, causal, mode, rule, gamma):
     return x, back_all
 
 
-def multihead_attention(mha, query, kv, mode, rule="epsilon", gamma=0.25):
-    """torch.nn.MultiheadAttention(query, kv, kv) (batch_first), packed in_proj; back -> (R_query, R_kv)."""
+def multihead_attention(mha, query, kv, mode, rule="epsilon", gamma=0.25, keep=None):
+    """torch.nn.MultiheadAttention(query, kv, kv) (batch_first), packed in_proj; `keep` [B, M] (True = a key
+    attended); back -> (R_query, R_kv)."""
     e, n_heads = mha.embed_dim, mha.num_heads
     w, b = d64(mha.in_proj_weight), d64(mha.in_proj_bias)
     proj = [dense(t, _Linear(w[i * e:(i + 1) * e], b[i * e:(i + 1) * e]), rule, gamma)
             for i, t in enumerate((query, kv, kv))]
     (q, bq), (k, bk), (v, bv) = proj
     o, b_core = attention_core(split_heads(q, n_heads), split_heads(k, n_heads), split_heads(v, n_heads), mode,
-                               causal=False, scale=(e // n_heads) ** -0.5)
+                               causal=False, scale=(e // n_heads) ** -0.5, key_padding_mask=keep)
     y, b_o = dense(merge_heads(o), mha.out_proj, rule, gamma)
 
     def back(r):
@@ -166,7 +167,8 @@ def vision_tower(tower, pixel_values, mode, rule="epsilon", gamma=0.25):
 
         def back_head(r_hidden, r_pooled):
             r = r_hidden.clone()
-            r[:, 0] += b_post(r_pooled)
+            if r_pooled is not None:
+                r[:, 0] += b_post(r_pooled)
             return r
     else:  # SigLIP: last_hidden_state = post_layernorm(h); pooled = head(last_hidden_state) (or None)
         hidden, b_post = layer_norm(h, tower.post_layernorm)

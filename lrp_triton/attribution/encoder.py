@@ -57,9 +57,10 @@ def explain_encoder(model, adapter, options, *, input_ids, inputs_embeds, attent
         raise ValueError(f"attribute: {type(model).__name__} reads its input_ids itself (it pools at a token it "
                          "finds among them); pass input_ids, not inputs_embeds")
 
+    word_module = embeddings.word if adapter.ids_only else None  # its output: the leaf, made in the forward
     with frozen_eval(model), applied_for_call(model, options) as handle, OutputTap(embeddings.position) as pos_leaf, \
-            OutputTap(embeddings.token_type) as type_leaf, recording(latent, handle, adapter.layers(model)) as recorder, \
-            OutputTap(embeddings.word if adapter.ids_only else None) as word_leaf:
+            OutputTap(embeddings.token_type) as type_leaf, OutputTap(word_module) as word_leaf, \
+            recording(latent, handle, adapter.layers(model)) as recorder:
         extra = {} if token_type_ids is None else {"token_type_ids": token_type_ids}
         if adapter.ids_only:  # the word embedding's output becomes the leaf inside the forward
             extra["input_ids"] = inputs.input_ids

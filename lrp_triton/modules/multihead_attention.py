@@ -4,9 +4,10 @@
     O = softmax(q k^T / sqrt(d)) v per head,  y = out_proj(merge_heads(O))
 
 Rules: the projections are linear (epsilon rule: the exact gradient; the gamma rule of
-`linear_rule="gamma"` / `"gamma-signed"` on the in-projection through `lrp_gamma_linear`, and on
-`out_proj` through the usual nn.Linear swap); the attention core is `lrp_attention`, so it takes the
-mode's attention rule (AttnLRP: dQ, dK x 1/4 and dV x 1/2; CP-LRP: no relevance through q and k).
+`linear_rule="gamma"` / `"gamma-signed"` through `lrp_gamma_linear`, on the in-projection and on
+`out_proj`, a NonDynamicallyQuantizableLinear that the nn.Linear swap does not take); the attention
+core is `lrp_attention`, so it takes the mode's attention rule (AttnLRP: dQ, dK x 1/4 and dV x 1/2;
+CP-LRP: no relevance through q and k).
 Only what the HF models pass is taken: a boolean or additive `key_padding_mask` (True / -inf =
 ignore, torch's convention), no `attn_mask`, no bias_k / bias_v / add_zero_attn; the attention
 weights are not returned (None), as the pooling head discards them.
@@ -55,7 +56,9 @@ class LRPMultiheadAttention(nn.Module):
         return weight, bias
 
     def _project(self, x: torch.Tensor, i: int) -> torch.Tensor:
-        weight, bias = self._projection(i)
+        return self._linear(x, *self._projection(i))
+
+    def _linear(self, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
         if self.linear_rule == "epsilon":
             return F.linear(x, weight, bias)
         return lrp_gamma_linear(x, weight, bias, self.gamma, signed=self.linear_rule == "gamma-signed")
@@ -69,7 +72,8 @@ class LRPMultiheadAttention(nn.Module):
         if attn_mask is not None or is_causal:
             raise NotImplementedError("LRPMultiheadAttention: attn_mask and is_causal are not supported")
         if self.training and self.dropout:
-            raise RuntimeError("LRPMultiheadAttention: attention dropout is not an LRP rule; put the model in eval mode")
+            raise RuntimeError("LRPMultiheadAttention: attention dropout is not an LRP rule; put the model in "
+                               "eval mode")
         if not self.batch_first:
             query, key, value = (t.transpose(0, 1) for t in (query, key, value))
         keep = None
@@ -79,12 +83,14 @@ class LRPMultiheadAttention(nn.Module):
             elif bool(((key_padding_mask == 0) | (key_padding_mask == float("-inf"))).all()):
                 keep = key_padding_mask == 0
             else:
-                raise NotImplementedError("LRPMultiheadAttention: an additive key_padding_mask must hold 0 and -inf only")
+                raise NotImplementedError("LRPMultiheadAttention: an additive key_padding_mask must hold 0 and "
+                                          "-inf only")
         q, k, v = (self._heads(self._project(t, i)) for i, t in enumerate((query, key, value)))
         out = lrp_attention(q, k, v, causal=False, scale=self.head_dim ** -0.5, mode=self.mode,
                             key_padding_mask=keep, backend=self.backend)
         b, _, n, _ = out.shape
-        out = self.out_proj(out.transpose(1, 2).reshape(b, n, self.embed_dim))
+        out = out.transpose(1, 2).reshape(b, n, self.embed_dim)
+        out = self._linear(out, self.out_proj.weight, self.out_proj.bias)
         return (out if self.batch_first else out.transpose(0, 1)), None
 
     def extra_repr(self) -> str:
