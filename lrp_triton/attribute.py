@@ -44,8 +44,8 @@ def attribute(model, input_ids=None, *, inputs_embeds=None, attention_mask=None,
 
     Args:
         model: a supported model: a `*ForCausalLM` or a decoder `*ForSequenceClassification` (the class
-            logit at each row's last real token), a BERT/RoBERTa encoder or task model, a ViT/DeiT, or a
-            T5 `ForConditionalGeneration`.
+            logit at each row's last real token), a BERT/RoBERTa encoder or task model, a ViT/DeiT, a
+            CLIP / SigLIP joint model or tower, or a T5 `ForConditionalGeneration`.
         input_ids: [B, N] token ids (or [N]); or `inputs_embeds` [B, N, hidden] (not for T5).
         attention_mask: [B, N], 1/True for real tokens, 0 for padding (left or right).
         target: token id to explain, one per row ([B]) or one for all; default: the model's own

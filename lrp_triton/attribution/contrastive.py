@@ -71,6 +71,9 @@ def explain_contrastive(model, adapter, options, *, input_ids, attention_mask, p
         with torch.enable_grad():
             image = adapter.image_embeds(model, pixels)
             texts = adapter.text_embeds(model, ids, mask, adapter.position_ids(text_tower.config, mask))
+            if image is None or texts is None:
+                raise ValueError(f"attribute: {type(model).__name__} gives no image or text embedding (a vision "
+                                 "tower without its pooling head: vision_use_head=False?), so no similarity")
             scale, bias = adapter.logit_terms(model)
             scores = lrp_similarity(image, texts, scale, bias, options.mode)
         check_finite_scores(scores, "the explained similarity")
