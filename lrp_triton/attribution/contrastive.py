@@ -10,8 +10,8 @@ which is the model's own `logits_per_image[i, i]`. One forward pass of each towe
 (`lrp_triton.attribution.scores.lrp_similarity`): each embedding's L2 norm is held constant (the
 normalisation is then linear and passes relevance unchanged, as LayerNorm's std), the dot product
 of the normalised embeddings takes the uniform rule on each term u_d t_d (half to each side), the
-scale is linear and the bias keeps its own share (epsilon rule). So the relevance of the pixels
-and tokens together sums to s - bias, less what the towers' biases absorb. CP-LRP keeps these
+scale is linear and the bias keeps its own share (epsilon rule). So the two embeddings' relevance
+sums to s - bias, which each tower passes on to its inputs by its own rules. CP-LRP keeps these
 rules (the similarity has no gate); mode "gradient" is the exact gradient of s.
 
 Fields: `relevance` [B, N] at the text's word embeddings (`position_relevance`: the text position
