@@ -11,12 +11,13 @@ import transformers
 from torch import nn
 
 import lrp_triton
+from lrp_triton.attribution import Attribution
 from lrp_triton.attribution.scores import lrp_similarity
 from lrp_triton.modules.multihead_attention import LRPMultiheadAttention
 from lrp_triton.options import LRPOptions
-from model_zoo import BY_NAME, TWO_TOWER, randomize_two_tower, two_tower_config
+from model_zoo import BY_NAME, randomize_two_tower, two_tower_config
 from reference_clip import classifier_reference, multihead_attention, similarity
-from scaled_close import assert_rel_close, summed
+from scaled_close import assert_rel_close
 
 F64 = torch.float64
 
@@ -113,4 +114,8 @@ def test_joint_model_inputs_and_pairing():
     torch.testing.assert_close(one_image.relevance, repeated.relevance)
     torch.testing.assert_close(one_image.pixel_relevance, repeated.pixel_relevance)
     assert one_image.extras["target"] == "similarity" and one_image.target is None
-    assert sorted(TWO_TOWER) == ["clip", "siglip"]
+    one_image.show(color=False)  # the heatmap of the text's tokens
+    pixels_only = Attribution(relevance=one_image.pixel_relevance, pixel_relevance=one_image.pixel_relevance,
+                              target=None, logit=one_image.logit, position=None)
+    with pytest.raises(NotImplementedError, match="pixel relevance"):  # a vision model's relevance: no heatmap
+        pixels_only.show(color=False)
