@@ -3,7 +3,8 @@
 It validates the rule options once (`LRPOptions.checked`), refuses arguments that do not apply to
 the model's kind, and hands over to the driver in `lrp_triton.attribution`: `decoder` (causal
 LMs), `classifier` (their sequence-classification heads), `encoder` (BERT-family text encoders),
-`vision` (ViT, DeiT) or `seq2seq` (T5).
+`vision` (ViT, DeiT, CLIP / SigLIP vision towers), `seq2seq` (T5) or `contrastive` (the joint
+CLIP / SigLIP models: an image-text similarity).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import torch
 
 from lrp_triton.attribution.core import attribution_call
 from lrp_triton.attribution.classifier import explain_decoder_classifier, sequence_classifier_head
+from lrp_triton.attribution.contrastive import explain_contrastive
 from lrp_triton.attribution.decoder import explain_decoder
 from lrp_triton.attribution.encoder import explain_encoder
 from lrp_triton.attribution.result import Attribution
@@ -42,14 +44,16 @@ def attribute(model, input_ids=None, *, inputs_embeds=None, attention_mask=None,
 
     Args:
         model: a supported model: a `*ForCausalLM` or a decoder `*ForSequenceClassification` (the class
-            logit at each row's last real token), a BERT/RoBERTa encoder or task model, a ViT/DeiT, or a
-            T5 `ForConditionalGeneration`.
+            logit at each row's last real token), a BERT/RoBERTa encoder or task model, a ViT/DeiT, a
+            CLIP / SigLIP joint model or tower, or a T5 `ForConditionalGeneration`.
         input_ids: [B, N] token ids (or [N]); or `inputs_embeds` [B, N, hidden] (not for T5).
         attention_mask: [B, N], 1/True for real tokens, 0 for padding (left or right).
         target: token id to explain, one per row ([B]) or one for all; default: the model's own
             prediction. With several positions, a list with one such entry per position. Encoders and
             vision: a class index, or a callable `target(outputs) -> scores` (one scalar per row, or a
             0-d score of the whole batch, e.g. a sentence similarity; see `lrp_triton.attribution.scores`).
+            An embedding tower without logits (CLIP / SigLIP towers): a dimension of its embedding. A joint
+            CLIP / SigLIP model: "similarity" (the default), each row's image-text logit.
         position: index among each row's real tokens (negative from the end), or a list of them; all
             share one forward pass. Default: the last token (-1); none for classification heads;
             decoder tokens for T5.
@@ -65,7 +69,8 @@ def attribute(model, input_ids=None, *, inputs_embeds=None, attention_mask=None,
             (token strings, for display) from `input_ids` (text models). Relevance is unaffected.
         progress: optional callable `progress(done, total)`, called for each explained score once its
             relevance is read (several scores share one batched backward pass).
-        token_type_ids: BERT-family encoders. pixel_values: [B, C, H, W], vision transformers.
+        token_type_ids: BERT-family encoders. pixel_values: [B, C, H, W], vision transformers and the
+            joint CLIP / SigLIP models (with input_ids; one image or one text is paired with every row).
         linear_rule ("epsilon", "gamma", "gamma-signed"), gamma: the rule of the linear and convolution
             layers of the base model (see `lrp_triton.ops.gamma`); task heads keep the epsilon rule.
 
@@ -101,7 +106,7 @@ def attribute(model, input_ids=None, *, inputs_embeds=None, attention_mask=None,
         raise TypeError(f"attribute: progress must be a callable progress(done, total) or None, got {progress!r}")
     options = LRPOptions.checked(mode, backend, linear_rule, gamma, where="attribute")
     adapter = adapter_for(model)
-    family, kind = adapter.family, adapter.kind
+    family, kind = adapter.family, adapter.kind_for(model)
     if kind != "seq2seq":
         _refuse(family, decoder_input_ids=decoder_input_ids, decoder_attention_mask=decoder_attention_mask)
     if kind in ("causal_lm", "seq2seq"):
@@ -121,6 +126,11 @@ def attribute(model, input_ids=None, *, inputs_embeds=None, attention_mask=None,
         return explain_seq2seq(model, adapter, options, input_ids=input_ids, decoder_input_ids=decoder_input_ids,
                                decoder_attention_mask=decoder_attention_mask, **text)
     _refuse(family, contrast=contrast, checkpoint=checkpoint)
+    if kind == "contrastive":
+        _refuse(family, "a joint image-text model takes input_ids and pixel_values", inputs_embeds=inputs_embeds,
+                token_type_ids=token_type_ids, position=position, latent=latent)
+        return explain_contrastive(model, adapter, options, input_ids=input_ids, attention_mask=attention_mask,
+                                   pixel_values=pixel_values, target=target, tokenizer=tokenizer, progress=progress)
     if kind == "encoder":
         _refuse(family, "a text encoder takes input_ids or inputs_embeds", pixel_values=pixel_values)
         return explain_encoder(model, adapter, options, input_ids=input_ids, inputs_embeds=inputs_embeds,

@@ -87,8 +87,8 @@ RULES = (
     Rule("epsilon", "linear, convolution, lm_head, RoPE, residual add, embedding sums, output scaling",
          "R_i = sum_j z_ij / z_j R_j (the bias absorbs its share)", "the exact gradient",
          "AttnLRP Eq. 8", "torch.nn.functional.linear"),
-    Rule("identity (activation)", "SiLU, GELU, GELU-tanh, ReLU", "R_x = R_y",
-         "g_x = g_y * act(x) / x (sigmoid(x), Phi(x), (1 + tanh u) / 2, [x > 0])", "AttnLRP Eq. 9",
+    Rule("identity (activation)", "SiLU, GELU, GELU-tanh, ReLU, QuickGELU (CLIP)", "R_x = R_y",
+         "g_x = g_y * act(x) / x (sigmoid(x), Phi(x), (1 + tanh u) / 2, [x > 0], sigmoid(1.702 x))", "AttnLRP Eq. 9",
          "lrp_triton.ops.mlp.lrp_activation", "lrp_triton.kernels.activations.activation_backward",
          "lrp_triton.kernels.activations_torch.activation_backward_torch"),
     Rule("identity (tanh)", "tanh in poolers and classification heads", "R_x = R_y",
@@ -101,7 +101,7 @@ RULES = (
          "g_gate = g * up * act(gate) / gate / 2, g_up = g * act(gate) / 2", "AttnLRP Eq. 7, Proposition 3.2",
          "lrp_triton.ops.mlp.lrp_glu", "lrp_triton.kernels.activations.glu_backward",
          "lrp_triton.kernels.activations_torch.glu_backward_torch"),
-    Rule("uniform (product)", "MoE routing weight x expert output; cosine-similarity terms",
+    Rule("uniform (product)", "MoE routing weight x expert output; cosine-similarity terms (lrp_cosine_similarity)",
          "R_a = R_b = R_y / 2", "g_a = g * b / 2, g_b = g * a / 2", "AttnLRP Proposition 3.2",
          "lrp_triton.ops.elementwise.lrp_uniform_product"),
     Rule("attention", "softmax(scale Q K^T + bias) V", "softmax rule on P, uniform on Q K^T and P V, bias absorbs",
@@ -148,6 +148,23 @@ RULES = (
          "bias and the group choice select only (no relevance)",
          "g_logit = g_p * tanh(logit / 2) / (2 logit); exact gradients through renorm and scale",
          "AttnLRP Eq. 9, Proposition 3.2", "lrp_triton.modules.moe_gates.LRPSigmoidTopkRouter"),
+    # CLIP / SigLIP's logit s = scale * (u / |u|) . (t / |t|) (+ bias). cos(u, t) is scale-invariant in u
+    # (and in t), so by Euler's theorem u . grad_u cos = 0: Input x Gradient gives each embedding no relevance
+    # in total, whatever the similarity. Holding each norm constant (as LayerNorm's std, Proposition 3.4)
+    # makes the normalisation linear: it passes relevance unchanged. The dot product is then a sum of
+    # bilinear terms u'_d t'_d, split by the epsilon rule over the terms and, per term, half to each side
+    # (the uniform rule of Proposition 3.2, as for Q K^T: neither embedding is a gate of the other). So
+    # R_u + R_t = scale * cos: the similarity less the bias, which keeps its own share.
+    Rule("L2 normalisation (constant norm)", "x / ||x||_2: CLIP / SigLIP embeddings before their similarity",
+         "R_x = R_y (||x|| a constant)", "g_x = g_y / ||x||", "AttnLRP Proposition 3.4, Eq. 9",
+         "lrp_triton.attribution.scores.lrp_l2_normalize"),
+    Rule("uniform (similarity)", "scale * u' . t' + bias: CLIP / SigLIP image-text logit (u', t' normalised)",
+         "R_(u'_d t'_d) = u'_d t'_d / (u' . t') R_(u' . t'), half to u'_d, half to t'_d; the bias keeps its share",
+         "g_u' = g * scale * t' / 2, g_t' = g * scale * u' / 2", "AttnLRP Eq. 8, Proposition 3.2",
+         "lrp_triton.attribution.scores.lrp_similarity"),
+    Rule("attention (nn.MultiheadAttention)", "torch's MultiheadAttention: SigLIP's attention-pooling head",
+         "as attention; epsilon (or gamma) rule on the packed in-projection and out_proj", "as attention",
+         "AttnLRP Propositions 3.1, 3.3", "lrp_triton.modules.multihead_attention.LRPMultiheadAttention"),
     Rule("CP-LRP", "attention weights, MLP gates and routing weights", "no relevance through them",
          "dQ = dK = 0 in attention; the gate / routing branch detached", "Ali et al. 2022",
          "lrp_triton.rules.cp_lrp_constant"),

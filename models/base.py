@@ -27,7 +27,7 @@ Factory = Callable[[nn.Module, LRPOptions], nn.Module]
 
 # Class-name endings of layers that need an LRP rule; one left unreplaced is an error.
 _NEEDS_RULE = ("RMSNorm", "LayerNorm", "MLP", "Experts", "ActDense",
-               "Intermediate", "Pooler", "HeadTransform", "ClassificationHead")
+               "Intermediate", "Pooler", "HeadTransform", "ClassificationHead", "MultiheadAttention")
 
 # Activation modules whose gradient is not their identity rule (f'(x) != f(x)/x): every class of
 # transformers.activations but the linear one, and torch's curved nonlinearities. ReLU (and leaky
@@ -125,7 +125,7 @@ class Adapter:
     family: str
     model_types: tuple[str, ...]
     replacements: dict[str, Factory]  # HF class name -> factory
-    kind: str = "causal_lm"  # which driver explains it: causal_lm, encoder, vision, seq2seq
+    kind: str = "causal_lm"  # which driver explains it: causal_lm, encoder, vision, seq2seq, contrastive
     final_logit_softcap_attr: str | None = None  # config attribute holding the final-logit cap
     position_embedding_attr: str | None = None  # attribute of the base model (GPT-2: "wpe")
     layers_attrs: tuple[str, ...] = ("layers",)  # (dotted) attributes of the base model: its layer stacks
@@ -142,6 +142,16 @@ class Adapter:
     # would compute from ids itself (default: each stack's own input embedding; the explained leaves)
     stack_embeddings: Callable[[nn.Module], tuple[Callable, Callable]] | None = None
     output_bias_attr: str | None = None  # attribute of the model: a constant added to the logits (BART's)
+    # text models that read their input_ids themselves (CLIP's text tower pools at the end-of-text id): the
+    # encoder driver passes the ids and takes the word embedding's output as the leaf; inputs_embeds refused
+    ids_only: bool = False
+    # output fields read as a vector of scores when a model has no logits (an embedding tower's embedding):
+    # an int target explains that dimension; the first field present is taken
+    vector_outputs: tuple[str, ...] = ()
+
+    def kind_for(self, model: nn.Module) -> str:
+        """The driver kind of this model class (a family may hold several, see models.clip)."""
+        return self.kind
 
     def replacement_for(self, module: nn.Module, options: LRPOptions) -> nn.Module | None:
         """The lrp_triton layer for `module`, or None. Mode "gradient" replaces attention layers only."""

@@ -20,6 +20,7 @@ import torch
 import transformers
 
 import lrp_triton
+from reference_clip import joint_reference, vector_reference
 from reference_encoders import bert_reference, vit_reference
 from reference_lrp import decoder_reference, gpt2_reference, gpt_neox_reference, shared_norm_parallel_reference
 from reference_bart import bart_reference
@@ -891,10 +892,255 @@ class Bart(T5):
                          score_scale=z.abs().max().item())
 
 
+# ------------------------------------------------------------------------------------------------
+# CLIP and SigLIP: the joint model (image-text similarity) and each tower alone
+# ------------------------------------------------------------------------------------------------
+TOWER_TEXT = dict(vocab_size=61, hidden_size=32, intermediate_size=48, num_hidden_layers=2, num_attention_heads=2,
+                  max_position_embeddings=16, pad_token_id=1, bos_token_id=0, eos_token_id=60)
+TOWER_VISION = dict(image_size=32, patch_size=8, num_channels=3, hidden_size=32, intermediate_size=48,
+                    num_hidden_layers=2, num_attention_heads=2)
+TWO_TOWER = {  # family -> (config class, joint, vision tower, text tower, joint config extras)
+    "clip": (transformers.CLIPConfig, transformers.CLIPModel, transformers.CLIPVisionModelWithProjection,
+             transformers.CLIPTextModel, dict(projection_dim=24)),
+    "siglip": (transformers.SiglipConfig, transformers.SiglipModel, transformers.SiglipVisionModel,
+               transformers.SiglipTextModel, {}),
+}
+
+
+def two_tower_config(family, part):
+    """The config of a CLIP / SigLIP joint model or tower. CLIP's text tower alone keeps HF's legacy
+    eos_token_id 2 (it pools at the largest id); the joint model's pools at the first eos id 60."""
+    config_cls, *_ = TWO_TOWER[family]
+    config = config_cls(text_config=TOWER_TEXT, vision_config=TOWER_VISION, **TWO_TOWER[family][4])
+    if part == "joint":
+        return config
+    tower = config.vision_config if part == "vision" else config.text_config
+    if family == "clip" and part == "text":
+        tower.eos_token_id = 2
+    if family == "clip" and part == "vision":
+        tower.projection_dim = 24
+    return tower
+
+
+def randomize_two_tower(model):
+    """randomize_encoder's scales for a CLIP / SigLIP model; logit_scale = log 3, SigLIP's logit_bias -0.7."""
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if p.dim() == 0 or name in ("logit_scale", "logit_bias"):
+                continue
+            if p.dim() == 1 and "norm" in name.lower() and name.endswith("weight"):
+                p.copy_(1.0 + 0.1 * torch.randn_like(p))
+            elif p.dim() == 1:
+                p.copy_(0.1 * torch.randn_like(p))
+            elif p.dim() == 4:
+                p.copy_(torch.randn_like(p) * 1.5 / math.sqrt(p[0].numel()))
+            elif "embedding" in name:
+                p.copy_(torch.randn_like(p))
+            else:  # linears, the packed in_proj of SigLIP's pooling head, its probe
+                p.copy_(torch.randn_like(p) * 1.5 / math.sqrt(p.shape[-1]))
+        if hasattr(model, "logit_scale"):
+            model.logit_scale.fill_(math.log(3.0))
+        if hasattr(model, "logit_bias"):
+            model.logit_bias.fill_(-0.7)
+    return model.float().eval()
+
+
+def tower_text_inputs(batch, n, pad, side):
+    """ids in [3, 59] ending (before padding) in the end-of-text id 60 (also the largest id), pad id 1."""
+    ids = torch.randint(3, 60, (batch, n))
+    mask = torch.ones(batch, n, dtype=torch.bool)
+    if pad:
+        sl = slice(n - pad, n) if side == "right" else slice(0, pad)
+        mask[-1, sl], ids[-1, sl] = False, 1
+    for row in range(batch):
+        ids[row, mask[row].nonzero().max()] = 60
+    return ids, mask
+
+
+class TwoTowerHooks:
+    """The text leaf of a model that reads its ids itself: the token embedding's next output is replaced by x."""
+
+    @staticmethod
+    def text_leaf(model, inputs):
+        emb = getattr(model, "text_model", model).embeddings.token_embedding
+        x = emb(inputs["input_ids"]).detach().requires_grad_()
+
+        def hook(module, args, output):
+            handle.remove()
+            return x
+        handle = emb.register_forward_hook(hook)
+        return x, dict(inputs)
+
+
+class TwoTower(Entry):
+    """CLIPModel / SiglipModel: `attribute(model, input_ids, pixel_values)` explains each row's image-text
+    similarity into tokens and pixels. SigLIP's text tower pools the last token: padding on the left."""
+
+    kind = "contrastive"
+    output_rel_tol = 1e-5
+
+    def __init__(self, family):
+        self.name = self.model_type = family
+        self.side = "right" if family == "clip" else "left"
+        self.padding_sides = ("left", "right") if family == "clip" else ("left",)
+        self.fields = ("relevance", "position_relevance", "pixel_relevance", "patch_relevance",
+                       *(("cls_relevance",) if family == "clip" else ()))
+        cases = [Case(backend="torch", pad=2), Case(dtype=F64, backend="torch", pad=2, tol=1e-12)]
+        # Triton (interpreted) once: the pooling head's one query over 16 keys, GELU-tanh, a padded text
+        # (CLIP's QuickGELU kernel: test_mlp_ops; its causal text attention is the decoders' kernel)
+        cases.append(Case(mode="cp-lrp", backend="torch", pad=2) if family == "clip"
+                     else Case(mode="cp-lrp", backend="triton", pad=2))
+        self.cases = tuple(cases)
+
+    def config(self):
+        return two_tower_config(self.name, "joint")
+
+    def build(self):
+        return randomize_two_tower(TWO_TOWER[self.name][1](self.config()))
+
+    def inputs(self, batch=1, size=None, pad=0):
+        ids, mask = tower_text_inputs(batch, size or 9, pad, self.side)
+        return {"input_ids": ids, "attention_mask": mask, "pixel_values": torch.randn(batch, 3, 32, 32)}
+
+    def main(self, out):
+        return out.logits_per_image
+
+    def reference(self, model, inputs, result, case, request):
+        ids, mask = inputs["input_ids"], inputs["attention_mask"]
+        ref = joint_reference(model, ids, mask, inputs["pixel_values"], case.mode)
+        fields = {"relevance": ref["word"], "position_relevance": ref["pos"], "pixel_relevance": ref["pixel"],
+                  "patch_relevance": ref["patch"], "cls_relevance": ref["cls"]}
+        positions = (mask.long().cumsum(-1) - 1).clamp(min=0)  # the numbering attribute passes
+
+        def model_output():
+            return model(**inputs, position_ids=positions).logits_per_image.diag()
+        return Reference({f: fields[f] for f in self.fields}, ref["score"], ref["logits"], model_output,
+                         zeros={"relevance": ~mask, "position_relevance": ~mask})
+
+    def leaf(self, model, inputs):
+        return TwoTowerHooks.text_leaf(model, inputs)
+
+    def explained(self, out, result):
+        return out.logits_per_image.diag()
+
+    def scalar(self, out):
+        return out.logits_per_image.max()
+
+    def padded(self, side):
+        rows = [torch.randint(3, 60, (n,)) for n in (11, 6)]
+        for r in rows:
+            r[-1] = 60
+        ids, mask = pad_rows(rows, side, 1)
+        px = torch.randn(2, 3, 32, 32)
+        singles = [{"input_ids": r[None], "pixel_values": px[i:i + 1]} for i, r in enumerate(rows)]
+        return ({"input_ids": ids, "attention_mask": mask, "pixel_values": px}, singles,
+                {"relevance": mask, "position_relevance": mask})
+
+
+class TowerVision(Vision):
+    """A CLIP / SigLIP vision tower alone (CLIP: with its projection): an int target explains a dimension
+    of its embedding (image_embeds; SigLIP: the attention-pooling head's pooler_output)."""
+
+    def __init__(self, family):
+        self.family, self.name, self.model_type = family, f"{family}-vision", f"{family}_vision_model"
+        self.fields = ("relevance", "patch_relevance", "position_relevance",
+                       *(("cls_relevance",) if family == "clip" else ()))
+        # the gamma rules: once, on SigLIP's (its pooling head's packed in-projection and out_proj); CLIP's
+        # convolution and linears are ViT's
+        self.rules = ("epsilon", "gamma-signed") if family == "siglip" else ("epsilon",)
+        cases = [Case(backend="torch"), Case(dtype=F64, backend="torch", tol=1e-12)]
+        if family == "siglip":
+            cases.append(Case(rule="gamma-signed", gamma=0.5, backend="torch", tol=2e-5))
+        self.cases = tuple(cases)
+
+    def config(self):
+        return two_tower_config(self.family, "vision")
+
+    def build(self):
+        return randomize_two_tower(TWO_TOWER[self.family][2](self.config()))
+
+    def main(self, out):
+        return out.image_embeds if self.family == "clip" else out.pooler_output
+
+    def explain(self, case, inputs):
+        return {"target": [3, 17][:len(inputs["pixel_values"])]}
+
+    def reference(self, model, inputs, result, case, request):
+        ref = vector_reference(model, inputs, result.target, case.mode, case.rule, case.gamma)
+        fields = {"relevance": ref["pixel"], "patch_relevance": ref["patch"], "cls_relevance": ref["cls"],
+                  "position_relevance": ref["pos"]}
+        return Reference({f: fields[f] for f in self.fields}, ref["score"], ref["out"],
+                         lambda: self.outputs(model, inputs))
+
+    def explained(self, out, result):
+        return self.main(out).gather(-1, result.target[:, None])[:, 0]
+
+    def scalar(self, out):
+        return self.main(out).max()
+
+
+class TowerText(Entry):
+    """A CLIP / SigLIP text tower alone: an int target explains a dimension of its pooler_output (CLIP: the
+    final-norm state at the end-of-text token, legacy eos_token_id 2: the largest id; SigLIP: its head)."""
+
+    kind = "encoder"
+    fields = ("relevance", "position_relevance")
+
+    def __init__(self, family):
+        self.family, self.name, self.model_type = family, f"{family}-text", f"{family}_text_model"
+        self.side = "right" if family == "clip" else "left"
+        self.padding_sides = ("left", "right") if family == "clip" else ("left",)
+        self.cases = (Case(backend="torch", pad=2), Case(dtype=F64, backend="torch", pad=2, tol=1e-12))
+
+    def config(self):
+        return two_tower_config(self.family, "text")
+
+    def build(self):
+        return randomize_two_tower(TWO_TOWER[self.family][3](self.config()))
+
+    def inputs(self, batch=1, size=None, pad=0):
+        ids, mask = tower_text_inputs(batch, size or 9, pad, self.side)
+        return {"input_ids": ids, "attention_mask": mask}
+
+    def main(self, out):
+        return out.pooler_output
+
+    def explain(self, case, inputs):
+        return {"target": 5}
+
+    def reference(self, model, inputs, result, case, request):
+        mask = inputs["attention_mask"]
+        ref = vector_reference(model, inputs, result.target, case.mode, case.rule, case.gamma)
+        positions = (mask.long().cumsum(-1) - 1).clamp(min=0)
+        return Reference({"relevance": ref["word"], "position_relevance": ref["pos"]}, ref["score"], ref["out"],
+                         lambda: model(**inputs, position_ids=positions).pooler_output,
+                         zeros={"relevance": ~mask, "position_relevance": ~mask})
+
+    def leaf(self, model, inputs):
+        return TwoTowerHooks.text_leaf(model, inputs)
+
+    def explained(self, out, result):
+        return out.pooler_output.gather(-1, result.target[:, None])[:, 0]
+
+    def scalar(self, out):
+        return out.pooler_output.max()
+
+    def padding_kwargs(self):
+        return {"target": 5}
+
+    def padded(self, side):
+        batch, singles, masks = TwoTower.padded(self, side)
+        batch.pop("pixel_values")
+        for row in singles:
+            row.pop("pixel_values")
+        return batch, singles, masks
+
+
 ZOO = ([Decoder(f) for f in (*FAMILIES, *VARIANTS)]
        + [Text(n) for n in ("bert-cls", "bert-mlm", "bert-base", "roberta-cls", "roberta-mlm", "xlm-roberta-cls",
                             "xlm-roberta-mlm", "camembert-cls", "camembert-mlm", "distilbert-cls", "distilbert-mlm",
                             "electra-cls", "electra-disc", "electra-mlm")]
        + [Vision(n) for n in ("vit", "deit")] + [T5(v) for v in T5_VARIANTS] + [Bart(n) for n in BART_FAMILIES]
-       + [DecoderClassifier(f) for f in CLASSIFIERS])
+       + [DecoderClassifier(f) for f in CLASSIFIERS]
+       + [cls(f) for f in TWO_TOWER for cls in (TwoTower, TowerVision, TowerText)])
 BY_NAME = {e.name: e for e in ZOO}

@@ -3,7 +3,7 @@
 - `core`: the model's state for one call, relevance leaves, one backward pass per score, packing.
 - `inputs`, `targets`: input checking; what is explained (positions, targets, contrasts, scores).
 - `latent`: residual-stream, head and neuron relevance (`latent=True`).
-- `decoder`, `encoder`, `vision`, `seq2seq`: the drivers; `lrp_triton.attribute` dispatches to them.
+- `decoder`, `encoder`, `vision`, `seq2seq`, `contrastive`: the drivers; `lrp_triton.attribute` dispatches to them.
 - `result`: the `Attribution` they return; `scores`: building blocks for callable targets.
 """
 

@@ -1,4 +1,4 @@
-"""Attribution of a bidirectional text encoder (adapter kind "encoder": BERT, RoBERTa).
+"""Attribution of a text encoder (adapter kind "encoder": BERT, RoBERTa, ..., CLIP / SigLIP text towers).
 
 One forward pass of the whole model (task head included), then one backward pass per explained
 score (see `targets.output_scores`): a classification logit, a token-level head's logit at
@@ -9,6 +9,9 @@ discriminator), the logit at `position`. Positions are numbered by the adapter's
 cannot derive them from the input embeddings. `relevance` is at the word embeddings, summed over the hidden dimension; the position
 and token-type embeddings, summed with them before the embedding LayerNorm (epsilon rule: the
 exact gradient), are leaves of their own: `position_relevance` and `token_type_relevance`.
+A model that reads its ids itself (the adapter's `ids_only`: CLIP's causal text tower pools at its
+end-of-text id) gets them, and the word embedding's output is made the leaf inside its forward. A
+model without logits (an embedding tower) explains a dimension of its embedding (`vector_outputs`).
 """
 
 from __future__ import annotations
@@ -25,8 +28,11 @@ from lrp_triton.attribution.targets import HeadScores, check_finite_scores, expl
 from lrp_triton.backend import upcast
 
 
-def label_names(model, targets: torch.Tensor) -> list[str]:
-    """A classification head's label names (config.id2label) for class ids [B]."""
+def label_names(model, targets: torch.Tensor, vector: bool = False) -> list[str]:
+    """A classification head's label names (config.id2label) for class ids [B]; `vector`: "dim k", the
+    dimensions of an embedding."""
+    if vector:
+        return [f"dim {t}" for t in targets.tolist()]
     labels = getattr(model.config, "id2label", None) or {}
     return [labels.get(t, f"class {t}") for t in targets.tolist()]
 
@@ -47,15 +53,26 @@ def explain_encoder(model, adapter, options, *, input_ids, inputs_embeds, attent
         raise ValueError(f"attribute: {type(model).__name__} gives one logit per token: pass position (the token "
                          "whose logit is explained) and no target id (or a callable target)")
 
+    if adapter.ids_only and inputs.input_ids is None:
+        raise ValueError(f"attribute: {type(model).__name__} reads its input_ids itself (it pools at a token it "
+                         "finds among them); pass input_ids, not inputs_embeds")
+
+    word_module = embeddings.word if adapter.ids_only else None  # its output: the leaf, made in the forward
     with frozen_eval(model), applied_for_call(model, options) as handle, OutputTap(embeddings.position) as pos_leaf, \
-            OutputTap(embeddings.token_type) as type_leaf, recording(latent, handle, adapter.layers(model)) as recorder:
-        words = leaf(embeddings.word(inputs.input_ids) if inputs.input_ids is not None else inputs.inputs_embeds)
+            OutputTap(embeddings.token_type) as type_leaf, OutputTap(word_module) as word_leaf, \
+            recording(latent, handle, adapter.layers(model)) as recorder:
         extra = {} if token_type_ids is None else {"token_type_ids": token_type_ids}
+        if adapter.ids_only:  # the word embedding's output becomes the leaf inside the forward
+            extra["input_ids"] = inputs.input_ids
+        else:
+            words = extra["inputs_embeds"] = leaf(embeddings.word(inputs.input_ids) if inputs.input_ids is not None
+                                                  else inputs.inputs_embeds)
         with torch.enable_grad():
-            outputs = model(inputs_embeds=words, attention_mask=mask, **extra,
-                            position_ids=adapter.position_ids(model.config, mask))
+            outputs = model(attention_mask=mask, **extra, position_ids=adapter.position_ids(model.config, mask))
             head = (token_scores(outputs.logits, position, mask) if token_head
-                    else output_scores(outputs, target, position, mask, type(model).__name__))
+                    else output_scores(outputs, target, position, mask, type(model).__name__, adapter.vector_outputs))
+        if adapter.ids_only:
+            words = word_leaf.first
 
         def read():
             return {"relevance": token_relevance(words), "position_relevance": pos_leaf.relevance(like=mask),
@@ -69,7 +86,7 @@ def explain_encoder(model, adapter, options, *, input_ids, inputs_embeds, attent
     names = {} if inputs.input_ids is None else token_names(tokenizer, inputs.input_ids,
                                                             targets if head.positions is not None else None)
     if head.positions is None and targets is not None:  # a classification head: its label names
-        names["target_tokens"] = label_names(model, targets)
+        names["target_tokens"] = label_names(model, targets, head.vector)
     return Attribution(
         **stack_scores(results, head.several), target=targets,
         logit=per_score(upcast(head.scores.detach()), head.several),

@@ -173,7 +173,9 @@ def _pair(size) -> tuple[int, int] | None:
 
 def check_pixels(model, pixel_values) -> torch.Tensor:
     """Float pixel values [B, C, H, W] (a 3-D input is one image) in the model's dtype and device:
-    at least one image, C = config.num_channels, H x W = config.image_size, finite."""
+    at least one image, C = config.num_channels, H x W = config.image_size (of config.vision_config
+    for a model with several towers), finite."""
+    config = getattr(model.config, "vision_config", None) or model.config
     if pixel_values is None:
         raise ValueError("attribute: a vision model needs pixel_values [B, C, H, W]")
     pixel_values = torch.as_tensor(pixel_values, device=model_device(model))
@@ -187,11 +189,11 @@ def check_pixels(model, pixel_values) -> torch.Tensor:
         raise ValueError(f"attribute: pixel_values has a batch of 0 images {shape}; pass at least one image")
     if 0 in shape[1:]:
         raise ValueError(f"attribute: pixel_values is empty {shape}: an image needs channels, height and width")
-    channels = getattr(model.config, "num_channels", None)
+    channels = getattr(config, "num_channels", None)
     if channels is not None and shape[1] != channels:
         raise ValueError(f"attribute: pixel_values has {shape[1]} channels but the model takes {channels} "
                          f"(config.num_channels); pixel_values is [batch, channels, height, width], got {shape}")
-    size = _pair(getattr(model.config, "image_size", None))
+    size = _pair(getattr(config, "image_size", None))
     if size is not None and shape[2:] != size:
         raise ValueError(f"attribute: pixel_values images are {shape[2]} x {shape[3]} but the model takes "
                          f"{size[0]} x {size[1]} (config.image_size); resize the images (e.g. with the "

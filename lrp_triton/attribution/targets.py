@@ -205,12 +205,15 @@ class HeadScores(NamedTuple):
     targets: torch.Tensor | None  # [B, P] (token-level heads; classification: [B, 1]); None: callable target
     positions: torch.Tensor | None  # [B, P] for token-level heads, else None
     several: bool
+    vector: bool = False  # the targets index an embedding's dimensions (a tower without logits)
 
 
 def output_scores(outputs, target: int | torch.Tensor | Callable | None, position, attention_mask,
-                  model_name: str) -> HeadScores:
+                  model_name: str, vector_outputs: tuple[str, ...] = ()) -> HeadScores:
     """The explained scores of a whole-model forward (encoders, vision): a callable target's scores,
-    a classification logit ([B, C] logits), or a token-level head's logit at `position` ([B, N, V])."""
+    a classification logit ([B, C] logits), or a token-level head's logit at `position` ([B, N, V]).
+    A model without logits explains a dimension of the first of `vector_outputs` it returns (an
+    embedding tower's [B, E] embedding; default: the largest dimension), like a class logit."""
     if callable(target):
         scores = target(outputs)
         if not isinstance(scores, torch.Tensor) or not scores.is_floating_point():
@@ -226,6 +229,15 @@ def output_scores(outputs, target: int | torch.Tensor | Callable | None, positio
         return HeadScores(scores[..., None], None, None, False)  # one explained score (set) per backward
     logits = getattr(outputs, "logits", None)
     if logits is None:
+        vector = next((v for v in (getattr(outputs, name, None) for name in vector_outputs)
+                       if isinstance(v, torch.Tensor) and v.dim() == 2), None)
+        if vector is not None:
+            if position is not None:
+                raise ValueError("attribute: position is for token-level heads; this model returns one embedding "
+                                 "per row (target: a dimension of it, or a callable)")
+            targets = class_targets(target, vector.shape[0], vector.shape[-1], vector.device)
+            scores, targets = logit_scores(vector[:, None], targets)
+            return HeadScores(scores, targets, None, False, vector=True)
         raise TypeError(f"attribute: {model_name} returns no logits; pass a callable "
                         "target, e.g. target=lambda out: out.last_hidden_state[:, 0, 5]")
     if logits.dim() == 2:

@@ -1,4 +1,4 @@
-"""Attribution of a vision transformer (adapter kind "vision": ViT, DeiT).
+"""Attribution of a vision transformer (adapter kind "vision": ViT, DeiT, CLIP / SigLIP vision towers).
 
 One forward pass of the whole model, one backward pass per explained score (a class logit, or a
 callable target's scores). `relevance` = `pixel_relevance` [B, H, W]: pixel_values * grad, summed
@@ -26,6 +26,8 @@ from lrp_triton.backend import upcast
 def embedding_shares(embeddings, patch_out: torch.Tensor, summed: torch.Tensor) -> dict:
     """Epsilon-rule split of summed = cat(prefix tokens, patches) + position embeddings (module docstring)."""
     g = upcast(summed.grad if summed.grad is not None else summed.detach().new_zeros(summed.shape))
+    if patch_out.dim() == 4:  # a bare convolution's output [B, hidden, h, w] (CLIP, SigLIP): as tokens
+        patch_out = patch_out.flatten(2).transpose(1, 2)
     n_prefix = summed.shape[1] - patch_out.shape[1]
     prefix = embeddings.prefix[:n_prefix]
     prefix = upcast(torch.cat(prefix, dim=1)) if prefix else g.new_zeros(1, 0, g.shape[-1])
@@ -45,7 +47,8 @@ def explain_vision(model, adapter, options, *, pixel_values, target, latent, pro
             OutputTap(embeddings.summed, as_leaf=False) as summed, \
             recording(latent, handle, adapter.layers(model)) as recorder:
         with torch.enable_grad():
-            head = output_scores(model(pixel_values=pixels), target, None, None, type(model).__name__)
+            head = output_scores(model(pixel_values=pixels), target, None, None, type(model).__name__,
+                                 adapter.vector_outputs)
 
         def read():
             return {"relevance": (upcast(pixels) * upcast(pixels.grad if pixels.grad is not None
@@ -63,4 +66,4 @@ def explain_vision(model, adapter, options, *, pixel_values, target, latent, pro
         logit=per_score(upcast(head.scores.detach()), head.several), position=None,
         latent=stack_latent(latents, head.several) if latent else None, mode=options.mode,
         model_type=model.config.model_type, extras=rule_extras(options),
-        **({} if targets is None else {"target_tokens": label_names(model, targets)}))
+        **({} if targets is None else {"target_tokens": label_names(model, targets, head.vector)}))

@@ -57,7 +57,8 @@ def _entry(value, b, j, several):
 
 def rows(attribution) -> list[Row]:
     """The display rows of `attribution`, in batch-major order."""
-    if getattr(attribution, "pixel_relevance", None) is not None:
+    if getattr(attribution, "pixel_relevance", None) is attribution.relevance:  # a vision model's (a joint
+        # image-text model's `relevance` is at its tokens, its pixels' in `pixel_relevance`)
         raise NotImplementedError("token heatmaps need token relevance; this attribution holds pixel relevance "
                                   "(plot attribution.pixel_relevance as an image instead)")
     relevance = attribution.relevance.detach().float().cpu()
