@@ -36,6 +36,8 @@ def make_case(name, dtype=torch.float32, head_dim=80):
         kw["sliding_window"] = 7
     elif name == "softcap":
         kw["softcap"] = 2.0
+    elif name == "local_window":  # ModernBERT's local layers: the band |i - j| < 9, N != M, padding
+        n, m, kw = 41, 58, dict(causal=False, sliding_window=9)
     elif name == "bias":
         n, m, kw = 29, 45, dict(causal=False)
     elif name == "relative_bias":  # T5 decoder-like: causal, queries the last N of M, bias per offset
@@ -45,7 +47,7 @@ def make_case(name, dtype=torch.float32, head_dim=80):
         q = q * 3.0  # logits large enough that the tanh cap matters
     k = torch.randn(b, hkv, m, head_dim)
     v = torch.randn(b, hkv, m, head_dim)
-    if name == "mqa_padding":
+    if name in ("mqa_padding", "local_window"):
         mask = torch.ones(b, m, dtype=torch.bool)
         mask[1, :11] = False  # left padding
         mask[0, torch.randperm(m)[:5]] = False  # scattered holes
@@ -58,7 +60,8 @@ def make_case(name, dtype=torch.float32, head_dim=80):
     return (q.to(dtype), k.to(dtype), v.to(dtype), grad_out.to(dtype), kw)
 
 
-CASES = ("causal", "noncausal_cross", "cached_prefix", "mqa_padding", "window", "softcap", "bias", "relative_bias")
+CASES = ("causal", "noncausal_cross", "cached_prefix", "mqa_padding", "window", "local_window", "softcap", "bias",
+         "relative_bias")
 
 
 def run_op(q, k, v, grad_out, backend, mode, **kw):
@@ -131,7 +134,8 @@ def test_head_dims_triton(head_dim):
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
-@pytest.mark.parametrize("case", ("causal", "cached_prefix", "window", "mqa_padding", "bias", "relative_bias"))
+@pytest.mark.parametrize("case", ("causal", "cached_prefix", "window", "local_window", "mqa_padding", "bias",
+                                  "relative_bias"))
 def test_forward_matches_sdpa(case, backend):
     q, k, v, _, kw = make_case(case)
     b, h, n, _ = q.shape
@@ -301,6 +305,7 @@ def test_triton_backward_takes_stacked_cotangent_streams(case, mode):
     (dict(causal=True), 100, 100),  # interior key tiles below the diagonal in every kernel
     (dict(causal=True), 70, 130),  # a cached prefix: queries the last N of M
     (dict(causal=True, sliding_window=45), 100, 100),  # interior tiles between the window's edges
+    (dict(causal=False, sliding_window=30), 83, 110),  # a symmetric band: tiles outside it skipped, on both sides
     (dict(causal=False), 96, 80),  # no mask at all but the bounds
     (dict(causal=True, softcap=2.0), 100, 100),  # interior tiles on the general (soft-capped) path
     (dict(causal=False, padding=True, bias=True), 96, 80),  # padding and a bias inside interior tiles
