@@ -21,6 +21,7 @@ import transformers
 
 import lrp_triton
 from reference_encoders import bert_reference, vit_reference
+from reference_modernbert import modernbert_reference
 from reference_lrp import decoder_reference, gpt2_reference, gpt_neox_reference, shared_norm_parallel_reference
 from reference_bart import bart_reference
 from reference_t5 import t5_reference
@@ -205,6 +206,12 @@ ENCODERS = {  # name -> (model class, config)
     "electra-cls": lambda: (transformers.ElectraForSequenceClassification, electra_config()),
     "electra-disc": lambda: (transformers.ElectraForPreTraining, electra_config()),
     "electra-mlm": lambda: (transformers.ElectraForMaskedLM, electra_config()),
+    # ModernBERT: a global then a local layer (the band |i - j| <= 2), GeGLU, RoPE; masked LM with bias-free
+    # LayerNorms, classification with biases everywhere and mean pooling
+    "modernbert-mlm": lambda: (transformers.ModernBertForMaskedLM, modernbert_config()),
+    "modernbert-cls": lambda: (transformers.ModernBertForSequenceClassification,
+                               modernbert_config(norm_bias=True, attention_bias=True, mlp_bias=True,
+                                                 classifier_bias=True, classifier_pooling="mean")),
     "vit": lambda: (transformers.ViTForImageClassification, transformers.ViTConfig(**VISION)),
     "deit": lambda: (transformers.DeiTForImageClassification, transformers.DeiTConfig(**VISION)),
 }
@@ -213,6 +220,14 @@ ENCODERS = {  # name -> (model class, config)
 def distilbert_config():
     return transformers.DistilBertConfig(vocab_size=TEXT["vocab_size"], dim=32, n_layers=2, n_heads=2, hidden_dim=48,
                                          max_position_embeddings=64, num_labels=3, activation="gelu")
+
+
+def modernbert_config(**kw):
+    return transformers.ModernBertConfig(vocab_size=TEXT["vocab_size"], hidden_size=32, intermediate_size=40,
+                                         num_hidden_layers=2, num_attention_heads=2, max_position_embeddings=64,
+                                         global_attn_every_n_layers=2, local_attention=4, num_labels=3,
+                                         pad_token_id=1, bos_token_id=2, eos_token_id=3, cls_token_id=2,
+                                         sep_token_id=3, **kw)
 
 
 def electra_config():
@@ -700,6 +715,38 @@ class Text(Entry):
                 {f: mask for f in self.fields})
 
 
+class ModernBert(Text):
+    """ModernBERT: masked LM (-mlm, position 3) and sequence classification with mean pooling (-cls), no
+    position or token-type tables (RoPE), against reference_modernbert."""
+
+    fields = ("relevance",)
+    rules = ("epsilon", "gamma-signed")  # (the plain gamma rule on encoders: BERT's entries)
+
+    def __init__(self, name):
+        super().__init__(name)
+        self.types = False
+        self.padding_sides = ("left", "right")  # masked LM, mean pooling: either side
+        # float64: HF's ModernBERT rotates q and k in float32 whatever the model's dtype (apply_rotary_pos_emb
+        # calls q.float()), forward and backward, so a float64 model is float32-accurate there: tol 1e-6
+        cases = [Case(backend="torch", pad=3), Case(dtype=F64, backend="torch", pad=3, tol=1e-6)]
+        if self.head == "mlm":
+            cases += [Case(backend="triton", pad=3), Case(mode="cp-lrp", backend="torch", pad=2),
+                      Case(rule="gamma-signed", backend="torch", pad=2, tol=2e-5)]
+        self.cases = tuple(cases)
+
+    def reference(self, model, inputs, result, case, request):
+        ids, mask = inputs["input_ids"], inputs["attention_mask"]
+        position = padded_index(mask, 3) if self.head == "mlm" else None
+        ref = modernbert_reference(model, ids, mask, target=result.target, position=position, mode=case.mode,
+                                   rule=case.rule, gamma=case.gamma)
+
+        def model_output():
+            out = self.outputs(model, inputs)
+            return out if position is None else out[torch.arange(len(ids)), position]
+        return Reference({"relevance": ref["word"]}, ref["score"], ref["out"], model_output,
+                         zeros={"relevance": ~mask}, position=position)
+
+
 class Vision(Entry):
     kind = "vision"
     rules = ("epsilon", "gamma", "gamma-signed")
@@ -895,6 +942,7 @@ ZOO = ([Decoder(f) for f in (*FAMILIES, *VARIANTS)]
        + [Text(n) for n in ("bert-cls", "bert-mlm", "bert-base", "roberta-cls", "roberta-mlm", "xlm-roberta-cls",
                             "xlm-roberta-mlm", "camembert-cls", "camembert-mlm", "distilbert-cls", "distilbert-mlm",
                             "electra-cls", "electra-disc", "electra-mlm")]
+       + [ModernBert(n) for n in ("modernbert-mlm", "modernbert-cls")]
        + [Vision(n) for n in ("vit", "deit")] + [T5(v) for v in T5_VARIANTS] + [Bart(n) for n in BART_FAMILIES]
        + [DecoderClassifier(f) for f in CLASSIFIERS])
 BY_NAME = {e.name: e for e in ZOO}

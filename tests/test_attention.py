@@ -305,7 +305,6 @@ def test_triton_backward_takes_stacked_cotangent_streams(case, mode):
     (dict(causal=True), 100, 100),  # interior key tiles below the diagonal in every kernel
     (dict(causal=True), 70, 130),  # a cached prefix: queries the last N of M
     (dict(causal=True, sliding_window=45), 100, 100),  # interior tiles between the window's edges
-    (dict(causal=False, sliding_window=30), 83, 110),  # a symmetric band: tiles outside it skipped, on both sides
     (dict(causal=False), 96, 80),  # no mask at all but the bounds
     (dict(causal=True, softcap=2.0), 100, 100),  # interior tiles on the general (soft-capped) path
     (dict(causal=False, padding=True, bias=True), 96, 80),  # padding and a bias inside interior tiles
@@ -331,3 +330,18 @@ def test_triton_interior_and_boundary_tiles(kw, n, m, mode):
     if mode != "cp-lrp":
         assert_rel_close(rq, eq, 1e-5, "R_q")
         assert_rel_close(rk, ek, 1e-5, "R_k")
+
+
+def test_triton_symmetric_window_tiles():
+    """ModernBERT's local band |i - j| < window without causality, N != M, padding, sizes with tiles wholly
+    outside the band on both sides (skipped) and wholly inside it (the unmasked interior run) for the
+    interpreter's tiles, in every kernel: against the explicit reference."""
+    n, m, w = 75, 96, 26
+    q, k, v, g = torch.randn(1, 2, n, 32), torch.randn(1, 1, m, 32), torch.randn(1, 1, m, 32), torch.randn(1, 2, n, 32)
+    mask = torch.ones(1, m, dtype=torch.bool)
+    mask[0, torch.randperm(m)[:7]] = False
+    kw = dict(causal=False, sliding_window=w, key_padding_mask=mask)
+    out, rq, rk, rv = run_op(q, k, v, g, "triton", "attnlrp", **kw)
+    torch.testing.assert_close(out.double(), attention_forward_reference(q, k, v, **kw)["out"], atol=2e-5, rtol=1e-5)
+    for actual, expected, name in zip((rq, rk, rv), reference(q, k, v, g, "attnlrp", **kw), ("R_q", "R_k", "R_v")):
+        assert_rel_close(actual, expected, 1e-5, name)
