@@ -21,6 +21,7 @@ import transformers
 
 import lrp_triton
 from reference_encoders import bert_reference, vit_reference
+from reference_dinov2 import dinov2_reference
 from reference_modernbert import modernbert_reference
 from reference_lrp import decoder_reference, gpt2_reference, gpt_neox_reference, shared_norm_parallel_reference
 from reference_bart import bart_reference
@@ -214,7 +215,13 @@ ENCODERS = {  # name -> (model class, config)
                                                  classifier_bias=True, classifier_pooling="mean")),
     "vit": lambda: (transformers.ViTForImageClassification, transformers.ViTConfig(**VISION)),
     "deit": lambda: (transformers.DeiTForImageClassification, transformers.DeiTConfig(**VISION)),
+    # DINOv2: layer scale and the SwiGLU FFN; with registers: 2 register tokens and the plain GELU MLP
+    "dinov2": lambda: (transformers.Dinov2ForImageClassification, transformers.Dinov2Config(**DINO, use_swiglu_ffn=True)),
+    "dinov2_with_registers": lambda: (transformers.Dinov2WithRegistersForImageClassification,
+                                      transformers.Dinov2WithRegistersConfig(**DINO, num_register_tokens=2)),
 }
+DINO = dict(image_size=32, patch_size=8, num_channels=3, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+            mlp_ratio=2, num_labels=5)
 
 
 def distilbert_config():
@@ -788,6 +795,36 @@ class Vision(Entry):
         return out.logits.max()
 
 
+class Dinov2(Vision):
+    """DINOv2 image classification (cat(CLS, mean of the patch tokens) -> classifier), against reference_dinov2;
+    with registers, `cls_relevance` holds CLS and the register tokens."""
+
+    rules = ("epsilon", "gamma-signed")  # (the plain gamma rule on vision: ViT's and DeiT's entries)
+
+    def __init__(self, name):
+        super().__init__(name)
+        cases = [Case(backend="torch"), Case(dtype=F64, backend="torch", tol=1e-12)]
+        if name == "dinov2":
+            cases += [Case(backend="triton", batch=1), Case(mode="cp-lrp", backend="torch"),
+                      Case(rule="gamma-signed", gamma=0.5, backend="torch", tol=2e-5)]
+        self.cases = tuple(cases)
+
+    def build(self):
+        model = tiny(self.name)
+        with torch.no_grad():  # layer scales of either sign and size (randomize_encoder draws them near 0)
+            for name, p in model.named_parameters():
+                if name.endswith("lambda1"):
+                    p.copy_(0.6 + 0.4 * torch.randn_like(p))
+        return model
+
+    def reference(self, model, inputs, result, case, request):
+        ref = dinov2_reference(model, inputs["pixel_values"], result.target, mode=case.mode, rule=case.rule,
+                               gamma=case.gamma)
+        fields = {"relevance": ref["pixel"], "patch_relevance": ref["patch"], "cls_relevance": ref["cls"],
+                  "position_relevance": ref["pos"]}
+        return Reference(fields, ref["score"], ref["logits"], lambda: self.outputs(model, inputs))
+
+
 class T5(Entry):
     """T5 / Flan-T5, mT5, umT5: `relevance` at the encoder tokens, `decoder_relevance` at the decoder prefix."""
 
@@ -943,6 +980,6 @@ ZOO = ([Decoder(f) for f in (*FAMILIES, *VARIANTS)]
                             "xlm-roberta-mlm", "camembert-cls", "camembert-mlm", "distilbert-cls", "distilbert-mlm",
                             "electra-cls", "electra-disc", "electra-mlm")]
        + [ModernBert(n) for n in ("modernbert-mlm", "modernbert-cls")]
-       + [Vision(n) for n in ("vit", "deit")] + [T5(v) for v in T5_VARIANTS] + [Bart(n) for n in BART_FAMILIES]
+       + [Vision(n) for n in ("vit", "deit")] + [Dinov2(n) for n in ("dinov2", "dinov2_with_registers")] + [T5(v) for v in T5_VARIANTS] + [Bart(n) for n in BART_FAMILIES]
        + [DecoderClassifier(f) for f in CLASSIFIERS])
 BY_NAME = {e.name: e for e in ZOO}
