@@ -216,7 +216,8 @@ ENCODERS = {  # name -> (model class, config)
     "vit": lambda: (transformers.ViTForImageClassification, transformers.ViTConfig(**VISION)),
     "deit": lambda: (transformers.DeiTForImageClassification, transformers.DeiTConfig(**VISION)),
     # DINOv2: layer scale and the SwiGLU FFN; with registers: 2 register tokens and the plain GELU MLP
-    "dinov2": lambda: (transformers.Dinov2ForImageClassification, transformers.Dinov2Config(**DINO, use_swiglu_ffn=True)),
+    "dinov2": lambda: (transformers.Dinov2ForImageClassification,
+                       transformers.Dinov2Config(**DINO, use_swiglu_ffn=True)),
     "dinov2_with_registers": lambda: (transformers.Dinov2WithRegistersForImageClassification,
                                       transformers.Dinov2WithRegistersConfig(**DINO, num_register_tokens=2)),
 }
@@ -980,6 +981,7 @@ ZOO = ([Decoder(f) for f in (*FAMILIES, *VARIANTS)]
                             "xlm-roberta-mlm", "camembert-cls", "camembert-mlm", "distilbert-cls", "distilbert-mlm",
                             "electra-cls", "electra-disc", "electra-mlm")]
        + [ModernBert(n) for n in ("modernbert-mlm", "modernbert-cls")]
-       + [Vision(n) for n in ("vit", "deit")] + [Dinov2(n) for n in ("dinov2", "dinov2_with_registers")] + [T5(v) for v in T5_VARIANTS] + [Bart(n) for n in BART_FAMILIES]
+       + [Vision(n) for n in ("vit", "deit")] + [T5(v) for v in T5_VARIANTS] + [Bart(n) for n in BART_FAMILIES]
+       + [Dinov2(n) for n in ("dinov2", "dinov2_with_registers")]
        + [DecoderClassifier(f) for f in CLASSIFIERS])
 BY_NAME = {e.name: e for e in ZOO}
