@@ -34,13 +34,14 @@ def tanh_over_x(x):
 
 @triton.jit
 def visible(q_idx, k_idx, N, M, window, CAUSAL: tl.constexpr, HAS_WINDOW: tl.constexpr):
-    """Which (query, key) pairs attend; q_idx and k_idx broadcast against each other."""
+    """Which (query, key) pairs attend; q_idx and k_idx broadcast against each other. The window is
+    |position(i) - j| < window: one-sided (j <= i) when causal, symmetric (a local band) otherwise."""
     q_pos = q_idx + (M - N)  # bottom-right alignment: the queries are the last N positions
     vis = (q_idx < N) & (k_idx < M)
     if CAUSAL:
         vis = vis & (k_idx <= q_pos)
     if HAS_WINDOW:
-        vis = vis & (q_pos - k_idx < window)
+        vis = vis & (tl.abs(q_pos - k_idx) < window)
     return vis
 
 
@@ -80,9 +81,10 @@ def key_range(m0, N, M, window, CAUSAL: tl.constexpr, HAS_WINDOW: tl.constexpr,
     hi = M
     if CAUSAL:  # the block's last query sits at position m0 + BLOCK_M - 1 + M - N
         hi = tl.minimum(M, m0 + BLOCK_M + (M - N))
-    if HAS_WINDOW:  # its first query sees keys j > m0 + M - N - window
+    if HAS_WINDOW:  # its first query sees keys j > m0 + M - N - window, its last j < m0 + BLOCK_M - 1 + M - N + window
         lo = tl.maximum(0, m0 + (M - N) - window + 1)
         lo = (lo // BLOCK_N) * BLOCK_N
+        hi = tl.maximum(tl.minimum(hi, m0 + BLOCK_M - 1 + (M - N) + window), lo)  # (binds without causality)
     return lo, hi
 
 
@@ -95,8 +97,10 @@ def query_range(n0, N, M, window, CAUSAL: tl.constexpr, HAS_WINDOW: tl.constexpr
     if CAUSAL:  # key n0 is seen from position n0 on, i.e. from query n0 - (M - N)
         lo = tl.maximum(0, n0 - (M - N))
         lo = (lo // BLOCK_M) * BLOCK_M
-    if HAS_WINDOW:  # key n0 + BLOCK_N - 1 is seen up to position n0 + BLOCK_N - 2 + window
-        hi = tl.minimum(N, n0 + BLOCK_N - 1 + window - (M - N))
+    if HAS_WINDOW:  # key n0 + BLOCK_N - 1 is seen up to position n0 + BLOCK_N - 2 + window, key n0 from
+        # position n0 - window + 1 on (binds without causality)
+        lo = tl.maximum(lo, tl.maximum(0, n0 - (M - N) - window + 1) // BLOCK_M * BLOCK_M)
+        hi = tl.maximum(tl.minimum(N, n0 + BLOCK_N - 1 + window - (M - N)), lo)
     return lo, hi
 
 
@@ -108,8 +112,9 @@ def interior_keys(m0, lo, hi, N, M, window, CAUSAL: tl.constexpr, HAS_WINDOW: tl
 
     Block [n0, n0 + BLOCK_N) is interior when n0 + BLOCK_N <= M, (causal) its last key is visible from
     the first query, n0 + BLOCK_N - 1 <= m0 + M - N, and (window) its first key from the last query,
-    m0 + BLOCK_M - 1 + M - N - n0 < window. A query block running past N has no interior (its bias and
-    relative-bias loads stay masked)."""
+    m0 + BLOCK_M - 1 + M - N - n0 < window, and (window, binding without causality) its last key from the
+    first query, n0 + BLOCK_N - 1 - (m0 + M - N) < window. A query block running past N has no interior
+    (its bias and relative-bias loads stay masked)."""
     a = lo
     if HAS_WINDOW:
         first = tl.maximum(m0 + BLOCK_M + (M - N) - window, 0)
@@ -117,6 +122,8 @@ def interior_keys(m0, lo, hi, N, M, window, CAUSAL: tl.constexpr, HAS_WINDOW: tl
     last = M - BLOCK_N  # the largest interior n0
     if CAUSAL:
         last = tl.minimum(last, m0 + (M - N) - BLOCK_N + 1)
+    if HAS_WINDOW:
+        last = tl.minimum(last, m0 + (M - N) + window - BLOCK_N)
     b = tl.maximum(last + BLOCK_N, 0) // BLOCK_N * BLOCK_N  # (all operands >= 0: floor = truncation)
     if m0 + BLOCK_M > N:
         b = a
@@ -131,11 +138,15 @@ def interior_queries(n0, lo, hi, N, M, window, CAUSAL: tl.constexpr, HAS_WINDOW:
     key of the block [n0, n0 + BLOCK_N): the transposed twin of `interior_keys`.
 
     Block [m0, m0 + BLOCK_M) is interior when m0 + BLOCK_M <= N, (causal) m0 >= n0 + BLOCK_N - 1 - (M - N)
-    and (window) m0 <= n0 + window - BLOCK_M - (M - N). A key block running past M has no interior."""
+    and (window) m0 <= n0 + window - BLOCK_M - (M - N) and (window, binding without causality)
+    m0 >= n0 + BLOCK_N - (M - N) - window. A key block running past M has no interior."""
     a = lo
     if CAUSAL:
         first = tl.maximum(n0 + BLOCK_N - 1 - (M - N), 0)
         a = tl.maximum(lo, (first + BLOCK_M - 1) // BLOCK_M * BLOCK_M)
+    if HAS_WINDOW:
+        first = tl.maximum(n0 + BLOCK_N - (M - N) - window, 0)
+        a = tl.maximum(a, (first + BLOCK_M - 1) // BLOCK_M * BLOCK_M)
     last = N - BLOCK_M
     if HAS_WINDOW:
         last = tl.minimum(last, n0 + window - BLOCK_M - (M - N))

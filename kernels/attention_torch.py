@@ -78,7 +78,7 @@ def _scores(qc, k, n0, n, *, causal, scale, key_padding_mask, sliding_window, so
     if causal:
         visible &= k_pos[None, :] <= q_pos[:, None]
     if sliding_window is not None:
-        visible &= (q_pos[:, None] - k_pos[None, :]) < sliding_window
+        visible &= (q_pos[:, None] - k_pos[None, :]).abs() < sliding_window  # symmetric without causality
     visible = visible[None, None, None]
     if key_padding_mask is not None:
         visible = visible & key_padding_mask[:, None, None, None, :]

@@ -110,12 +110,14 @@ class TextEmbeddings:
 
 @dataclass(frozen=True)
 class PatchEmbeddings:
-    """A vision transformer's embedding: `summed` outputs cat(prefix tokens, patches(pixels)) + position."""
+    """A vision transformer's embedding: `summed` outputs cat(prefix tokens, patches(pixels)) + position,
+    with `registers` (DINOv2 with registers) inserted after the prefix once the positions are added."""
 
     patches: nn.Module
     summed: nn.Module
     prefix: tuple[torch.Tensor, ...]  # the prepended token parameters (CLS; DeiT: CLS, distillation)
     position: torch.Tensor  # the position-embedding parameter [1, n_prefix + num_patches, hidden]
+    registers: torch.Tensor | None = None  # register-token parameter [1, R, hidden]: no position embedding
 
 
 @dataclass(frozen=True)

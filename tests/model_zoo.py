@@ -22,6 +22,8 @@ import transformers
 import lrp_triton
 from reference_clip import joint_reference, vector_reference
 from reference_encoders import bert_reference, vit_reference
+from reference_dinov2 import dinov2_reference
+from reference_modernbert import modernbert_reference
 from reference_lrp import decoder_reference, gpt2_reference, gpt_neox_reference, shared_norm_parallel_reference
 from reference_bart import bart_reference
 from reference_t5 import t5_reference
@@ -206,14 +208,35 @@ ENCODERS = {  # name -> (model class, config)
     "electra-cls": lambda: (transformers.ElectraForSequenceClassification, electra_config()),
     "electra-disc": lambda: (transformers.ElectraForPreTraining, electra_config()),
     "electra-mlm": lambda: (transformers.ElectraForMaskedLM, electra_config()),
+    # ModernBERT: a global then a local layer (the band |i - j| <= 2), GeGLU, RoPE; masked LM with bias-free
+    # LayerNorms, classification with biases everywhere and mean pooling
+    "modernbert-mlm": lambda: (transformers.ModernBertForMaskedLM, modernbert_config()),
+    "modernbert-cls": lambda: (transformers.ModernBertForSequenceClassification,
+                               modernbert_config(norm_bias=True, attention_bias=True, mlp_bias=True,
+                                                 classifier_bias=True, classifier_pooling="mean")),
     "vit": lambda: (transformers.ViTForImageClassification, transformers.ViTConfig(**VISION)),
     "deit": lambda: (transformers.DeiTForImageClassification, transformers.DeiTConfig(**VISION)),
+    # DINOv2: layer scale and the SwiGLU FFN; with registers: 2 register tokens and the plain GELU MLP
+    "dinov2": lambda: (transformers.Dinov2ForImageClassification,
+                       transformers.Dinov2Config(**DINO, use_swiglu_ffn=True)),
+    "dinov2_with_registers": lambda: (transformers.Dinov2WithRegistersForImageClassification,
+                                      transformers.Dinov2WithRegistersConfig(**DINO, num_register_tokens=2)),
 }
+DINO = dict(image_size=32, patch_size=8, num_channels=3, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+            mlp_ratio=2, num_labels=5)
 
 
 def distilbert_config():
     return transformers.DistilBertConfig(vocab_size=TEXT["vocab_size"], dim=32, n_layers=2, n_heads=2, hidden_dim=48,
                                          max_position_embeddings=64, num_labels=3, activation="gelu")
+
+
+def modernbert_config(**kw):
+    return transformers.ModernBertConfig(vocab_size=TEXT["vocab_size"], hidden_size=32, intermediate_size=40,
+                                         num_hidden_layers=2, num_attention_heads=2, max_position_embeddings=64,
+                                         global_attn_every_n_layers=2, local_attention=4, num_labels=3,
+                                         pad_token_id=1, bos_token_id=2, eos_token_id=3, cls_token_id=2,
+                                         sep_token_id=3, **kw)
 
 
 def electra_config():
@@ -701,6 +724,38 @@ class Text(Entry):
                 {f: mask for f in self.fields})
 
 
+class ModernBert(Text):
+    """ModernBERT: masked LM (-mlm, position 3) and sequence classification with mean pooling (-cls), no
+    position or token-type tables (RoPE), against reference_modernbert."""
+
+    fields = ("relevance",)
+    rules = ("epsilon", "gamma-signed")  # (the plain gamma rule on encoders: BERT's entries)
+
+    def __init__(self, name):
+        super().__init__(name)
+        self.types = False
+        self.padding_sides = ("left", "right")  # masked LM, mean pooling: either side
+        # float64: HF's ModernBERT rotates q and k in float32 whatever the model's dtype (apply_rotary_pos_emb
+        # calls q.float()), forward and backward, so a float64 model is float32-accurate there: tol 1e-6
+        cases = [Case(backend="torch", pad=3), Case(dtype=F64, backend="torch", pad=3, tol=1e-6)]
+        if self.head == "mlm":
+            cases += [Case(backend="triton", pad=3), Case(mode="cp-lrp", backend="torch", pad=2),
+                      Case(rule="gamma-signed", backend="torch", pad=2, tol=2e-5)]
+        self.cases = tuple(cases)
+
+    def reference(self, model, inputs, result, case, request):
+        ids, mask = inputs["input_ids"], inputs["attention_mask"]
+        position = padded_index(mask, 3) if self.head == "mlm" else None
+        ref = modernbert_reference(model, ids, mask, target=result.target, position=position, mode=case.mode,
+                                   rule=case.rule, gamma=case.gamma)
+
+        def model_output():
+            out = self.outputs(model, inputs)
+            return out if position is None else out[torch.arange(len(ids)), position]
+        return Reference({"relevance": ref["word"]}, ref["score"], ref["out"], model_output,
+                         zeros={"relevance": ~mask}, position=position)
+
+
 class Vision(Entry):
     kind = "vision"
     rules = ("epsilon", "gamma", "gamma-signed")
@@ -740,6 +795,36 @@ class Vision(Entry):
 
     def scalar(self, out):
         return out.logits.max()
+
+
+class Dinov2(Vision):
+    """DINOv2 image classification (cat(CLS, mean of the patch tokens) -> classifier), against reference_dinov2;
+    with registers, `cls_relevance` holds CLS and the register tokens."""
+
+    rules = ("epsilon", "gamma-signed")  # (the plain gamma rule on vision: ViT's and DeiT's entries)
+
+    def __init__(self, name):
+        super().__init__(name)
+        cases = [Case(backend="torch"), Case(dtype=F64, backend="torch", tol=1e-12)]
+        if name == "dinov2":
+            cases += [Case(backend="triton", batch=1), Case(mode="cp-lrp", backend="torch"),
+                      Case(rule="gamma-signed", gamma=0.5, backend="torch", tol=2e-5)]
+        self.cases = tuple(cases)
+
+    def build(self):
+        model = tiny(self.name)
+        with torch.no_grad():  # layer scales of either sign and size (randomize_encoder draws them near 0)
+            for name, p in model.named_parameters():
+                if name.endswith("lambda1"):
+                    p.copy_(0.6 + 0.4 * torch.randn_like(p))
+        return model
+
+    def reference(self, model, inputs, result, case, request):
+        ref = dinov2_reference(model, inputs["pixel_values"], result.target, mode=case.mode, rule=case.rule,
+                               gamma=case.gamma)
+        fields = {"relevance": ref["pixel"], "patch_relevance": ref["patch"], "cls_relevance": ref["cls"],
+                  "position_relevance": ref["pos"]}
+        return Reference(fields, ref["score"], ref["logits"], lambda: self.outputs(model, inputs))
 
 
 class T5(Entry):
@@ -1140,7 +1225,9 @@ ZOO = ([Decoder(f) for f in (*FAMILIES, *VARIANTS)]
        + [Text(n) for n in ("bert-cls", "bert-mlm", "bert-base", "roberta-cls", "roberta-mlm", "xlm-roberta-cls",
                             "xlm-roberta-mlm", "camembert-cls", "camembert-mlm", "distilbert-cls", "distilbert-mlm",
                             "electra-cls", "electra-disc", "electra-mlm")]
+       + [ModernBert(n) for n in ("modernbert-mlm", "modernbert-cls")]
        + [Vision(n) for n in ("vit", "deit")] + [T5(v) for v in T5_VARIANTS] + [Bart(n) for n in BART_FAMILIES]
+       + [Dinov2(n) for n in ("dinov2", "dinov2_with_registers")]
        + [DecoderClassifier(f) for f in CLASSIFIERS]
        + [cls(f) for f in TWO_TOWER for cls in (TwoTower, TowerVision, TowerText)])
 BY_NAME = {e.name: e for e in ZOO}

@@ -27,7 +27,7 @@ def visibility(b, n, m, *, causal, sliding_window, key_padding_mask, device):
     if causal:
         vis &= k_pos <= q_pos
     if sliding_window is not None:
-        vis &= (q_pos - k_pos) < sliding_window
+        vis &= (q_pos - k_pos).abs() < sliding_window  # causal: i - j < window; else the band |i - j| < window
     vis = vis.expand(b, 1, n, m)
     if key_padding_mask is not None:
         vis = vis & key_padding_mask[:, None, None, :]

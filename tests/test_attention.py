@@ -36,6 +36,8 @@ def make_case(name, dtype=torch.float32, head_dim=80):
         kw["sliding_window"] = 7
     elif name == "softcap":
         kw["softcap"] = 2.0
+    elif name == "local_window":  # ModernBERT's local layers: the band |i - j| < 9, N != M, padding
+        n, m, kw = 41, 58, dict(causal=False, sliding_window=9)
     elif name == "bias":
         n, m, kw = 29, 45, dict(causal=False)
     elif name == "relative_bias":  # T5 decoder-like: causal, queries the last N of M, bias per offset
@@ -45,7 +47,7 @@ def make_case(name, dtype=torch.float32, head_dim=80):
         q = q * 3.0  # logits large enough that the tanh cap matters
     k = torch.randn(b, hkv, m, head_dim)
     v = torch.randn(b, hkv, m, head_dim)
-    if name == "mqa_padding":
+    if name in ("mqa_padding", "local_window"):
         mask = torch.ones(b, m, dtype=torch.bool)
         mask[1, :11] = False  # left padding
         mask[0, torch.randperm(m)[:5]] = False  # scattered holes
@@ -93,7 +95,7 @@ def test_relevance_fp32_matches_explicit_reference(case, mode, backend):
 
 
 @pytest.mark.parametrize("mode", MODES)
-@pytest.mark.parametrize("case", CASES)
+@pytest.mark.parametrize("case", (*CASES, "local_window"))  # (Triton's band: test_triton_symmetric_window_tiles)
 def test_relevance_fp64_runs_in_float64_on_the_torch_path(case, mode):
     """float64 inputs ("auto" picks the PyTorch path) are computed in float64 throughout: the
     relevance matches the float64 reference to float64 rounding, not float32's."""
@@ -131,7 +133,8 @@ def test_head_dims_triton(head_dim):
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
-@pytest.mark.parametrize("case", ("causal", "cached_prefix", "window", "mqa_padding", "bias", "relative_bias"))
+@pytest.mark.parametrize("case", ("causal", "cached_prefix", "window", "local_window", "mqa_padding", "bias",
+                                  "relative_bias"))
 def test_forward_matches_sdpa(case, backend):
     q, k, v, _, kw = make_case(case)
     b, h, n, _ = q.shape
@@ -326,3 +329,20 @@ def test_triton_interior_and_boundary_tiles(kw, n, m, mode):
     if mode != "cp-lrp":
         assert_rel_close(rq, eq, 1e-5, "R_q")
         assert_rel_close(rk, ek, 1e-5, "R_k")
+
+
+def test_triton_symmetric_window_tiles():
+    """ModernBERT's local band |i - j| < window without causality, N != M, padding, against the explicit
+    reference. Sizes for the interpreter's tiles (forward and dQ 32 x 16, dK-dV 16 x 32): every kernel
+    skips tiles wholly outside the band on either side (forward: key tile 80 for query block 0, key
+    tile 0 for block 32; dK-dV: query tiles 48, 64 for key block 0, query tile 0 for block 64) and runs
+    unmasked interior tiles wholly inside it (key tile 32 of query block 0; query tile 16 of key block 32)."""
+    n, m, w = 75, 96, 28
+    q, k, v, g = torch.randn(1, 2, n, 32), torch.randn(1, 1, m, 32), torch.randn(1, 1, m, 32), torch.randn(1, 2, n, 32)
+    mask = torch.ones(1, m, dtype=torch.bool)
+    mask[0, torch.randperm(m)[:7]] = False
+    kw = dict(causal=False, sliding_window=w, key_padding_mask=mask)
+    out, rq, rk, rv = run_op(q, k, v, g, "triton", "attnlrp", **kw)
+    torch.testing.assert_close(out.double(), attention_forward_reference(q, k, v, **kw)["out"], atol=2e-5, rtol=1e-5)
+    for actual, expected, name in zip((rq, rk, rv), reference(q, k, v, g, "attnlrp", **kw), ("R_q", "R_k", "R_v")):
+        assert_rel_close(actual, expected, 1e-5, name)

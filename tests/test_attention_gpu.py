@@ -4,8 +4,9 @@ Every test here is marked `gpu`: without CUDA, conftest skips them.
 
 - Relevance (x * x.grad) of q, k, v in AttnLRP mode for bfloat16 and float16 (float32 in three
   D = 64 cases) at shapes the CPU tests cannot afford: odd lengths (1000, 1531, 517), GQA/MQA, causal and not, a cached prefix
-  (N != M), key padding, a sliding window, soft-capping, head dims 64/80/128/256, and inputs in
-  the [B, N, H, D]-transposed layout transformers hands over. Compared with the explicit float64
+  (N != M), key padding, a sliding window (causal, and the symmetric band without causality),
+  soft-capping, head dims 64/80/128/256, and inputs in the [B, N, H, D]-transposed layout
+  transformers hands over. Compared with the explicit float64
   relevance of tests/reference_attention.py, relative to the reference's largest magnitude.
 - CP-LRP and the gradient mode once each.
 - Long context: N = 16384 (bf16, H = 8, D = 128): the peak memory of forward + backward rules out
@@ -48,6 +49,8 @@ GPU_CASES = {
     "padding_mqa": (2, 2, 1, 1000, 1000, 64, dict(causal=True), dict(padding=True)),
     "window": (1, 2, 2, 1531, 1531, 64, dict(causal=True, sliding_window=200), {}),
     "softcap_d256": (1, 1, 1, 1000, 1000, 256, dict(causal=True, softcap=5.0), dict(q_scale=4.0)),
+    # ModernBERT's local layers: the symmetric band |i - j| < 129 without causality, N != M, padding
+    "local_window_padding": (1, 2, 1, 1000, 1300, 64, dict(causal=False, sliding_window=129), dict(padding=True)),
 }
 
 

@@ -247,6 +247,8 @@ def hf_position_ids(model, ids):
     emb = getattr(model, model.base_model_prefix, model).embeddings
     if hasattr(emb, "create_position_ids_from_input_ids"):
         return emb.create_position_ids_from_input_ids(ids, emb.padding_idx)
+    if not hasattr(emb, "position_ids"):  # ModernBERT (RoPE, no table): ModernBertModel numbers 0 .. N - 1 itself
+        return torch.arange(ids.shape[1]).expand_as(ids)
     return emb.position_ids[:, :ids.shape[1]].expand_as(ids)
 
 

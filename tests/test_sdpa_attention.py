@@ -16,7 +16,7 @@ from scaled_close import assert_rel_close
 
 MODES = ("attnlrp", "cp-lrp", "gradient")
 CASES = ("causal", "noncausal_gqa", "cross", "cached_prefix", "left_padding_mqa", "right_padding_noncausal",
-         "window", "window_prefix", "bias", "bias_causal_padding")
+         "window", "window_prefix", "local_window", "bias", "bias_causal_padding")
 
 
 def make_case(name, dtype):
@@ -35,10 +35,12 @@ def make_case(name, dtype):
         kw["sliding_window"] = 7
     elif name == "window_prefix":
         n, m, kw["sliding_window"] = 13, 30, 5
+    elif name == "local_window":  # the symmetric band of ModernBERT's local layers, N != M, padding
+        n, m, kw = 21, 33, dict(causal=False, sliding_window=6)
     elif name == "bias":
         n, m, kw = 29, 45, dict(causal=False)
     q, k, v = torch.randn(b, h, n, d), torch.randn(b, hkv, m, d), torch.randn(b, hkv, m, d)
-    if name in ("left_padding_mqa", "right_padding_noncausal", "bias_causal_padding"):
+    if name in ("left_padding_mqa", "right_padding_noncausal", "bias_causal_padding", "local_window"):
         mask = torch.ones(b, m, dtype=torch.bool)
         if name == "right_padding_noncausal":
             kw["causal"] = False

@@ -32,10 +32,11 @@ class Attribution:
             several positions.
         token_type_relevance: encoders (BERT): relevance of the token-type embeddings [B, N]
             (`relevance` holds the word embeddings, `position_relevance` the position embeddings).
-        pixel_relevance, patch_relevance, cls_relevance: vision transformers (ViT, DeiT): relevance
-            of the pixels [B, H, W] (summed over channels; also in `relevance`), of the patch
+        pixel_relevance, patch_relevance, cls_relevance: vision transformers (ViT, DeiT, DINOv2):
+            relevance of the pixels [B, H, W] (summed over channels; also in `relevance`), of the patch
             embeddings [B, num_patches] (the patch-embedding output, CLS excluded) and of the
-            prepended token parameters [B, n_prefix] (CLS; DeiT: CLS, distillation); the position
+            prepended token parameters [B, n_prefix] (CLS; DeiT: CLS, distillation; DINOv2 with
+            registers: CLS, then the register tokens, which take no position embedding); the position
             embeddings' share is `position_relevance` [B, n_prefix + num_patches].
         input_ids, attention_mask: the inputs explained (input_ids None for embeddings input).
         mode: "attnlrp", "cp-lrp" or "gradient". model_type: the model's config.model_type.

@@ -1,4 +1,4 @@
-"""Attribution of a vision transformer (adapter kind "vision": ViT, DeiT, CLIP / SigLIP vision towers).
+"""Attribution of a vision transformer (adapter kind "vision": ViT, DeiT, DINOv2, CLIP / SigLIP vision towers).
 
 One forward pass of the whole model, one backward pass per explained score (a class logit, or a
 callable target's scores). `relevance` = `pixel_relevance` [B, H, W]: pixel_values * grad, summed
@@ -6,7 +6,9 @@ over channels. The embedding sum `cat(prefix tokens, patches) + position` is spl
 rule (each summand times the shared gradient, summed over the hidden dimension) into
 `cls_relevance` [B, n_prefix] (CLS; DeiT: CLS, distillation), `patch_relevance` [B, num_patches]
 (the patch-embedding output; the convolution's bias keeps its share) and `position_relevance`
-[B, n_prefix + num_patches].
+[B, n_prefix + num_patches]. DINOv2's register tokens, inserted after the CLS token once the positions
+are added (`cat(cls + pos_0, registers, patches + pos)`), are prepended tokens with no position:
+`cls_relevance` is [B, 1 + R] there (CLS, then the registers).
 """
 
 from __future__ import annotations
@@ -28,12 +30,18 @@ def embedding_shares(embeddings, patch_out: torch.Tensor, summed: torch.Tensor) 
     g = upcast(summed.grad if summed.grad is not None else summed.detach().new_zeros(summed.shape))
     if patch_out.dim() == 4:  # a bare convolution's output [B, hidden, h, w] (CLIP, SigLIP): as tokens
         patch_out = patch_out.flatten(2).transpose(1, 2)
+    prefix = list(embeddings.prefix)
+    g_pos = g
+    if embeddings.registers is not None:  # cat(prefix + pos, registers, patches + pos): no position at registers
+        n, r = len(prefix), embeddings.registers.shape[1]
+        g_pos = torch.cat([g[:, :n], g[:, n + r:]], dim=1)
+        prefix.append(embeddings.registers)
     n_prefix = summed.shape[1] - patch_out.shape[1]
-    prefix = embeddings.prefix[:n_prefix]
+    prefix = prefix[:n_prefix]
     prefix = upcast(torch.cat(prefix, dim=1)) if prefix else g.new_zeros(1, 0, g.shape[-1])
-    if embeddings.position.shape[1] != summed.shape[1]:
+    if embeddings.position.shape[1] != g_pos.shape[1]:
         raise NotImplementedError("attribute: interpolated position embeddings are not supported")
-    return {"position_relevance": (upcast(embeddings.position) * g).sum(-1),
+    return {"position_relevance": (upcast(embeddings.position) * g_pos).sum(-1),
             "patch_relevance": (upcast(patch_out.detach()) * g[:, n_prefix:]).sum(-1),
             "cls_relevance": (prefix * g[:, :n_prefix]).sum(-1)}
 

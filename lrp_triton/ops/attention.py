@@ -89,7 +89,8 @@ def lrp_attention(q, k, v, *, causal=True, scale=None, mode="attnlrp", key_paddi
         mode: "attnlrp" (dQ, dK = exact / 4, dV = exact / 2), "cp-lrp" (no relevance through Q, K;
             dV exact) or "gradient" (the exact gradient).
         key_padding_mask: bool [B, M], True = attend.
-        sliding_window: a query at position i sees keys j with i - j < window.
+        sliding_window: a query at position i sees keys j with |i - j| < window: with causal, the last
+            `window` positions up to i; without, a symmetric local band (ModernBERT's local layers).
         softcap: Gemma-2 logit soft-capping S -> c * tanh(S / c).
         bias: additive float tensor broadcastable to [B, H, N, M] (receives no gradient).
         relative_bias: [H, N + M - 1] float, added in the kernel as S[h, i, j] += relative_bias[h, j - i + N - 1]

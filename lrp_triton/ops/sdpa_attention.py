@@ -75,7 +75,8 @@ def lrp_sdpa_attention(q, k, v, *, causal=True, scale=None, mode="attnlrp", key_
         mode: "attnlrp" (dQ, dK = exact / 4, dV = exact / 2), "cp-lrp" (dQ = dK = 0, dV exact) or
             "gradient" (exact).
         key_padding_mask: bool [B, M], True = attend.
-        sliding_window: query i sees keys j with i - j < window.
+        sliding_window: query i sees keys j with |i - j| < window (with causal: i - j < window, j <= i;
+            without: a symmetric local band, e.g. ModernBERT's local layers).
         bias: additive float tensor broadcastable to [B, H, N, M]; it absorbs its share of relevance.
         softcap, relative_bias: refused (not expressible in SDPA; use `lrp_attention`).
 
@@ -98,7 +99,7 @@ def lrp_sdpa_attention(q, k, v, *, causal=True, scale=None, mode="attnlrp", key_
         k_pos = torch.arange(m, device=q.device)[None, :]
         visible = (k_pos <= q_pos) if causal else torch.ones(n, m, dtype=torch.bool, device=q.device)
         if sliding_window is not None:
-            visible = visible & (q_pos - k_pos < sliding_window)
+            visible = visible & ((q_pos - k_pos).abs() < sliding_window)  # symmetric without causality
         visible = visible[None, None]
     if key_padding_mask is not None:
         pad = key_padding_mask[:, None, None, :]
