@@ -23,6 +23,7 @@ import lrp_triton
 from reference_encoders import bert_reference, vit_reference
 from reference_lrp import decoder_reference, gpt2_reference, gpt_neox_reference, shared_norm_parallel_reference
 from reference_bart import bart_reference
+from reference_deberta import deberta_reference
 from reference_t5 import t5_reference
 
 F32, F64 = torch.float32, torch.float64
@@ -205,6 +206,10 @@ ENCODERS = {  # name -> (model class, config)
     "electra-cls": lambda: (transformers.ElectraForSequenceClassification, electra_config()),
     "electra-disc": lambda: (transformers.ElectraForPreTraining, electra_config()),
     "electra-mlm": lambda: (transformers.ElectraForMaskedLM, electra_config()),
+    # DeBERTa-v3's layout: relative attention with c2p and p2c terms, log-bucketed positions (6 buckets, 10
+    # positions: exact, log-bucketed and clamped offsets all occur at 9 to 11 tokens), share_att_key, LayerNorm'd
+    # relative embeddings, no absolute positions, no token types; GELU pooler
+    "deberta-v2-cls": lambda: (transformers.DebertaV2ForSequenceClassification, deberta_v2_config()),
     "vit": lambda: (transformers.ViTForImageClassification, transformers.ViTConfig(**VISION)),
     "deit": lambda: (transformers.DeiTForImageClassification, transformers.DeiTConfig(**VISION)),
 }
@@ -213,6 +218,13 @@ ENCODERS = {  # name -> (model class, config)
 def distilbert_config():
     return transformers.DistilBertConfig(vocab_size=TEXT["vocab_size"], dim=32, n_layers=2, n_heads=2, hidden_dim=48,
                                          max_position_embeddings=64, num_labels=3, activation="gelu")
+
+
+def deberta_v2_config(**kw):
+    return transformers.DebertaV2Config(**{**TEXT, "type_vocab_size": 0, **dict(
+        relative_attention=True, position_buckets=6, max_relative_positions=10, share_att_key=True,
+        pos_att_type="p2c|c2p", position_biased_input=False, norm_rel_ebd="layer_norm", hidden_act="gelu",
+        pooler_hidden_act="gelu", pooler_hidden_size=TEXT["hidden_size"], **kw)})
 
 
 def electra_config():
@@ -700,6 +712,28 @@ class Text(Entry):
                 {f: mask for f in self.fields})
 
 
+class Deberta(Text):
+    """DeBERTa-v2 / v3 (reference_deberta): the v3 layout of ENCODERS' "deberta-v2-cls" (no token types, no
+    absolute positions: word relevance only)."""
+
+    fields = ("relevance",)
+
+    def __init__(self, name):
+        super().__init__(name)
+        self.types = False
+        self.cases = (Case(backend="torch", pad=3), Case(backend="triton", pad=3),
+                      Case(mode="cp-lrp", backend="torch", pad=2),
+                      Case(dtype=F64, backend="torch", pad=3, tol=1e-12),
+                      Case(dtype=F64, rule="gamma-signed", backend="torch", pad=3, tol=1e-12))
+
+    def reference(self, model, inputs, result, case, request):
+        ids, mask = inputs["input_ids"], inputs["attention_mask"]
+        ref = deberta_reference(model, ids, mask, target=result.target, mode=case.mode, rule=case.rule,
+                                gamma=case.gamma)
+        return Reference({"relevance": ref["word"]}, ref["score"], ref["out"], lambda: self.outputs(model, inputs),
+                         zeros={"relevance": ~mask})
+
+
 class Vision(Entry):
     kind = "vision"
     rules = ("epsilon", "gamma", "gamma-signed")
@@ -895,6 +929,7 @@ ZOO = ([Decoder(f) for f in (*FAMILIES, *VARIANTS)]
        + [Text(n) for n in ("bert-cls", "bert-mlm", "bert-base", "roberta-cls", "roberta-mlm", "xlm-roberta-cls",
                             "xlm-roberta-mlm", "camembert-cls", "camembert-mlm", "distilbert-cls", "distilbert-mlm",
                             "electra-cls", "electra-disc", "electra-mlm")]
+       + [Deberta("deberta-v2-cls")]
        + [Vision(n) for n in ("vit", "deit")] + [T5(v) for v in T5_VARIANTS] + [Bart(n) for n in BART_FAMILIES]
        + [DecoderClassifier(f) for f in CLASSIFIERS])
 BY_NAME = {e.name: e for e in ZOO}
