@@ -6,8 +6,10 @@ that op for why it is not fused into the flash kernel). Per head, queries i and 
     S_ij = scale * (q_i . k_j  +  q_i . pk[c(j - i)]  +  k_j . pq[p(j - i)])   content-to-content,
                                                                                  content-to-position,
                                                                                  position-to-content
-    S    = S masked with finfo.min where mask is False (DeBERTa's masked_fill: a row with no visible
-           key is uniform over all keys, as in the model)
+    S    = S masked with finfo.min where query i may not see key j (DeBERTa's masked_fill: a row with
+           no visible key is uniform over all keys, as in the model): a dense bool `mask`
+           broadcastable to [B, H, N, M], or DeBERTa's pair mask of a padding vector,
+           visible_ij = pad_i and pad_j, from `padding_mask` [B, N] (N = M) block by block
     P    = softmax(S),  O = P V
 
 pk, pq [H, R, D] are the projected relative embeddings (R = 2 x the attention span); c and p map the
@@ -58,7 +60,7 @@ def _offsets(i0: int, i1: int, n: int, m: int, device) -> torch.Tensor:
 class _Block:
     """The scores of queries [i0, i1): S [B, H, C, M] and the position-row indices it used."""
 
-    def __init__(self, q, k, pk, pq, kpq, c2p_index, p2c_index, mask, scale, i0, i1):
+    def __init__(self, q, k, pk, pq, kpq, c2p_index, p2c_index, mask, padding_mask, scale, i0, i1):
         b, h, n, _ = q.shape
         m = k.shape[2]
         qc = q[:, :, i0:i1]
@@ -72,9 +74,15 @@ class _Block:
             self.p_index = p2c_index[offsets].T.expand(b, h, m, i1 - i0)
             s = s + kpq.gather(-1, self.p_index).transpose(-1, -2)
         s = s * scale
-        self.visible = None if mask is None else mask[:, :, i0:i1].expand(b, h, i1 - i0, m)
-        if self.visible is not None:
-            s = s.masked_fill(~self.visible, torch.finfo(s.dtype).min)
+        self.visible = None
+        if mask is not None:
+            self.visible = mask[:, :, i0:i1].expand(b, h, i1 - i0, m)
+        elif padding_mask is not None:
+            pair = padding_mask[:, None, i0:i1, None] & padding_mask[:, None, None, :]
+            self.visible = pair.expand(b, h, i1 - i0, m)
+        if self.visible is not None:  # a row that sees nothing: all its scores equal (0), P uniform as in the model
+            seen = self.visible.any(-1, keepdim=True)
+            s = s.masked_fill(~self.visible, torch.finfo(s.dtype).min).masked_fill(~seen, 0.0)
         self.s, self.qc = s, qc
 
 
@@ -82,10 +90,11 @@ def _upcast(*tensors):
     return [None if t is None else t.to(compute_dtype(t.dtype)) for t in tensors]
 
 
-def disentangled_attention_forward_torch(q, k, v, pk, pq, c2p_index, p2c_index, mask, *, scale: float,
+def disentangled_attention_forward_torch(q, k, v, pk, pq, c2p_index, p2c_index, mask, padding_mask, *, scale: float,
                                          block: int | None = None):
     """(out [B, H, N, D] in q's dtype, lse [B, H, N] float32/64); arguments as in the module docstring,
-    pk / pq None where the model has no c2p / p2c term, mask bool broadcastable to [B, H, N, M] or None."""
+    pk / pq None where the model has no c2p / p2c term; mask (bool, broadcastable to [B, H, N, M]) or
+    padding_mask (bool [B, N]) or neither."""
     dtype = q.dtype
     q, k, v, pk, pq = _upcast(q, k, v, pk, pq)
     b, h, n, _ = q.shape
@@ -96,13 +105,13 @@ def disentangled_attention_forward_torch(q, k, v, pk, pq, c2p_index, p2c_index, 
     c = block_size(b, h, n, m, block)
     for i0 in range(0, n, c):
         i1 = min(n, i0 + c)
-        s = _Block(q, k, pk, pq, kpq, c2p_index, p2c_index, mask, scale, i0, i1).s
+        s = _Block(q, k, pk, pq, kpq, c2p_index, p2c_index, mask, padding_mask, scale, i0, i1).s
         lse[:, :, i0:i1] = torch.logsumexp(s, dim=-1)
         out[:, :, i0:i1] = torch.exp(s - lse[:, :, i0:i1, None]) @ v
     return out.to(dtype), lse
 
 
-def disentangled_attention_backward_torch(do, q, k, v, pk, pq, c2p_index, p2c_index, mask, out, lse, *,
+def disentangled_attention_backward_torch(do, q, k, v, pk, pq, c2p_index, p2c_index, mask, padding_mask, out, lse, *,
                                           scale: float, mode: str, block: int | None = None):
     """(dq, dk, dv, dpk, dpq) in the gradient form of `mode` (module docstring); dpk / dpq None
     where pk / pq is None. One cotangent dO [B, H, N, D]."""
@@ -120,7 +129,7 @@ def disentangled_attention_backward_torch(do, q, k, v, pk, pq, c2p_index, p2c_in
     c = block_size(b, h, n, m, block)
     for i0 in range(0, n, c):
         i1 = min(n, i0 + c)
-        blk = _Block(q, k, pk, pq, kpq, c2p_index, p2c_index, mask, scale, i0, i1)
+        blk = _Block(q, k, pk, pq, kpq, c2p_index, p2c_index, mask, padding_mask, scale, i0, i1)
         p = torch.exp(blk.s - lse[:, :, i0:i1, None])
         doc = do[:, :, i0:i1]
         dv += p.transpose(-1, -2) @ doc

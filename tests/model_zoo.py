@@ -221,10 +221,10 @@ def distilbert_config():
 
 
 def deberta_v2_config(**kw):
-    return transformers.DebertaV2Config(**{**TEXT, "type_vocab_size": 0, **dict(
-        relative_attention=True, position_buckets=6, max_relative_positions=10, share_att_key=True,
-        pos_att_type="p2c|c2p", position_biased_input=False, norm_rel_ebd="layer_norm", hidden_act="gelu",
-        pooler_hidden_act="gelu", pooler_hidden_size=TEXT["hidden_size"], **kw)})
+    v3 = dict(type_vocab_size=0, relative_attention=True, position_buckets=6, max_relative_positions=10,
+              share_att_key=True, pos_att_type="p2c|c2p", position_biased_input=False, norm_rel_ebd="layer_norm",
+              hidden_act="gelu", pooler_hidden_act="gelu", pooler_hidden_size=TEXT["hidden_size"])
+    return transformers.DebertaV2Config(**{**TEXT, **v3, **kw})
 
 
 def electra_config():

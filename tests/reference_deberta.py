@@ -33,6 +33,7 @@ from __future__ import annotations
 import math
 
 import torch
+import torch.nn.functional as F
 from transformers.activations import ACT2FN
 from transformers.models.deberta_v2.modeling_deberta_v2 import build_relative_position
 
@@ -51,28 +52,15 @@ def relative_rows(att, n):
     return (rel + span).clamp(0, 2 * span - 1), (-rel.T + span).clamp(0, 2 * span - 1)
 
 
-def disentangled_attention(att, x, rel_emb, visible, mode, rule, gamma):
-    """DisentangledSelfAttention on x [B, N, hidden]; visible [B, 1, N, N] bool. (y, back(R_y) -> R_x)."""
-    h = att.num_attention_heads
-    b, n, _ = x.shape
-    q, bq = dense(x, att.query_proj, rule, gamma)
-    k, bk = dense(x, att.key_proj, rule, gamma)
-    v, bv = dense(x, att.value_proj, rule, gamma)
-    q, k, v = split_heads(q, h), split_heads(k, h), split_heads(v, h)  # [B, H, N, D]
-    kinds = att.pos_att_type if att.relative_attention else []
-    s = 1.0 / math.sqrt(q.shape[-1] * (1 + ("c2p" in att.pos_att_type) + ("p2c" in att.pos_att_type)))
-    terms = {"A": s * q[:, :, :, None, :] * k[:, :, None, :, :]}  # [B, H, N, M, D]
-    if kinds:
-        rel = d64(rel_emb)[: 2 * att.pos_ebd_size][None]
-        c_row, p_row = relative_rows(att, n)
-        if "c2p" in kinds:
-            proj = att.key_proj if att.share_att_key else att.pos_key_proj
-            pk = split_heads(linear(rel, proj.weight, proj.bias)[0], h)[0]  # [H, R, D]
-            terms["C"] = s * q[:, :, :, None, :] * pk[:, c_row][None]
-        if "p2c" in kinds:
-            proj = att.query_proj if att.share_att_key else att.pos_query_proj
-            pq = split_heads(linear(rel, proj.weight, proj.bias)[0], h)[0]
-            terms["P"] = s * k[:, :, None, :, :] * pq[:, p_row][None]
+def disentangled_core(q, k, v, pk, pq, c_row, p_row, visible, scale, mode):
+    """The attention on heads q, k, v [B, H, N, D] (module docstring); pk / pq [H, R, D] or None, read at
+    rows c_row / p_row [N, N]; visible bool broadcastable to [B, H, N, N].
+    Returns (O, back(R_O) -> dict of R_q, R_k, R_v, R_pk, R_pq (None without the table))."""
+    terms = {"A": scale * q[:, :, :, None, :] * k[:, :, None, :, :]}  # [B, H, N, M, D]
+    if pk is not None:
+        terms["C"] = scale * q[:, :, :, None, :] * pk[:, c_row][None]
+    if pq is not None:
+        terms["P"] = scale * k[:, :, None, :, :] * pq[:, p_row][None]
     sums = {name: z.sum(-1) for name, z in terms.items()}
     scores = sum(sums.values())
     vis = visible.expand_as(scores)
@@ -80,28 +68,62 @@ def disentangled_attention(att, x, rel_emb, visible, mode, rule, gamma):
     e = torch.exp(filled - filled.amax(-1, keepdim=True))
     w = e / e.sum(-1, keepdim=True)
     o = torch.einsum("bhij,bhjd->bhid", w, v)
-    y = merge_heads(o)
 
-    def back(r_y):
-        r_o = split_heads(r_y, h)
+    def table_relevance(r_zt, rows, table):  # each term's share at the table row it read
+        return 0.5 * torch.einsum("bhijd,ijr->hrd", r_zt, F.one_hot(rows, table.shape[1]).to(r_zt.dtype))
+
+    def back(r_o):
         z = w[..., None] * v[:, :, None, :, :]  # [B, H, N, M, D]
         r_z = z * _div(r_o, o)[:, :, :, None, :]
         share_v = 0.5 if mode == "attnlrp" else 1.0
-        r_v = share_v * r_z.sum(2)
-        r_q, r_k = torch.zeros_like(q), torch.zeros_like(k)
-        if mode == "attnlrp":
-            r_w = 0.5 * r_z.sum(-1)
-            s_vis = torch.where(vis, scores, torch.zeros_like(scores))
-            r_s = torch.where(vis, s_vis * (r_w - w * r_w.sum(-1, keepdim=True)), torch.zeros_like(scores))
-            for name, zt in terms.items():
-                r_term = sums[name] * _div(r_s, scores)  # epsilon rule on S = A + C + P
-                r_zt = zt * _div(r_term, sums[name])[..., None]  # epsilon on the bilinear terms
-                if name in ("A", "C"):
-                    r_q = r_q + 0.5 * r_zt.sum(3)
-                if name in ("A", "P"):
-                    r_k = r_k + 0.5 * r_zt.sum(2)
-        return bq(merge_heads(r_q)) + bk(merge_heads(r_k)) + bv(merge_heads(r_v))
-    return y, back
+        out = dict(q=torch.zeros_like(q), k=torch.zeros_like(k), v=share_v * r_z.sum(2),
+                   pk=None if pk is None else torch.zeros_like(pk), pq=None if pq is None else torch.zeros_like(pq))
+        if mode != "attnlrp":
+            return out
+        r_w = 0.5 * r_z.sum(-1)
+        s_vis = torch.where(vis, scores, torch.zeros_like(scores))
+        r_s = torch.where(vis, s_vis * (r_w - w * r_w.sum(-1, keepdim=True)), torch.zeros_like(scores))
+        for name, zt in terms.items():
+            r_term = sums[name] * _div(r_s, scores)  # epsilon rule on S = A + C + P
+            r_zt = zt * _div(r_term, sums[name])[..., None]  # epsilon on the bilinear terms, half to each factor
+            if name in ("A", "C"):
+                out["q"] = out["q"] + 0.5 * r_zt.sum(3)
+            if name in ("A", "P"):
+                out["k"] = out["k"] + 0.5 * r_zt.sum(2)
+            if name == "C":
+                out["pk"] = table_relevance(r_zt, c_row, pk)
+            if name == "P":
+                out["pq"] = table_relevance(r_zt, p_row, pq)
+        return out
+    return o, back
+
+
+def disentangled_attention(att, x, rel_emb, visible, mode, rule, gamma):
+    """DisentangledSelfAttention on x [B, N, hidden]; visible [B, 1, N, N] bool. (y, back(R_y) -> R_x)."""
+    h = att.num_attention_heads
+    n = x.shape[1]
+    q, bq = dense(x, att.query_proj, rule, gamma)
+    k, bk = dense(x, att.key_proj, rule, gamma)
+    v, bv = dense(x, att.value_proj, rule, gamma)
+    q, k, v = split_heads(q, h), split_heads(k, h), split_heads(v, h)  # [B, H, N, D]
+    kinds = att.pos_att_type if att.relative_attention else []
+    scale = 1.0 / math.sqrt(q.shape[-1] * (1 + ("c2p" in att.pos_att_type) + ("p2c" in att.pos_att_type)))
+    pk = pq = c_row = p_row = None
+    if kinds:
+        rel = d64(rel_emb)[: 2 * att.pos_ebd_size][None]
+        c_row, p_row = relative_rows(att, n)
+        if "c2p" in kinds:
+            proj = att.key_proj if att.share_att_key else att.pos_key_proj
+            pk = split_heads(linear(rel, proj.weight, proj.bias)[0], h)[0]  # [H, R, D]
+        if "p2c" in kinds:
+            proj = att.query_proj if att.share_att_key else att.pos_query_proj
+            pq = split_heads(linear(rel, proj.weight, proj.bias)[0], h)[0]
+    o, b_core = disentangled_core(q, k, v, pk, pq, c_row, p_row, visible, scale, mode)
+
+    def back(r_y):  # the relative-embedding table keeps the shares r["pk"], r["pq"]
+        r = b_core(split_heads(r_y, h))
+        return bq(merge_heads(r["q"])) + bk(merge_heads(r["k"])) + bv(merge_heads(r["v"]))
+    return merge_heads(o), back
 
 
 def deberta_layer(layer, x, rel_emb, visible, mode, rule, gamma):
@@ -175,7 +197,8 @@ def deberta_reference(model, input_ids, attention_mask, token_type_ids=None, *, 
                       mode="attnlrp", rule="epsilon", gamma=0.25):
     """Relevance of DebertaV2ForSequenceClassification (`target` class per row) or DebertaV2ForMaskedLM
     (`target` token per row at padded index `position`), float64; `rule` / `gamma`: the base model's
-    linear layers' rule (reference_encoders.dense; the heads keep the epsilon rule). Returns dict(word, pos, type, score, out)."""
+    linear layers' rule (reference_encoders.dense; the heads keep the epsilon rule).
+    Returns dict(word, pos, type, score, out)."""
     mask = attention_mask.bool()
     base = model.deberta
     h, back = deberta_encoder(base, input_ids, mask, token_type_ids, mode, rule, gamma)
@@ -183,7 +206,8 @@ def deberta_reference(model, input_ids, attention_mask, token_type_ids=None, *, 
     r_h = torch.zeros_like(h)
     if hasattr(model, "pooler"):
         pooler = model.pooler
-        act = ACTIVATIONS[act_kind(ACT2FN[pooler.config.pooler_hidden_act])]
+        name = pooler.config.pooler_hidden_act
+        act = torch.tanh if name == "tanh" else ACTIVATIONS[act_kind(ACT2FN[name])]  # identity rule either way
         z, b_head = _act_head(h[:, 0], pooler.dense, act, model.classifier)
         r_z, score = _explain_logits(z, target)
         r_h[:, 0] = b_head(r_z)

@@ -8,7 +8,8 @@
   positions are the model's own (its `make_log_bucket_position` with position_buckets and
   max_relative_positions, clamped to the attention span), computed per offset j - i as two compact
   vectors [2N - 1]: the op `lrp_disentangled_attention` gathers from them block by block, never
-  building an N x N position tensor. Rules: softmax rule, epsilon on the sum of the three terms,
+  building an N x N position tensor (the encoder's pair mask of a padding vector is taken as the
+  vector). Rules: softmax rule, epsilon on the sum of the three terms,
   uniform (half to each factor) on every bilinear term and on P V (see that op). The relative
   embeddings' share is absorbed (they are a parameter). Swapped in every mode, "gradient"
   included (its backward is then the exact gradient). The relative positions the encoder passes
@@ -110,16 +111,30 @@ class LRPDisentangledSelfAttention(nn.Module):
             if "p2c" in self.pos_att_type:
                 proj = self.query_proj if self.share_att_key else self.pos_query_proj
                 pq = self.heads(proj(rel))[0]
-        mask = None if attention_mask is None else attention_mask.bool()
-        if mask is not None and mask.dim() == 3:
-            mask = mask[:, None]
+        mask, padding = masks(attention_mask)
         out = lrp_disentangled_attention(q, k, v, scale=scale, mode=self.mode, pos_key=pk, pos_query=pq,
                                          c2p_index=c2p if pk is not None else None,
-                                         p2c_index=p2c if pq is not None else None, mask=mask)
+                                         p2c_index=p2c if pq is not None else None, mask=mask, padding_mask=padding)
         out = out.transpose(1, 2)  # [B, N, H, D]
         if self.taps is not None:
             self.taps.heads(out)
         return out.reshape(b, n, -1), None
+
+
+def masks(attention_mask) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+    """(dense bool mask [B, 1, N, N] or None, padding vector [B, N] or None) of the mask the encoder
+    passes: DebertaV2Encoder expands a 2-D mask m to the pair mask m_i m_j, which is taken back as m
+    (O(N) in the op); any other mask (a 3-D one the caller gave) stays dense."""
+    if attention_mask is None:
+        return None, None
+    mask = attention_mask.bool()
+    if mask.dim() == 3:
+        mask = mask[:, None]
+    if mask.dim() == 4 and mask.shape[1] == 1 and mask.shape[2] == mask.shape[3]:
+        pad = mask[:, 0].diagonal(dim1=-2, dim2=-1)
+        if torch.equal(mask[:, 0], pad[:, :, None] & pad[:, None, :]):
+            return None, pad.contiguous()
+    return mask, None
 
 
 class LRPContextPooler(nn.Module):
