@@ -210,6 +210,11 @@ ENCODERS = {  # name -> (model class, config)
     # positions: exact, log-bucketed and clamped offsets all occur at 9 to 11 tokens), share_att_key, LayerNorm'd
     # relative embeddings, no absolute positions, no token types; GELU pooler
     "deberta-v2-cls": lambda: (transformers.DebertaV2ForSequenceClassification, deberta_v2_config()),
+    # DeBERTa (v1): fused in_proj with q / v biases, relative positions clamped at 5, absolute positions and
+    # token types (the position and token-type shares), DebertaLayerNorm
+    "deberta-cls": lambda: (transformers.DebertaForSequenceClassification, transformers.DebertaConfig(
+        **TEXT, relative_attention=True, max_relative_positions=5, pos_att_type="c2p|p2c", position_biased_input=True,
+        hidden_act="gelu", pooler_hidden_act="gelu", pooler_hidden_size=TEXT["hidden_size"])),
     "vit": lambda: (transformers.ViTForImageClassification, transformers.ViTConfig(**VISION)),
     "deit": lambda: (transformers.DeiTForImageClassification, transformers.DeiTConfig(**VISION)),
 }
@@ -713,25 +718,33 @@ class Text(Entry):
 
 
 class Deberta(Text):
-    """DeBERTa-v2 / v3 (reference_deberta): the v3 layout of ENCODERS' "deberta-v2-cls" (no token types, no
-    absolute positions: word relevance only)."""
-
-    fields = ("relevance",)
+    """DeBERTa-v2 / v3 and DeBERTa (v1) (reference_deberta): "deberta-v2-cls" has the v3 layout (no token
+    types, no absolute positions: word relevance only), "deberta-cls" v1's with both."""
 
     def __init__(self, name):
         super().__init__(name)
-        self.types = False
-        self.cases = (Case(backend="torch", pad=3), Case(backend="triton", pad=3),
-                      Case(mode="cp-lrp", backend="torch", pad=2),
-                      Case(dtype=F64, backend="torch", pad=3, tol=1e-12),
-                      Case(dtype=F64, rule="gamma-signed", backend="torch", pad=3, tol=1e-12))
+        cfg = self.config()
+        self.types = cfg.type_vocab_size > 0
+        self.fields = ("relevance", *(("position_relevance",) if cfg.position_biased_input else ()),
+                       *(("token_type_relevance",) if self.types else ()))
+        if self.model_type == "deberta-v2":
+            self.cases = (Case(backend="torch", pad=3), Case(backend="triton", pad=3),
+                          Case(mode="cp-lrp", backend="torch", pad=2),
+                          Case(dtype=F64, backend="torch", pad=3, tol=1e-12),
+                          Case(dtype=F64, rule="gamma-signed", backend="torch", pad=3, tol=1e-12))
+        else:  # v1 shares the op and the layers: its own attention layout in float32 and float64
+            self.rules = ("epsilon", "gamma-signed")
+            self.cases = (Case(backend="torch", pad=3), Case(dtype=F64, rule="gamma-signed", backend="torch", pad=3,
+                                                             tol=1e-12))
 
     def reference(self, model, inputs, result, case, request):
         ids, mask = inputs["input_ids"], inputs["attention_mask"]
-        ref = deberta_reference(model, ids, mask, target=result.target, mode=case.mode, rule=case.rule,
-                                gamma=case.gamma)
-        return Reference({"relevance": ref["word"]}, ref["score"], ref["out"], lambda: self.outputs(model, inputs),
-                         zeros={"relevance": ~mask})
+        ref = deberta_reference(model, ids, mask, inputs.get("token_type_ids"), target=result.target, mode=case.mode,
+                                rule=case.rule, gamma=case.gamma)
+        every = {"relevance": ref["word"], "position_relevance": ref["pos"], "token_type_relevance": ref["type"]}
+        fields = {f: every[f] for f in self.fields}
+        return Reference(fields, ref["score"], ref["out"], lambda: self.outputs(model, inputs),
+                         zeros={f: ~mask for f in fields})
 
 
 class Vision(Entry):
@@ -929,7 +942,7 @@ ZOO = ([Decoder(f) for f in (*FAMILIES, *VARIANTS)]
        + [Text(n) for n in ("bert-cls", "bert-mlm", "bert-base", "roberta-cls", "roberta-mlm", "xlm-roberta-cls",
                             "xlm-roberta-mlm", "camembert-cls", "camembert-mlm", "distilbert-cls", "distilbert-mlm",
                             "electra-cls", "electra-disc", "electra-mlm")]
-       + [Deberta("deberta-v2-cls")]
+       + [Deberta(n) for n in ("deberta-v2-cls", "deberta-cls")]
        + [Vision(n) for n in ("vit", "deit")] + [T5(v) for v in T5_VARIANTS] + [Bart(n) for n in BART_FAMILIES]
        + [DecoderClassifier(f) for f in CLASSIFIERS])
 BY_NAME = {e.name: e for e in ZOO}

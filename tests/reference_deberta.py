@@ -1,4 +1,4 @@
-"""Explicit float64 LRP reference for DeBERTa-v2 / v3, written with the relevance formulas.
+"""Explicit float64 LRP reference for DeBERTa-v2 / v3 and DeBERTa (v1), written with the relevance formulas.
 
 The disentangled attention, per head, queries i and keys j (the model's own relative positions:
 transformers' `build_relative_position`, dense [N, N], independent of lrp_triton's per-offset form):
@@ -126,9 +126,42 @@ def disentangled_attention(att, x, rel_emb, visible, mode, rule, gamma):
     return merge_heads(o), back
 
 
+def v1_attention(att, x, rel_emb, visible, mode, rule, gamma):
+    """DeBERTa (v1)'s DisentangledSelfAttention: fused in_proj (per head [q | k | v]) plus q_bias / v_bias
+    (epsilon rule: each bias keeps its share), unbucketed relative positions i - j clamped to the span
+    min(N, max_relative_positions) over the middle 2 span rows of the table."""
+    h = att.num_attention_heads
+    b, n, _ = x.shape
+    qkv, b_in = dense(x, att.in_proj, rule, gamma)
+    q0, k, v0 = qkv.view(b, n, h, -1).chunk(3, dim=-1)  # [B, N, H, D] each
+    q, b_qb = add(q0, d64(att.q_bias).view(h, -1).expand_as(q0))
+    v, b_vb = add(v0, d64(att.v_bias).view(h, -1).expand_as(v0))
+    q, k, v = (t.transpose(1, 2) for t in (q, k, v))  # [B, H, N, D]
+    scale = 1.0 / math.sqrt(q.shape[-1] * (1 + len(att.pos_att_type)))
+    pk = pq = c_row = None
+    if att.relative_attention:
+        span = min(n, att.max_relative_positions)
+        rel = d64(rel_emb)[att.max_relative_positions - span: att.max_relative_positions + span][None]
+        delta = torch.arange(n)[:, None] - torch.arange(n)[None, :]  # i - j
+        c_row = (delta + span).clamp(0, 2 * span - 1)  # the p2c row, clamp(-(j - i) + span), is the same
+        if "c2p" in att.pos_att_type:
+            pk = split_heads(linear(rel, att.pos_proj.weight)[0], h)[0]
+        if "p2c" in att.pos_att_type:
+            pq = split_heads(linear(rel, att.pos_q_proj.weight, att.pos_q_proj.bias)[0], h)[0]
+    o, b_core = disentangled_core(q, k, v, pk, pq, c_row, c_row, visible, scale, mode)
+
+    def back(r_y):
+        r = b_core(split_heads(r_y, h))
+        r_q, r_k, r_v = (t.transpose(1, 2) for t in (r["q"], r["k"], r["v"]))  # [B, N, H, D]
+        r_qkv = torch.cat([b_qb(r_q)[0], r_k, b_vb(r_v)[0]], dim=-1)
+        return b_in(r_qkv.reshape(b, n, -1))
+    return merge_heads(o), back
+
+
 def deberta_layer(layer, x, rel_emb, visible, mode, rule, gamma):
     att = layer.attention
-    a, b_att = disentangled_attention(att.self, x, rel_emb, visible, mode, rule, gamma)
+    attention = disentangled_attention if hasattr(att.self, "query_proj") else v1_attention
+    a, b_att = attention(att.self, x, rel_emb, visible, mode, rule, gamma)
     o, b_o = dense(a, att.output.dense, rule, gamma)
     s1, b_add1 = add(o, x)
     h1, b_ln1 = layer_norm(s1, att.output.LayerNorm)
@@ -170,7 +203,7 @@ def deberta_encoder(base, input_ids, mask, token_type_ids, mode, rule, gamma):
     rel_emb = None
     if enc.relative_attention:
         rel_emb = d64(enc.rel_embeddings.weight)
-        if "layer_norm" in enc.norm_rel_ebd:
+        if "layer_norm" in getattr(enc, "norm_rel_ebd", ()):  # deberta-v2 only
             rel_emb = layer_norm(rel_emb, enc.LayerNorm)[0]
     visible = (mask[:, None, :, None] & mask[:, None, None, :])  # [B, 1, N, N], as DebertaV2Encoder
     backs = []
@@ -195,7 +228,7 @@ class _Tied:
 
 def deberta_reference(model, input_ids, attention_mask, token_type_ids=None, *, target, position=None,
                       mode="attnlrp", rule="epsilon", gamma=0.25):
-    """Relevance of DebertaV2ForSequenceClassification (`target` class per row) or DebertaV2ForMaskedLM
+    """Relevance of Deberta(V2)ForSequenceClassification (`target` class per row) or Deberta(V2)ForMaskedLM
     (`target` token per row at padded index `position`), float64; `rule` / `gamma`: the base model's
     linear layers' rule (reference_encoders.dense; the heads keep the epsilon rule).
     Returns dict(word, pos, type, score, out)."""

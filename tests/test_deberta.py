@@ -1,10 +1,11 @@
-"""DeBERTa-v2 / v3 beyond the model contract (test_model_contract.py runs every contract check on the
-v3-layout zoo entry "deberta-v2-cls"): the disentangled-attention op against the explicit float64
-rules (odd sizes, several query blocks, padding, each score-term combination, relevance at the
-relative-embedding rows too), its backward under vmap over K cotangents, the other layouts (own
-position projections, unbucketed relative positions, absolute positions, token types, embed_proj,
-both masked-LM heads) against the reference, the module against transformers' attention (pair mask
-and a general 4-D mask), and the ConvLayer refusal."""
+"""DeBERTa-v2 / v3 and DeBERTa (v1) beyond the model contract (test_model_contract.py runs every
+contract check on the zoo entries "deberta-v2-cls", v3's layout, and "deberta-cls", v1's): the
+disentangled-attention op against the explicit float64 rules (odd sizes, several query blocks,
+padding, each score-term combination, relevance at the relative-embedding rows too), its backward
+under vmap over K cotangents, the other layouts (own position projections, unbucketed relative
+positions, absolute positions, token types, embed_proj, both masked-LM heads) against the
+reference, the module against transformers' attention (pair mask and a general 4-D mask), the
+O(N) saved tensors, and the ConvLayer and talking-head refusals."""
 
 from __future__ import annotations
 
@@ -116,7 +117,8 @@ VARIANTS = {  # name -> (model class, config overrides)
     "mlm-legacy-p2c": (transformers.DebertaV2ForMaskedLM, dict(pos_att_type="p2c", share_att_key=False, legacy=True,
                                                                embedding_size=24)),
     # c2p only, the classifier's tanh pooler
-    "cls-c2p-tanh": (transformers.DebertaV2ForSequenceClassification, dict(pos_att_type="c2p", pooler_hidden_act="tanh")),
+    "cls-c2p-tanh": (transformers.DebertaV2ForSequenceClassification,
+                     dict(pos_att_type="c2p", pooler_hidden_act="tanh")),
 }
 
 
@@ -173,10 +175,16 @@ def test_module_equals_transformers_attention(pair):
                                atol=1e-5, rtol=1e-4)
 
 
-def test_conv_layer_is_refused():
+def test_unsupported_layouts_are_refused():
+    """deberta-v2-xlarge's ConvLayer (its tanh would run its plain gradient) and v1's talking heads."""
     model = transformers.DebertaV2ForSequenceClassification(deberta_v2_config(conv_kernel_size=3)).eval()
     with pytest.raises(NotImplementedError, match="ConvLayer"):
         lrp_triton.apply(model)
+    v1 = transformers.DebertaForSequenceClassification(transformers.DebertaConfig(
+        vocab_size=61, hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=48,
+        talking_head=True, relative_attention=True, pos_att_type="c2p")).eval()
+    with pytest.raises(NotImplementedError, match="talking_head"):
+        lrp_triton.attribute(v1, torch.randint(2, 61, (1, 5)), mode="gradient")
 
 
 def test_no_quadratic_tensor_is_saved_for_backward():

@@ -1,4 +1,6 @@
-"""DeBERTa-v2 / v3 layers with LRP rules: disentangled attention, the context pooler, the MLM head.
+"""DeBERTa-v2 / v3 layers with LRP rules: disentangled attention, the context pooler, the MLM head
+(the pooler, the head and the helpers `attend`, `check_call`, `masks` serve DeBERTa v1 too:
+lrp_triton/modules/deberta_v1.py).
 
 - `LRPDisentangledSelfAttention`: drop-in for DisentangledSelfAttention (deberta-v2), sharing its
   projections. Scores are content-to-content q_i . k_j plus, per `pos_att_type`, content-to-position
@@ -16,7 +18,8 @@
   (`relative_pos`) are the ones recomputed here: DebertaV2Encoder builds them from the sequence
   length alone.
 - `LRPContextPooler`: ContextPooler, act(dense(h[:, 0])) (pooler_hidden_act; identity rule).
-- `LRPDebertaLMHead`: DebertaV2LMPredictionHead, LayerNorm(act(dense(h))) @ word_embeddings^T + bias
+- `LRPDebertaLMHead`: DebertaV2LMPredictionHead (v1: DebertaLMPredictionHead),
+  LayerNorm(act(dense(h))) @ word_embeddings^T + bias
   (identity rule on act, the constant-std rule on the LayerNorm, epsilon on the products).
 """
 
@@ -86,16 +89,8 @@ class LRPDisentangledSelfAttention(nn.Module):
 
     def forward(self, hidden_states, attention_mask, output_attentions=False, query_states=None, relative_pos=None,
                 rel_embeddings=None):
-        if output_attentions:
-            raise NotImplementedError("lrp_triton's DeBERTa attention never builds the attention matrix: "
-                                      "pass output_attentions=False")
-        if query_states is not None and query_states is not hidden_states:
-            raise NotImplementedError("lrp_triton's DeBERTa attention explains self-attention only (no "
-                                      "query_states, z_steps 0)")
-        b, n, _ = hidden_states.shape
-        if relative_pos is not None and tuple(relative_pos.shape[-2:]) != (n, n):
-            raise ValueError(f"LRPDisentangledSelfAttention: relative_pos of shape {tuple(relative_pos.shape)} for "
-                             f"{n} tokens")
+        check_call(output_attentions, query_states, hidden_states, relative_pos)
+        n = hidden_states.shape[1]
         q = self.heads(self.query_proj(hidden_states))
         k = self.heads(self.key_proj(hidden_states))
         v = self.heads(self.value_proj(hidden_states))
@@ -111,14 +106,34 @@ class LRPDisentangledSelfAttention(nn.Module):
             if "p2c" in self.pos_att_type:
                 proj = self.query_proj if self.share_att_key else self.pos_query_proj
                 pq = self.heads(proj(rel))[0]
-        mask, padding = masks(attention_mask)
-        out = lrp_disentangled_attention(q, k, v, scale=scale, mode=self.mode, pos_key=pk, pos_query=pq,
-                                         c2p_index=c2p if pk is not None else None,
-                                         p2c_index=p2c if pq is not None else None, mask=mask, padding_mask=padding)
-        out = out.transpose(1, 2)  # [B, N, H, D]
-        if self.taps is not None:
-            self.taps.heads(out)
-        return out.reshape(b, n, -1), None
+        return attend(q, k, v, pk, pq, c2p, p2c, attention_mask, scale, self.mode, self.taps), None
+
+
+def attend(q, k, v, pk, pq, c2p, p2c, attention_mask, scale: float, mode: str, taps: LatentTaps | None):
+    """The disentangled attention of heads q, k, v [B, H, N, D] with the position tables pk / pq [H, R, D]
+    (or None) read at the compact rows c2p / p2c [2N - 1], under the encoder's mask: [B, N, H * D]."""
+    mask, padding = masks(attention_mask)
+    out = lrp_disentangled_attention(q, k, v, scale=scale, mode=mode, pos_key=pk, pos_query=pq,
+                                     c2p_index=c2p if pk is not None else None,
+                                     p2c_index=p2c if pq is not None else None, mask=mask, padding_mask=padding)
+    out = out.transpose(1, 2)  # [B, N, H, D]
+    if taps is not None:
+        taps.heads(out)
+    return out.reshape(out.shape[0], out.shape[1], -1)
+
+
+def check_call(output_attentions, query_states, hidden_states, relative_pos) -> None:
+    """What lrp_triton's DeBERTa attention (v1, v2) does not do: an error naming it."""
+    if output_attentions:
+        raise NotImplementedError("lrp_triton's DeBERTa attention never builds the attention matrix: "
+                                  "pass output_attentions=False")
+    if query_states is not None and query_states is not hidden_states:
+        raise NotImplementedError("lrp_triton's DeBERTa attention explains self-attention only (no "
+                                  "query_states, z_steps 0)")
+    n = hidden_states.shape[1]
+    if relative_pos is not None and tuple(relative_pos.shape[-2:]) != (n, n):
+        raise ValueError(f"lrp_triton's DeBERTa attention: relative_pos of shape {tuple(relative_pos.shape)} for "
+                         f"{n} tokens")
 
 
 def masks(attention_mask) -> tuple[torch.Tensor | None, torch.Tensor | None]:
@@ -159,7 +174,8 @@ class LRPContextPooler(nn.Module):
 
 
 class LRPDebertaLMHead(nn.Module):
-    """Drop-in for DebertaV2LMPredictionHead: LayerNorm(act(dense(h))) @ word_embeddings.weight^T + bias."""
+    """Drop-in for DebertaV2LMPredictionHead / DebertaLMPredictionHead:
+    LayerNorm(act(dense(h))) @ word_embeddings.weight^T + bias."""
 
     def __init__(self, dense, activation: str, layer_norm: LRPLayerNorm, bias, *, backend: str):
         super().__init__()
