@@ -108,6 +108,14 @@ RULES = (
          "exact gradient with dQ, dK x 1/4 and dV x 1/2 (ATTENTION_RULES)", "AttnLRP Propositions 3.1, 3.3",
          "lrp_triton.ops.attention.lrp_attention", "lrp_triton.kernels.attention.attention_backward",
          "lrp_triton.kernels.attention_torch.attention_backward_torch"),
+    Rule("disentangled attention",
+         "DeBERTa-v2 / v3: softmax(scale (Q K^T + Q pk[c(j - i)]^T + K pq[p(j - i)]^T), masked) V, pk / pq the "
+         "projected relative embeddings",
+         "softmax rule on P; epsilon on the sum of the three score terms; uniform on each bilinear term (half to "
+         "each factor, as Q K^T: the relative-embedding table keeps the pk / pq halves) and on P V",
+         "exact gradient with dQ, dK, dpk, dpq x 1/4 and dV x 1/2 (ATTENTION_RULES), one query block at a time",
+         "AttnLRP Propositions 3.1, 3.3, Eq. 8", "lrp_triton.ops.disentangled_attention.lrp_disentangled_attention",
+         None, "lrp_triton.kernels.disentangled_attention_torch.disentangled_attention_backward_torch"),
     Rule("attention through SDPA", "the same rule on torch's scaled_dot_product_attention (lxt's method)",
          "as attention", "SDPA's gradient with dQ, dK x 1/4 and dV x 1/2", "AttnLRP Propositions 3.1, 3.3",
          "lrp_triton.ops.sdpa_attention.lrp_sdpa_attention"),

@@ -9,6 +9,7 @@ from lrp_triton.models import (bert, cohere, cohere2, ernie4_5, exaone4, gemma, 
                                gptj, granite, llama, ministral, mistral, mixtral, olmo, olmo2, olmo3, phi, phi3, qwen2,
                                qwen3, roberta, smollm3, starcoder2, t5, vit)
 from lrp_triton.models import bart, camembert, distilbert, electra, marian, mbart, mt5, umt5, xlm_roberta  # issue 14
+from lrp_triton.models import deberta, deberta_v2  # issue 14, DeBERTa
 from lrp_triton.models import glm4_moe, olmoe, phimoe, qwen2_moe, qwen3_moe  # issue 13, MoE
 from lrp_triton.models import clip, siglip  # issue 14, two towers (each module: joint, vision, text adapters)
 from lrp_triton.models import dinov2, modernbert  # issue 14
@@ -19,7 +20,8 @@ ADAPTERS: dict[str, Adapter] = {
     for module in (llama, mistral, ministral, mixtral, qwen2, qwen3, gemma, gemma2, gemma3, phi, phi3, gpt2, gpt_neox,
                    gptj, olmo, olmo2, starcoder2, smollm3, glm4, granite, cohere, cohere2, ernie4_5, exaone4, olmo3,
                    t5, bert, roberta, vit, xlm_roberta, camembert, distilbert, electra, mt5, umt5, bart, mbart, marian,
-                   qwen2_moe, qwen3_moe, olmoe, phimoe, glm4_moe, clip, siglip, modernbert, dinov2)
+                   qwen2_moe, qwen3_moe, olmoe, phimoe, glm4_moe, clip, siglip, modernbert, dinov2,
+                   deberta, deberta_v2)
     for adapter in getattr(module, "ADAPTERS", (module.ADAPTER,))
     for model_type in adapter.model_types
 }

@@ -5,8 +5,8 @@ replaced by which `lrp_triton` layers, where its layer stacks live (several for 
 encoder-decoder), how it numbers positions, its final logit soft-capping and output scaling, the
 longest input it takes, and its embedding layout. Drivers and the CLI ask the adapter and never
 name a family. Attention needs no entry: every supported family calls transformers' attention
-interface, which `apply` points at lrp_triton's kernel (T5, which builds its own bias, has an
-attention replacement).
+interface, which `apply` points at lrp_triton's kernel (T5, which builds its own bias, and
+DeBERTa-v2, which computes its own disentangled attention, have attention replacements).
 """
 
 from __future__ import annotations

@@ -26,6 +26,7 @@ from reference_dinov2 import dinov2_reference
 from reference_modernbert import modernbert_reference
 from reference_lrp import decoder_reference, gpt2_reference, gpt_neox_reference, shared_norm_parallel_reference
 from reference_bart import bart_reference
+from reference_deberta import deberta_reference
 from reference_t5 import t5_reference
 
 F32, F64 = torch.float32, torch.float64
@@ -214,6 +215,15 @@ ENCODERS = {  # name -> (model class, config)
     "modernbert-cls": lambda: (transformers.ModernBertForSequenceClassification,
                                modernbert_config(norm_bias=True, attention_bias=True, mlp_bias=True,
                                                  classifier_bias=True, classifier_pooling="mean")),
+    # DeBERTa-v3's layout: relative attention with c2p and p2c terms, log-bucketed positions (6 buckets, 10
+    # positions: exact, log-bucketed and clamped offsets all occur at 9 to 11 tokens), share_att_key, LayerNorm'd
+    # relative embeddings, no absolute positions, no token types; GELU pooler
+    "deberta-v2-cls": lambda: (transformers.DebertaV2ForSequenceClassification, deberta_v2_config()),
+    # DeBERTa (v1): fused in_proj with q / v biases, relative positions clamped at 5, absolute positions and
+    # token types (the position and token-type shares), DebertaLayerNorm
+    "deberta-cls": lambda: (transformers.DebertaForSequenceClassification, transformers.DebertaConfig(
+        **TEXT, relative_attention=True, max_relative_positions=5, pos_att_type="c2p|p2c", position_biased_input=True,
+        hidden_act="gelu", pooler_hidden_act="gelu", pooler_hidden_size=TEXT["hidden_size"])),
     "vit": lambda: (transformers.ViTForImageClassification, transformers.ViTConfig(**VISION)),
     "deit": lambda: (transformers.DeiTForImageClassification, transformers.DeiTConfig(**VISION)),
     # DINOv2: layer scale and the SwiGLU FFN; with registers: 2 register tokens and the plain GELU MLP
@@ -237,6 +247,13 @@ def modernbert_config(**kw):
                                          global_attn_every_n_layers=2, local_attention=4, num_labels=3,
                                          pad_token_id=1, bos_token_id=2, eos_token_id=3, cls_token_id=2,
                                          sep_token_id=3, **kw)
+
+
+def deberta_v2_config(**kw):
+    v3 = dict(type_vocab_size=0, relative_attention=True, position_buckets=6, max_relative_positions=10,
+              share_att_key=True, pos_att_type="p2c|c2p", position_biased_input=False, norm_rel_ebd="layer_norm",
+              hidden_act="gelu", pooler_hidden_act="gelu", pooler_hidden_size=TEXT["hidden_size"])
+    return transformers.DebertaV2Config(**{**TEXT, **v3, **kw})
 
 
 def electra_config():
@@ -756,6 +773,36 @@ class ModernBert(Text):
                          zeros={"relevance": ~mask}, position=position)
 
 
+class Deberta(Text):
+    """DeBERTa-v2 / v3 and DeBERTa (v1) (reference_deberta): "deberta-v2-cls" has the v3 layout (no token
+    types, no absolute positions: word relevance only), "deberta-cls" v1's with both."""
+
+    def __init__(self, name):
+        super().__init__(name)
+        cfg = self.config()
+        self.types = cfg.type_vocab_size > 0
+        self.fields = ("relevance", *(("position_relevance",) if cfg.position_biased_input else ()),
+                       *(("token_type_relevance",) if self.types else ()))
+        if self.model_type == "deberta-v2":
+            self.cases = (Case(backend="torch", pad=3), Case(backend="triton", pad=3),
+                          Case(mode="cp-lrp", backend="torch", pad=2),
+                          Case(dtype=F64, backend="torch", pad=3, tol=1e-12),
+                          Case(dtype=F64, rule="gamma-signed", backend="torch", pad=3, tol=1e-12))
+        else:  # v1 shares the op and the layers: its own attention layout in float32 and float64
+            self.rules = ("epsilon", "gamma-signed")
+            self.cases = (Case(backend="torch", pad=3), Case(dtype=F64, rule="gamma-signed", backend="torch", pad=3,
+                                                             tol=1e-12))
+
+    def reference(self, model, inputs, result, case, request):
+        ids, mask = inputs["input_ids"], inputs["attention_mask"]
+        ref = deberta_reference(model, ids, mask, inputs.get("token_type_ids"), target=result.target, mode=case.mode,
+                                rule=case.rule, gamma=case.gamma)
+        every = {"relevance": ref["word"], "position_relevance": ref["pos"], "token_type_relevance": ref["type"]}
+        fields = {f: every[f] for f in self.fields}
+        return Reference(fields, ref["score"], ref["out"], lambda: self.outputs(model, inputs),
+                         zeros={f: ~mask for f in fields})
+
+
 class Vision(Entry):
     kind = "vision"
     rules = ("epsilon", "gamma", "gamma-signed")
@@ -1226,6 +1273,7 @@ ZOO = ([Decoder(f) for f in (*FAMILIES, *VARIANTS)]
                             "xlm-roberta-mlm", "camembert-cls", "camembert-mlm", "distilbert-cls", "distilbert-mlm",
                             "electra-cls", "electra-disc", "electra-mlm")]
        + [ModernBert(n) for n in ("modernbert-mlm", "modernbert-cls")]
+       + [Deberta(n) for n in ("deberta-v2-cls", "deberta-cls")]
        + [Vision(n) for n in ("vit", "deit")] + [T5(v) for v in T5_VARIANTS] + [Bart(n) for n in BART_FAMILIES]
        + [Dinov2(n) for n in ("dinov2", "dinov2_with_registers")]
        + [DecoderClassifier(f) for f in CLASSIFIERS]
