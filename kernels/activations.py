@@ -11,6 +11,7 @@ runs it (no libdevice calls):
     gelu_tanh  ratio = (1 + tanh(u)) / 2 = sigmoid(2u),  u = sqrt(2/pi) (x + 0.044715 x^3)
                (x clamped to [-20, 20] first, where the ratio is already exactly 0 or 1)
     relu       ratio = 1 for x > 0, else 0
+    quick_gelu ratio = sigmoid(1.702 x)
 
 with sigmoid(z) = 1/(1 + e^{-z}) for z >= 0 and e^{z}/(1 + e^{z}) for z < 0 (no overflow).
 
@@ -39,6 +40,8 @@ _TWO_SQRT_2_OVER_PI = tl.constexpr(1.5957691216057308)  # 2 * sqrt(2 / pi)
 _SILU = tl.constexpr(ACTIVATION_IDS["silu"])
 _GELU = tl.constexpr(ACTIVATION_IDS["gelu"])
 _GELU_TANH = tl.constexpr(ACTIVATION_IDS["gelu_tanh"])
+_RELU = tl.constexpr(ACTIVATION_IDS["relu"])
+_QUICK_GELU_SCALE = tl.constexpr(activations_torch.QUICK_GELU_SCALE)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -65,8 +68,10 @@ def act_ratio(x, ACT: tl.constexpr):
         # under the interpreter).
         xc = tl.minimum(tl.maximum(x, -20.0), 20.0)
         r = sigmoid((xc + 0.044715 * xc * xc * xc) * _TWO_SQRT_2_OVER_PI)
-    else:  # relu(x) = x * [x > 0]
+    elif ACT == _RELU:  # relu(x) = x * [x > 0]
         r = tl.where(x > 0, 1.0, 0.0)
+    else:  # quick_gelu(x) = x * sigmoid(1.702 x)
+        r = sigmoid(x * _QUICK_GELU_SCALE)
     return r
 
 

@@ -11,6 +11,7 @@ by x (finite, and exact, at x = 0):
     gelu_tanh  act = x * (1 + tanh(u))/2,  u = sqrt(2/pi) (x + 0.044715 x^3)
                                                              ratio = (1 + tanh(u))/2 = sigmoid(2u)
     relu       act = max(x, 0)                               ratio = 1 for x > 0, else 0
+    quick_gelu act = x * sigmoid(1.702 x)  (CLIP, Qwen2-VL's vision tower)   ratio = sigmoid(1.702 x)
 
 Rules (gradient form: `x * x.grad` is the relevance of x):
 
@@ -30,13 +31,14 @@ import math
 import torch
 import torch.nn.functional as F
 
-ACTIVATIONS = ("silu", "gelu", "gelu_tanh", "relu")
+ACTIVATIONS = ("silu", "gelu", "gelu_tanh", "relu", "quick_gelu")
 
 # Id of each activation inside the Triton kernels (a constexpr there).
 ACTIVATION_IDS = {name: i for i, name in enumerate(ACTIVATIONS)}
 
 _SQRT1_2 = 1.0 / math.sqrt(2.0)
 _SQRT_2_OVER_PI = math.sqrt(2.0 / math.pi)
+QUICK_GELU_SCALE = 1.702
 
 
 
@@ -50,6 +52,8 @@ def activation_torch(x: torch.Tensor, activation: str) -> torch.Tensor:
         return F.gelu(x, approximate="tanh")
     if activation == "relu":
         return F.relu(x)
+    if activation == "quick_gelu":
+        return x * torch.sigmoid(QUICK_GELU_SCALE * x)  # transformers.activations.QuickGELUActivation
     raise ValueError(f"unknown activation {activation!r}; expected one of {', '.join(ACTIVATIONS)}")
 
 
@@ -64,6 +68,8 @@ def activation_ratio_torch(x: torch.Tensor, activation: str) -> torch.Tensor:
         return torch.sigmoid(2.0 * _SQRT_2_OVER_PI * (x + 0.044715 * x * x * x))
     if activation == "relu":
         return (x > 0).to(x.dtype)
+    if activation == "quick_gelu":
+        return torch.sigmoid(QUICK_GELU_SCALE * x)
     raise ValueError(f"unknown activation {activation!r}; expected one of {', '.join(ACTIVATIONS)}")
 
 

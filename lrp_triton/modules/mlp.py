@@ -24,7 +24,7 @@ from lrp_triton.rules import cp_lrp_constant
 _ACTIVATIONS = {
     "SiLU": "silu", "SiLUActivation": "silu",
     "GELUTanh": "gelu_tanh", "NewGELUActivation": "gelu_tanh", "PytorchGELUTanh": "gelu_tanh",
-    "GELUActivation": "gelu", "ReLU": "relu",
+    "GELUActivation": "gelu", "ReLU": "relu", "QuickGELUActivation": "quick_gelu",
 }
 
 
