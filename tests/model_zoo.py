@@ -942,13 +942,16 @@ class VisionLanguage(Entry):
     padding_sides = ("left", "right")
     fields = ("relevance", "text_relevance")
 
+    images = VLM_IMAGES
+
     def __init__(self, name):
         self.name = self.model_type = name
         self.cases = (Case(backend="torch", chosen=True, pad=3),
                       # float64: HF's vision rotary computes q and k in float32 (apply_rotary_pos_emb_vision casts
                       # them, and its cos / sin tables are float32), so the forward and the gradient through them
-                      # carry float32 rounding: score and relevance agree to ~1e-8, not to float64 rounding
-                      Case(dtype=F64, chosen=True, contrast=True, tol=1e-7),
+                      # carry float32 rounding: score and relevance agree to 1e-8..5e-7 (seed-dependent at these
+                      # weights), not to float64 rounding
+                      Case(dtype=F64, chosen=True, contrast=True, tol=2e-6),
                       Case(backend="triton", batch=1),
                       Case(mode="cp-lrp", batch=1))
 
@@ -960,7 +963,7 @@ class VisionLanguage(Entry):
 
     def inputs(self, batch=1, size=None, pad=0):
         n = size or 7
-        images = [list(VLM_IMAGES[:2])] + [[VLM_IMAGES[2]]] * (batch - 1)  # two images in the first prompt
+        images = [list(self.images[:2])] + [[self.images[2]]] * (batch - 1)  # two images in the first prompt
         length = n + sum(t * h * w // 4 + 2 for t, h, w in images[0])
         rows = [vlm_row(length - sum(t * h * w // 4 + 2 for t, h, w in per_row), per_row) for per_row in images]
         out = vlm_batch(rows, images)  # rows of one length; the last one's last `pad` (text) tokens padding
@@ -1012,7 +1015,7 @@ class VisionLanguage(Entry):
         return dict(position=-2)
 
     def padded(self, side):
-        images = [list(VLM_IMAGES[:2]), [VLM_IMAGES[2]]]
+        images = [list(self.images[:2]), [self.images[2]]]
         rows = [vlm_row(n, per_row) for n, per_row in zip((9, 4), images)]
         batch = vlm_batch(rows, images, side)
         split = [int(torch.tensor(per_row).prod(-1).sum()) for per_row in images]
@@ -1021,10 +1024,31 @@ class VisionLanguage(Entry):
         return batch, singles, {f: batch["attention_mask"] for f in self.fields}
 
 
+class VisionLanguage25(VisionLanguage):
+    """Qwen2.5-VL: RMSNorms and a gated SiLU MLP in the vision blocks, windowed attention in block 0 (windows of
+    2 x 2 merged tokens: the 4 x 8 patch image spans two), full attention in block 1."""
+
+    images = ((1, 4, 8), (1, 2, 4), (1, 4, 2))
+    padding_sides = ("left",)
+
+    def __init__(self, name):
+        super().__init__(name)
+        self.cases = self.cases[:2]  # the ops of the other cases are Qwen2-VL's, checked there
+
+    def config(self):
+        vision = dict(depth=2, hidden_size=32, intermediate_size=48, num_heads=2, out_hidden_size=32, patch_size=2,
+                      temporal_patch_size=2, spatial_merge_size=2, in_channels=3, window_size=8,
+                      fullatt_block_indexes=[1])
+        return transformers.Qwen2_5_VLConfig(text_config=VLM_TEXT, vision_config=vision, **VLM_TOKENS)
+
+    def build(self):
+        return randomize_vlm(transformers.Qwen2_5_VLForConditionalGeneration(self.config()))
+
+
 ZOO = ([Decoder(f) for f in (*FAMILIES, *VARIANTS)]
        + [Text(n) for n in ("bert-cls", "bert-mlm", "bert-base", "roberta-cls", "roberta-mlm", "xlm-roberta-cls",
                             "xlm-roberta-mlm", "camembert-cls", "camembert-mlm", "distilbert-cls", "distilbert-mlm",
                             "electra-cls", "electra-disc", "electra-mlm")]
        + [Vision(n) for n in ("vit", "deit")] + [T5(v) for v in T5_VARIANTS] + [Bart(n) for n in BART_FAMILIES]
-       + [DecoderClassifier(f) for f in CLASSIFIERS] + [VisionLanguage("qwen2_vl")])
+       + [DecoderClassifier(f) for f in CLASSIFIERS] + [VisionLanguage("qwen2_vl"), VisionLanguage25("qwen2_5_vl")])
 BY_NAME = {e.name: e for e in ZOO}

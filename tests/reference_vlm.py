@@ -128,12 +128,12 @@ def patch_merger(merger, x):
 
 
 def window_chunks(visual, grid):
-    """Qwen2.5-VL: (patch order of the windows, window lengths) as its vision tower forms them."""
+    """Qwen2.5-VL: (the merged tokens' order, window by window; each window's length in patches), the
+    bookkeeping of transformers' own window partition (index arithmetic, no relevance rule)."""
     from transformers.vision_utils import get_vision_window_index
 
-    index, cu = get_vision_window_index(grid, visual.spatial_merge_size, visual.window_size, visual.patch_size,
-                                        visual.spatial_merge_size ** 2)
-    cu = torch.unique_consecutive(torch.as_tensor(cu))
+    index, cu = get_vision_window_index(grid, spatial_merge_size=visual.spatial_merge_size,
+                                        window_size=visual.window_size, patch_size=visual.patch_size)
     return index, (cu[1:] - cu[:-1]).tolist()
 
 
@@ -151,7 +151,7 @@ def vision_reference(visual, pixels, grid, mode):
         x, cos, sin = x[order], cos[order], sin[order]
     backs = []
     for i, blk in enumerate(visual.blocks):
-        chunks = lengths if not windowed or i in visual.fullatt_block_indexes else [w * m * m for w in windows]
+        chunks = lengths if not windowed or i in visual.fullatt_block_indexes else windows
         x, b = vision_block(blk, x, cos, sin, chunks, mode)
         backs.append(b)
     y, b_merge = patch_merger(visual.merger, x)
