@@ -82,7 +82,7 @@ def test_image_maps_and_totals_match_the_reference(model):
     print(f"\n[qwen2_vl maps] max rel err {max(errs):.1e}; image share {result.image_share.tolist()}")
 
 
-def test_several_positions_equal_one_at_a_time(model):
+def test_several_positions_equal_one_at_a_time_and_checkpointed(model):
     inputs = ENTRY.inputs(batch=1)
     several = lrp_triton.attribute(model, **inputs, position=[-1, -4])
     for j, position in enumerate((-1, -4)):
@@ -94,6 +94,10 @@ def test_several_positions_equal_one_at_a_time(model):
             for m, s in zip(maps, single):
                 torch.testing.assert_close(m[j], s, atol=1e-6, rtol=1e-5)
         torch.testing.assert_close(several.image_total[:, j], one.image_total, atol=1e-6, rtol=1e-5)
+    recomputed = lrp_triton.attribute(model, **inputs, position=[-1, -4], checkpoint=True)
+    torch.testing.assert_close(recomputed.relevance, several.relevance, atol=1e-6, rtol=1e-5)
+    torch.testing.assert_close(recomputed.image_pixel_relevance[0], several.image_pixel_relevance[0], atol=1e-6,
+                               rtol=1e-5)
 
 
 def test_a_prompt_without_images_is_explained_as_text(model):
