@@ -123,6 +123,9 @@ def test_bad_multimodal_inputs_are_clear_errors(model):
     for kwargs, message in cases:
         with pytest.raises(ValueError, match=message):
             lrp_triton.attribute(model, **kwargs)
+    with pytest.raises(NotImplementedError, match="not supported for Qwen2-VL models yet"):
+        lrp_triton.apply(model, linear_rule="gamma")
+    assert not any(type(m).__name__.startswith("LRP") for m in model.modules())  # left as it was
     nan = inputs["pixel_values"].clone()
     nan[3, 5] = float("nan")
     with pytest.raises(ValueError, match="pixel_values contains NaN"):
