@@ -133,3 +133,30 @@ def test_bad_multimodal_inputs_are_clear_errors(model):
     text_model = BY_NAME["qwen2"].build()
     with pytest.raises(ValueError, match="image_grid_thw does not apply"):
         lrp_triton.attribute(text_model, torch.randint(0, 50, (1, 5)), image_grid_thw=inputs["image_grid_thw"])
+
+
+def test_image_overlay_png_is_reddest_on_the_most_relevant_patch(model, tmp_path):
+    """Red over the image grows with positive relevance (r - (g + b) / 2 = alpha * v * 166 on grey), so the
+    reddest block of the PNG is the patch with the most positive relevance."""
+    pytest.importorskip("matplotlib")
+    from png_pixels import read_png
+
+    inputs = ENTRY.inputs(batch=1)
+    result = lrp_triton.attribute(model, **inputs)
+    pixel_map = result.image_pixel_relevance[0]  # [8, 8]: 4 x 4 patches of 2 x 2 pixels
+    patches = pixel_map.clamp(min=0).view(4, PATCH, 4, PATCH).sum((1, 3))  # positive relevance per patch
+    best = divmod(int(patches.argmax()), 4)
+    image = torch.rand(3, *pixel_map.shape)
+    scale = 6
+    result.image_to_png(tmp_path / "overlay.png", image=image, scale=scale)
+    width, height, pixels = read_png(tmp_path / "overlay.png")
+    side = PATCH * scale  # one patch in PNG pixels
+    redness = torch.zeros(4, 4)
+    for i in range(4):
+        for j in range(4):
+            block = [pixels[y * width + x] for y in range(i * side, (i + 1) * side) for x in range(j * side, (j + 1) * side)]
+            redness[i, j] = sum(max(0, r - (g + b) / 2) for r, g, b in block) / len(block)  # grey and blue: 0
+    assert divmod(int(redness.argmax()), 4) == best, (redness, patches)
+    assert width > 4 * side  # the colour bar beside the image
+    with pytest.raises(IndexError, match="image 2 does not exist"):
+        result.image_to_png(tmp_path / "x.png", index=2)

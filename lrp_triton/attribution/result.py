@@ -150,3 +150,15 @@ class VisionLanguageAttribution(Attribution):
     def text_share(self) -> torch.Tensor:
         """text_total / (image_total + text_total) per row."""
         return self.text_total / (self.image_total + self.text_total)
+
+    def image_to_png(self, path, index: int = 0, image=None, score: int = 0, **kwargs) -> None:
+        """Image `index`'s pixel relevance overlaid on `image` (the image as the model saw it, [H, W],
+        [C, H, W] or [H, W, C]; None: on white) as a PNG with a colour bar (`lrp_triton.render.overlay`;
+        needs matplotlib). `score`: which explained position, when several were. kwargs: alpha, scale, dpi."""
+        from lrp_triton.render.overlay import save_overlay
+
+        if not 0 <= index < len(self.image_pixel_relevance):
+            raise IndexError(f"image_to_png: image {index} does not exist; this result has "
+                             f"{len(self.image_pixel_relevance)} image(s)")
+        relevance = self.image_pixel_relevance[index]
+        save_overlay(relevance[score] if relevance.dim() == 3 else relevance, path, image, **kwargs)
