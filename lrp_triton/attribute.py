@@ -114,7 +114,8 @@ def attribute(model, input_ids=None, *, inputs_embeds=None, attention_mask=None,
         _refuse(family, decoder_input_ids=decoder_input_ids, decoder_attention_mask=decoder_attention_mask)
     if kind == "vision_language":
         _refuse(family, "a vision-language model takes input_ids with pixel_values", inputs_embeds=inputs_embeds,
-                token_type_ids=token_type_ids, latent=latent, linear_rule=None if linear_rule == "epsilon" else linear_rule)
+                token_type_ids=token_type_ids, latent=latent,
+                linear_rule=None if linear_rule == "epsilon" else linear_rule)
         return explain_vision_language(model, adapter, options, input_ids=input_ids, attention_mask=attention_mask,
                                        pixel_values=pixel_values, image_grid_thw=image_grid_thw,
                                        mm_token_type_ids=mm_token_type_ids, target=target,

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 import lrp_triton
-from model_zoo import BY_NAME, VLM_IMAGES, vlm_batch, vlm_row
+from model_zoo import BY_NAME, vlm_batch, vlm_row
 from reference_vlm import vlm_reference
 from scaled_close import assert_rel_close
 
@@ -43,13 +43,23 @@ def patch_sources(t, h, w):
     return torch.tensor(pixels), torch.tensor(patches)
 
 
-def laid_out(flat, sources, size):
-    """Values gathered onto the positions they came from (summed where several copy one)."""
-    return torch.zeros(size, dtype=flat.dtype).index_add_(0, sources, flat.reshape(-1))
+def laid_out(flat, sources, size, shape, magnitude=None):
+    """Values gathered onto the positions they came from (summed where several copy one) as `shape` (its
+    first dim summed when 3-D: the channels), carrying `.magnitude`, the same sum of |terms| (of `magnitude`
+    when given): float32 rounding scales with the terms (scaled_close.summed)."""
+    def gather(values):
+        out = torch.zeros(size, dtype=values.dtype).index_add_(0, sources, values.reshape(-1)).view(shape)
+        return out.sum(0) if len(shape) == 3 else out
+    out = gather(flat)
+    out.magnitude = gather(flat.abs() if magnitude is None else magnitude)
+    return out
 
 
-def test_image_maps_and_totals_match_the_reference(model):
-    images = [list(VLM_IMAGES[:2]), [VLM_IMAGES[2]]]  # two images in the first prompt, one in the second
+@pytest.mark.parametrize("name", ["qwen2_vl", "qwen2_5_vl"])
+def test_image_maps_and_totals_match_the_reference(name):
+    entry = BY_NAME[name]
+    model = entry.build()
+    images = [list(entry.images[:2]), [entry.images[2]]]  # two images in the first prompt, one in the second
     rows = [vlm_row(n, per_row) for n, per_row in zip((5, 8), images)]
     inputs = vlm_batch(rows, images, side="left")
     result = lrp_triton.attribute(model, **inputs, backend="torch")
@@ -63,11 +73,12 @@ def test_image_maps_and_totals_match_the_reference(model):
     for i, (t, h, w) in enumerate(grid.tolist()):
         n = t * h * w
         pixels, patches = patch_sources(t, h, w)
-        expected = laid_out(ref["pixels"][start:start + n], pixels, CHANNELS * h * PATCH * w * PATCH)
-        expected = expected.view(CHANNELS, h * PATCH, w * PATCH).sum(0)
+        expected = laid_out(ref["pixels"][start:start + n], pixels, CHANNELS * h * PATCH * w * PATCH,
+                            (CHANNELS, h * PATCH, w * PATCH))
         assert result.image_pixel_relevance[i].shape == (h * PATCH, w * PATCH)
         errs.append(assert_rel_close(result.image_pixel_relevance[i], expected, 1e-5, f"image {i} pixels"))
-        patch_map = laid_out(ref["patches"][start:start + n], patches, h * w).view(h, w)
+        patch_map = laid_out(ref["patches"][start:start + n], patches, h * w, (h, w),
+                             ref["patches"].magnitude[start:start + n])
         errs.append(assert_rel_close(result.image_patch_relevance[i], patch_map, 1e-5, f"image {i} patches"))
         k = n // MERGE ** 2
         token_map = image_tokens[token_start:token_start + k].view(h // MERGE, w // MERGE)  # merged blocks row-major
@@ -79,7 +90,8 @@ def test_image_maps_and_totals_match_the_reference(model):
         torch.testing.assert_close(result.text_total[b], result.text_relevance[b].sum(), atol=1e-6, rtol=1e-5)
     torch.testing.assert_close(result.image_total + result.text_total, result.relevance.sum(-1))
     torch.testing.assert_close(result.image_share + result.text_share, torch.ones(2))
-    print(f"\n[qwen2_vl maps] max rel err {max(errs):.1e}; image share {result.image_share.tolist()}")
+    print(f"\n[{name} maps] max rel err {max(errs):.1e} (per field {['%.0e' % e for e in errs]}); "
+          f"image share {result.image_share.tolist()}")
 
 
 def test_several_positions_equal_one_at_a_time_and_checkpointed(model):
