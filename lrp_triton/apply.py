@@ -118,6 +118,9 @@ class LRPHandle:
             # every nn.Linear / Conv1D / Conv2d inside the base model (encoder, patch embedding, pooler);
             # task heads outside it (classifier, LM head) keep the epsilon rule
             signed = options.linear_rule == "gamma-signed"
+            if self.adapter.kind == "vision_language":  # its Conv3d patch embedding has no gamma layer yet
+                raise NotImplementedError(f"linear_rule={options.linear_rule!r} is not supported for "
+                                          f"{self.adapter.family} models yet; use the epsilon rule")
             check_gamma_compatible(self.model)
             self._swap(self.adapter.base_model(self.model), lambda m: gamma_replacement(m, options.gamma, signed))
         copies = {}

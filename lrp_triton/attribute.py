@@ -3,8 +3,8 @@
 It validates the rule options once (`LRPOptions.checked`), refuses arguments that do not apply to
 the model's kind, and hands over to the driver in `lrp_triton.attribution`: `decoder` (causal
 LMs), `classifier` (their sequence-classification heads), `encoder` (BERT-family text encoders),
-`vision` (ViT, DeiT, CLIP / SigLIP vision towers), `seq2seq` (T5) or `contrastive` (the joint
-CLIP / SigLIP models: an image-text similarity).
+`vision` (ViT, DeiT, CLIP / SigLIP vision towers), `seq2seq` (T5), `contrastive` (the joint
+CLIP / SigLIP models: an image-text similarity) or `multimodal` (vision-language models: Qwen2-VL).
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from lrp_triton.attribution.classifier import explain_decoder_classifier, sequen
 from lrp_triton.attribution.contrastive import explain_contrastive
 from lrp_triton.attribution.decoder import explain_decoder
 from lrp_triton.attribution.encoder import explain_encoder
+from lrp_triton.attribution.multimodal import explain_vision_language
 from lrp_triton.attribution.result import Attribution
 from lrp_triton.attribution.seq2seq import explain_seq2seq
 from lrp_triton.attribution.vision import explain_vision
@@ -39,7 +40,8 @@ def attribute(model, input_ids=None, *, inputs_embeds=None, attention_mask=None,
               contrast=None, mode: str = "attnlrp", latent: bool = False, checkpoint: bool = False,
               backend: str = "auto", decoder_input_ids=None, decoder_attention_mask=None, tokenizer=None,
               progress: Callable[[int, int], None] | None = None, token_type_ids=None, pixel_values=None,
-              linear_rule: str = "epsilon", gamma: float = 0.25) -> Attribution:
+              linear_rule: str = "epsilon", gamma: float = 0.25, image_grid_thw=None,
+              mm_token_type_ids=None) -> Attribution:
     """Explains a score of a supported HuggingFace model (see `lrp_triton.models.supported_model_types()`).
 
     Args:
@@ -71,6 +73,12 @@ def attribute(model, input_ids=None, *, inputs_embeds=None, attention_mask=None,
             relevance is read (several scores share one batched backward pass).
         token_type_ids: BERT-family encoders. pixel_values: [B, C, H, W], vision transformers and the
             joint CLIP / SigLIP models (with input_ids; one image or one text is paired with every row).
+        pixel_values, image_grid_thw, mm_token_type_ids: vision-language models (Qwen2-VL, Qwen2.5-VL), as
+            the model's processor returns them (`attribute(model, **processor(images=..., text=...))`):
+            the flattened patches [n_patches, patch_dim], the (t, h, w) patch grid of each image, and the
+            token types (default: images where input_ids holds the image token). The result is a
+            `VisionLanguageAttribution`: relevance over the merged sequence, the text tokens', per image
+            pixel [H, W], patch and image-token maps, and the image / text totals.
         linear_rule ("epsilon", "gamma", "gamma-signed"), gamma: the rule of the linear and convolution
             layers of the base model (see `lrp_triton.ops.gamma`); task heads keep the epsilon rule.
 
@@ -109,6 +117,16 @@ def attribute(model, input_ids=None, *, inputs_embeds=None, attention_mask=None,
     family, kind = adapter.family, adapter.kind_for(model)
     if kind != "seq2seq":
         _refuse(family, decoder_input_ids=decoder_input_ids, decoder_attention_mask=decoder_attention_mask)
+    if kind == "vision_language":
+        _refuse(family, "a vision-language model takes input_ids with pixel_values", inputs_embeds=inputs_embeds,
+                token_type_ids=token_type_ids, latent=latent,
+                linear_rule=None if linear_rule == "epsilon" else linear_rule)
+        return explain_vision_language(model, adapter, options, input_ids=input_ids, attention_mask=attention_mask,
+                                       pixel_values=pixel_values, image_grid_thw=image_grid_thw,
+                                       mm_token_type_ids=mm_token_type_ids, target=target,
+                                       position=-1 if position is None else position, contrast=contrast,
+                                       checkpoint=checkpoint, tokenizer=tokenizer, progress=progress)
+    _refuse(family, "for vision-language models", image_grid_thw=image_grid_thw, mm_token_type_ids=mm_token_type_ids)
     if kind in ("causal_lm", "seq2seq"):
         _refuse(family, token_type_ids=token_type_ids, pixel_values=pixel_values,
                 linear_rule=None if linear_rule == "epsilon" else linear_rule)

@@ -87,7 +87,7 @@ RULES = (
     Rule("epsilon", "linear, convolution, lm_head, RoPE, residual add, embedding sums, output scaling",
          "R_i = sum_j z_ij / z_j R_j (the bias absorbs its share)", "the exact gradient",
          "AttnLRP Eq. 8", "torch.nn.functional.linear"),
-    Rule("identity (activation)", "SiLU, GELU, GELU-tanh, ReLU, QuickGELU (CLIP)", "R_x = R_y",
+    Rule("identity (activation)", "SiLU, GELU, GELU-tanh, ReLU, QuickGELU (CLIP, Qwen2-VL's vision tower)", "R_x = R_y",
          "g_x = g_y * act(x) / x (sigmoid(x), Phi(x), (1 + tanh u) / 2, [x > 0], sigmoid(1.702 x))", "AttnLRP Eq. 9",
          "lrp_triton.ops.mlp.lrp_activation", "lrp_triton.kernels.activations.activation_backward",
          "lrp_triton.kernels.activations_torch.activation_backward_torch"),

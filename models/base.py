@@ -121,13 +121,39 @@ class PatchEmbeddings:
 
 
 @dataclass(frozen=True)
+class VisionLanguageParts:
+    """A vision-language model's parts (`Adapter.vision_language_of`), as the multimodal driver uses them.
+
+    The driver embeds the text, runs `image_features(pixel_values, image_grid_thw)` (the vision tower
+    and its projector / merger: one embedding per image token, images in order), puts them at the
+    `image_token_id` positions, and runs `text_model` on the merged sequence with
+    `position_ids(input_ids, mm_token_type_ids, image_grid_thw, attention_mask)` (the model's own
+    position numbering, e.g. 3-D multimodal rotary ids). `image_maps(values, grid, level)` lays out
+    values of the flattened patches (level "pixel": [..., n_patches, patch_dim], "patch": [...,
+    n_patches], "token": [..., n_image_tokens]) as one map per image: [..., H, W] in pixels,
+    [..., grid_h, grid_w] in patches, [..., grid_h / m, grid_w / m] in merged tokens.
+    """
+
+    text_model: nn.Module
+    patch_embedding: nn.Module  # its output: one embedding per patch, in the flattened patch order
+    image_token_id: int
+    image_features: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+    position_ids: Callable[..., torch.Tensor]
+    image_maps: Callable[[torch.Tensor, torch.Tensor, str], list]
+    tokens_per_image: Callable[[torch.Tensor], list]  # image_grid_thw -> image tokens of each image
+    patch_dim: int  # values per flattened patch (channels x temporal patch x patch x patch)
+    mm_token_types: dict = field(default_factory=lambda: {"image": 1})  # mm_token_type_ids of each modality
+
+
+@dataclass(frozen=True)
 class Adapter:
     """One model family: which layers to replace, and where its parts live."""
 
     family: str
     model_types: tuple[str, ...]
     replacements: dict[str, Factory]  # HF class name -> factory
-    kind: str = "causal_lm"  # which driver explains it: causal_lm, encoder, vision, seq2seq, contrastive
+    kind: str = "causal_lm"  # which driver explains it: causal_lm, encoder, vision, seq2seq, contrastive,
+    # vision_language
     final_logit_softcap_attr: str | None = None  # config attribute holding the final-logit cap
     position_embedding_attr: str | None = None  # attribute of the base model (GPT-2: "wpe")
     layers_attrs: tuple[str, ...] = ("layers",)  # (dotted) attributes of the base model: its layer stacks
@@ -154,6 +180,8 @@ class Adapter:
     def kind_for(self, model: nn.Module) -> str:
         """The driver kind of this model class (a family may hold several, see models.clip)."""
         return self.kind
+    # vision-language models (kind "vision_language"): model -> its parts
+    vision_language_of: Callable[[nn.Module], VisionLanguageParts] | None = None
 
     def replacement_for(self, module: nn.Module, options: LRPOptions) -> nn.Module | None:
         """The lrp_triton layer for `module`, or None. Mode "gradient" replaces attention layers only."""

@@ -28,6 +28,7 @@ from reference_lrp import decoder_reference, gpt2_reference, gpt_neox_reference,
 from reference_bart import bart_reference
 from reference_deberta import deberta_reference
 from reference_t5 import t5_reference
+from reference_vlm import vlm_reference
 
 F32, F64 = torch.float32, torch.float64
 
@@ -1268,6 +1269,159 @@ class TowerText(Entry):
         return batch, singles, masks
 
 
+# ------------------------------------------------------------------------------------------------
+# Vision-language models (Qwen2-VL)
+# ------------------------------------------------------------------------------------------------
+VLM_TEXT = dict(vocab_size=97, hidden_size=32, intermediate_size=48, num_hidden_layers=2, num_attention_heads=2,
+                num_key_value_heads=1, max_position_embeddings=128, bos_token_id=1, eos_token_id=2,
+                rope_parameters={"rope_type": "default", "rope_theta": 1000.0, "mrope_section": [2, 3, 3]})
+VLM_VISION = dict(depth=2, embed_dim=32, hidden_size=32, num_heads=2, mlp_ratio=2, patch_size=2, temporal_patch_size=2,
+                  spatial_merge_size=2, in_channels=3)
+VLM_TOKENS = dict(image_token_id=90, video_token_id=91, vision_start_token_id=92, vision_end_token_id=93)
+VLM_IMAGES = ((1, 4, 4), (1, 2, 4), (1, 4, 2))  # (t, h, w) patches: 4, 2 and 2 image tokens
+
+
+def randomize_vlm(model):
+    """Redraws every parameter at a scale where the rules are not trivially linear (norm weights near 1)."""
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if p.dim() == 1 and ("norm" in name or "ln_q" in name) and name.endswith("weight"):
+                p.copy_(1.0 + 0.1 * torch.randn_like(p))
+            elif p.dim() == 1:
+                p.copy_(0.1 * torch.randn_like(p))
+            elif "embed_tokens" in name:
+                p.copy_(torch.randn_like(p))
+            else:
+                p.copy_(torch.randn_like(p) * 1.5 / math.sqrt(p[0].numel()))
+    return model.float().eval()
+
+
+def vlm_row(n_text, images):
+    """Token ids of one prompt: text, then each image as <start> image tokens <end>, then text."""
+    pieces = [torch.randint(3, 90, (n_text - n_text // 2,))]
+    for t, h, w in images:
+        pieces += [torch.tensor([92]), torch.full((t * h * w // 4,), 90), torch.tensor([93])]
+    pieces.append(torch.randint(3, 90, (n_text // 2,)))
+    return torch.cat(pieces)
+
+
+def vlm_batch(rows, images, side="right"):
+    """The processor's outputs for prompts `rows` showing `images` (a list of grids per row)."""
+    ids, mask = pad_rows(rows, side, 0)
+    grids = [g for per_row in images for g in per_row]
+    grid = torch.tensor(grids, dtype=torch.long).reshape(-1, 3)
+    return {"input_ids": ids, "attention_mask": mask, "pixel_values": torch.randn(int(grid.prod(-1).sum()), 24),
+            "image_grid_thw": grid, "mm_token_type_ids": (ids == 90).long()}
+
+
+class VisionLanguage(Entry):
+    kind = "vision_language"
+    padding_sides = ("left", "right")
+    fields = ("relevance", "text_relevance")
+
+    images = VLM_IMAGES
+
+    def __init__(self, name):
+        self.name = self.model_type = name
+        self.cases = (Case(backend="torch", chosen=True, pad=3),
+                      # float64: HF's vision rotary computes q and k in float32 (apply_rotary_pos_emb_vision casts
+                      # them, and its cos / sin tables are float32), so the forward and the gradient through them
+                      # carry float32 rounding: score and relevance agree to 1e-8..5e-7 (seed-dependent at these
+                      # weights), not to float64 rounding
+                      Case(dtype=F64, chosen=True, contrast=True, tol=2e-6),
+                      Case(backend="triton", batch=1),
+                      Case(mode="cp-lrp", batch=1))
+
+    def config(self):
+        return transformers.Qwen2VLConfig(text_config=VLM_TEXT, vision_config=VLM_VISION, **VLM_TOKENS)
+
+    def build(self):
+        return randomize_vlm(transformers.Qwen2VLForConditionalGeneration(self.config()))
+
+    def inputs(self, batch=1, size=None, pad=0):
+        n = size or 7
+        images = [list(self.images[:2])] + [[self.images[2]]] * (batch - 1)  # two images in the first prompt
+        length = n + sum(t * h * w // 4 + 2 for t, h, w in images[0])
+        rows = [vlm_row(length - sum(t * h * w // 4 + 2 for t, h, w in per_row), per_row) for per_row in images]
+        out = vlm_batch(rows, images)  # rows of one length; the last one's last `pad` (text) tokens padding
+        if pad:
+            out["input_ids"][-1, -pad:] = 0
+            out["attention_mask"][-1, -pad:] = False
+            out["mm_token_type_ids"][-1, -pad:] = 0
+        return out
+
+    def explain(self, case, inputs):
+        if not case.chosen:
+            return {}
+        b = inputs["input_ids"].shape[0]
+        kw = dict(position=-2, target=torch.randint(0, 97, (b,)))
+        if case.contrast:
+            kw["contrast"] = torch.randint(0, 97, (b,))
+        return kw
+
+    def reference(self, model, inputs, result, case, request):
+        ids, mask = inputs["input_ids"], inputs["attention_mask"].bool()
+        positions = padded_index(mask, request.get("position", -1))
+        fields, score, z = vlm_reference(model, ids, mask, inputs["pixel_values"], inputs["image_grid_thw"],
+                                         positions, request.get("target", result.target), request.get("contrast"),
+                                         case.mode)
+        rows = torch.arange(len(ids))
+        hidden = (torch.arange(ids.shape[1])[None] > positions[:, None]) | ~mask  # causal, and padding
+        return Reference({k: fields[k] for k in self.fields}, score, z,
+                         lambda: self.outputs(model, inputs)[rows, positions],
+                         zeros={"relevance": hidden, "text_relevance": hidden | (ids == 90)}, position=positions)
+
+    def leaf(self, model, inputs):
+        """The merged sequence (word embeddings, image embeddings at the image tokens), with the model's own
+        3-D position ids."""
+        inner, ids, grid = model.model, inputs["input_ids"], inputs["image_grid_thw"]
+        image = torch.cat(inner.get_image_features(inputs["pixel_values"], grid).pooler_output)
+        embeds = inner.get_input_embeddings()(ids)
+        x = embeds.masked_scatter((ids == 90)[..., None], image.to(embeds.dtype)).detach().requires_grad_()
+        position_ids = inner.get_rope_index(ids, inputs["mm_token_type_ids"], grid,
+                                            attention_mask=inputs["attention_mask"])[0]
+        return x, {"inputs_embeds": x, "attention_mask": inputs["attention_mask"], "position_ids": position_ids}
+
+    def explained(self, out, result):
+        return out.logits[:, -1].gather(-1, result.target[:, None])[:, 0]
+
+    def scalar(self, out):
+        return out.logits[:, -1].max()
+
+    def padding_kwargs(self):
+        return dict(position=-2)
+
+    def padded(self, side):
+        images = [list(self.images[:2]), [self.images[2]]]
+        rows = [vlm_row(n, per_row) for n, per_row in zip((9, 4), images)]
+        batch = vlm_batch(rows, images, side)
+        split = [int(torch.tensor(per_row).prod(-1).sum()) for per_row in images]
+        singles = [dict(vlm_batch([r], [per_row]), pixel_values=pixels)
+                   for r, per_row, pixels in zip(rows, images, batch["pixel_values"].split(split))]
+        return batch, singles, {f: batch["attention_mask"] for f in self.fields}
+
+
+class VisionLanguage25(VisionLanguage):
+    """Qwen2.5-VL: RMSNorms and a gated SiLU MLP in the vision blocks, windowed attention in block 0 (windows of
+    2 x 2 merged tokens: the 4 x 8 patch image spans two), full attention in block 1."""
+
+    images = ((1, 4, 8), (1, 2, 4), (1, 4, 2))
+    padding_sides = ("left",)
+
+    def __init__(self, name):
+        super().__init__(name)
+        self.cases = self.cases[:2]  # the ops of the other cases are Qwen2-VL's, checked there
+
+    def config(self):
+        vision = dict(depth=2, hidden_size=32, intermediate_size=48, num_heads=2, out_hidden_size=32, patch_size=2,
+                      temporal_patch_size=2, spatial_merge_size=2, in_channels=3, window_size=8,
+                      fullatt_block_indexes=[1])
+        return transformers.Qwen2_5_VLConfig(text_config=VLM_TEXT, vision_config=vision, **VLM_TOKENS)
+
+    def build(self):
+        return randomize_vlm(transformers.Qwen2_5_VLForConditionalGeneration(self.config()))
+
+
 ZOO = ([Decoder(f) for f in (*FAMILIES, *VARIANTS)]
        + [Text(n) for n in ("bert-cls", "bert-mlm", "bert-base", "roberta-cls", "roberta-mlm", "xlm-roberta-cls",
                             "xlm-roberta-mlm", "camembert-cls", "camembert-mlm", "distilbert-cls", "distilbert-mlm",
@@ -1277,5 +1431,6 @@ ZOO = ([Decoder(f) for f in (*FAMILIES, *VARIANTS)]
        + [Vision(n) for n in ("vit", "deit")] + [T5(v) for v in T5_VARIANTS] + [Bart(n) for n in BART_FAMILIES]
        + [Dinov2(n) for n in ("dinov2", "dinov2_with_registers")]
        + [DecoderClassifier(f) for f in CLASSIFIERS]
-       + [cls(f) for f in TWO_TOWER for cls in (TwoTower, TowerVision, TowerText)])
+       + [cls(f) for f in TWO_TOWER for cls in (TwoTower, TowerVision, TowerText)]
+       + [VisionLanguage("qwen2_vl"), VisionLanguage25("qwen2_5_vl")])
 BY_NAME = {e.name: e for e in ZOO}

@@ -172,6 +172,7 @@ ACTIVATIONS = {
     "gelu": lambda t: 0.5 * t * (1 + torch.erf(t / math.sqrt(2))),
     "gelu_tanh": lambda t: 0.5 * t * (1 + torch.tanh(math.sqrt(2 / math.pi) * (t + 0.044715 * t ** 3))),
     "relu": torch.relu,
+    "quick_gelu": lambda t: t * torch.sigmoid(1.702 * t),
 }
 
 
@@ -179,14 +180,15 @@ def act_kind(module):
     """The ACTIVATIONS key of a HuggingFace / torch activation module, read from its class.
 
     The reference's own mapping (never lrp_triton's): transformers' ACT2FN classes that compute
-    SiLU, exact GELU, the tanh approximation of GELU, or ReLU."""
+    SiLU, exact GELU, the tanh approximation of GELU, ReLU, or QuickGELU x sigmoid(1.702 x)."""
     from torch import nn
     from transformers import activations as hf
 
     if isinstance(module, nn.GELU):
         return "gelu_tanh" if module.approximate == "tanh" else "gelu"
     kinds = ((nn.SiLU, "silu"), (hf.SiLUActivation, "silu"), (hf.GELUActivation, "gelu"),
-             (hf.GELUTanh, "gelu_tanh"), (hf.NewGELUActivation, "gelu_tanh"), (nn.ReLU, "relu"))
+             (hf.GELUTanh, "gelu_tanh"), (hf.NewGELUActivation, "gelu_tanh"), (nn.ReLU, "relu"),
+             (hf.QuickGELUActivation, "quick_gelu"))
     for cls, kind in kinds:
         if isinstance(module, cls):
             return kind

@@ -22,6 +22,19 @@ from lrp_triton.backend import upcast
 from lrp_triton.ops.elementwise import softcap_by_mode
 
 
+def explained_scores(model, adapter, options, head, hidden, positions, targets, contrasts):
+    """The final hidden states [B, N, hidden] -> (scores [B, P], targets [B, P]): the language-model head
+    only at the explained positions (with the family's output scale and final soft-cap), then the
+    target logit (minus the contrast logit)."""
+    hidden = hidden[torch.arange(hidden.shape[0], device=hidden.device)[:, None], positions]
+    scale = adapter.output_scale(model.config)
+    logits = head(hidden if scale is None else hidden * scale)  # [B, P, vocab]: only where explained
+    cap = adapter.final_logit_softcap(model.config)
+    if cap:
+        logits = softcap_by_mode(logits, cap, options.mode)
+    return logit_scores(logits, targets, contrasts)
+
+
 def explain_decoder(model, adapter, options, *, input_ids, inputs_embeds, attention_mask, target, position, contrast,
                     latent, checkpoint, tokenizer, progress) -> Attribution:
     """See `lrp_triton.attribute` for the arguments; `position` defaults to the last token there."""
@@ -46,13 +59,7 @@ def explain_decoder(model, adapter, options, *, input_ids, inputs_embeds, attent
         with torch.enable_grad():
             hidden = adapter.base_model(model)(inputs_embeds=embeds, attention_mask=mask, use_cache=False,
                                                position_ids=adapter.position_ids(model.config, mask))[0]
-            hidden = hidden[torch.arange(mask.shape[0], device=mask.device)[:, None], positions]
-            scale = adapter.output_scale(model.config)
-            logits = head(hidden if scale is None else hidden * scale)  # [B, P, vocab]: only where explained
-            cap = adapter.final_logit_softcap(model.config)
-            if cap:
-                logits = softcap_by_mode(logits, cap, options.mode)
-            scores, targets = logit_scores(logits, targets, contrasts)
+            scores, targets = explained_scores(model, adapter, options, head, hidden, positions, targets, contrasts)
 
         def read():
             return {"relevance": token_relevance(embeds), "position_relevance": pos_leaf.relevance(like=mask),

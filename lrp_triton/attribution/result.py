@@ -111,3 +111,55 @@ class Attribution:
         from lrp_triton import render
 
         return render.top(self, k)
+
+
+@dataclass
+class VisionLanguageAttribution(Attribution):
+    """What `lrp_triton.attribute` returns for a vision-language model (Qwen2-VL, Qwen2.5-VL).
+
+    `relevance` [B, N] is over the merged sequence the decoder reads: at a text token its word
+    embedding's relevance, at an image token that of the image embedding put there (the vision
+    tower's merger output). With P explained positions a P axis follows B (images: leads).
+
+    Attributes (besides Attribution's):
+        text_relevance: [B, N], the word embeddings' relevance (0 at image tokens).
+        image_mask: bool [B, N], True at image tokens.
+        image_rows: the batch row of each image, in the order of `image_grid_thw`.
+        image_pixel_relevance: per image [H, W] ([P, H, W]): relevance at the pixel values, summed over
+            channels (and the temporal patch's copies of the image), in the resized image's layout.
+        image_patch_relevance: per image [grid_h, grid_w]: at the patch embeddings (the Conv3d output).
+        image_token_relevance: per image [grid_h / m, grid_w / m]: at the image tokens (merged patches).
+        image_total, text_total: [B] sums of `relevance` over image tokens and over text tokens; their sum
+            is the total (`relevance.sum(-1)`).
+    """
+
+    text_relevance: torch.Tensor | None = None
+    image_mask: torch.Tensor | None = None
+    image_rows: list[int] = field(default_factory=list)
+    image_pixel_relevance: list[torch.Tensor] = field(default_factory=list)
+    image_patch_relevance: list[torch.Tensor] = field(default_factory=list)
+    image_token_relevance: list[torch.Tensor] = field(default_factory=list)
+    image_total: torch.Tensor | None = None
+    text_total: torch.Tensor | None = None
+
+    @property
+    def image_share(self) -> torch.Tensor:
+        """image_total / (image_total + text_total) per row: the image's share of the input relevance."""
+        return self.image_total / (self.image_total + self.text_total)
+
+    @property
+    def text_share(self) -> torch.Tensor:
+        """text_total / (image_total + text_total) per row."""
+        return self.text_total / (self.image_total + self.text_total)
+
+    def image_to_png(self, path, index: int = 0, image=None, score: int = 0, **kwargs) -> None:
+        """Image `index`'s pixel relevance overlaid on `image` (the image as the model saw it, [H, W],
+        [C, H, W] or [H, W, C]; None: on white) as a PNG with a colour bar (`lrp_triton.render.overlay`;
+        needs matplotlib). `score`: which explained position, when several were. kwargs: alpha, scale, dpi."""
+        from lrp_triton.render.overlay import save_overlay
+
+        if not 0 <= index < len(self.image_pixel_relevance):
+            raise IndexError(f"image_to_png: image {index} does not exist; this result has "
+                             f"{len(self.image_pixel_relevance)} image(s)")
+        relevance = self.image_pixel_relevance[index]
+        save_overlay(relevance[score] if relevance.dim() == 3 else relevance, path, image, **kwargs)

@@ -103,7 +103,7 @@ def lrp_glu(gate, up, activation="silu", *, backend="auto"):
     Args:
         gate, up: tensors of the same shape and dtype (float32, float16, bfloat16; float64 on the
             PyTorch path), e.g. the outputs of gate_proj and up_proj.
-        activation: one of "silu", "gelu" (erf), "gelu_tanh", "relu".
+        activation: one of "silu", "gelu" (erf), "gelu_tanh", "relu", "quick_gelu".
         backend: "auto", "triton" or "torch" (see `lrp_triton.backend`).
 
     Returns:
@@ -132,7 +132,7 @@ def lrp_activation(x, activation="gelu", *, backend="auto"):
 
     Args:
         x: float32, float16 or bfloat16 tensor of any shape (float64 on the PyTorch path).
-        activation: one of "silu", "gelu" (erf), "gelu_tanh", "relu".
+        activation: one of "silu", "gelu" (erf), "gelu_tanh", "relu", "quick_gelu".
         backend: "auto", "triton" or "torch" (see `lrp_triton.backend`).
 
     Returns:

@@ -1,0 +1,157 @@
+"""Attribution of a vision-language model's logits (adapter kind "vision_language": Qwen2-VL, Qwen2.5-VL).
+
+One forward pass: the word embeddings (a relevance leaf), the vision tower on the pixel values (a
+leaf) and its merger (`VisionLanguageParts.image_features`), the image embeddings put at the image
+tokens (`masked_scatter`, as the model does: a copy, so each position's relevance goes to exactly
+one of the two), the decoder on the merged sequence with the model's own position ids (3-D
+multimodal rotary ids), and the language-model head at the explained positions. Then the backward
+of the explained scores, several positions in one batched pass, as for text decoders
+(`core.one_backward_per_score`).
+
+Read after each backward: token relevance of the merged sequence (`relevance`), of the word
+embeddings (`text_relevance`), the pixel values * grad (summed over channels into one map per
+image), and the patch embeddings' relevance; see `VisionLanguageAttribution`.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from lrp_triton.attribution.core import (OutputTap, applied_for_call, checkpointed, display_extras, frozen_eval, leaf,
+                                         one_backward_per_score, output_size, per_score, stack_scores,
+                                         token_names, token_relevance)
+from lrp_triton.attribution.decoder import explained_scores
+from lrp_triton.attribution.inputs import check_finite, check_text_inputs, integer_ids, model_device, model_dtype
+from lrp_triton.attribution.result import VisionLanguageAttribution
+from lrp_triton.attribution.targets import explained_positions, ids_per_position
+from lrp_triton.backend import upcast
+
+
+def check_images(model, parts, input_ids, pixel_values, image_grid_thw, mm_token_type_ids):
+    """(pixel_values [n_patches, patch_dim] in the model's dtype or None, image_grid_thw [n_images, 3]
+    or None, mm_token_type_ids [B, N], the image rows): what the processor returns, checked against
+    the image tokens of input_ids (one ValueError per mismatch, naming the fix)."""
+    device = model_device(model)
+    is_image = input_ids == parts.image_token_id
+    if mm_token_type_ids is None:
+        mm_token_type_ids = is_image.to(torch.long) * parts.mm_token_types["image"]
+    else:
+        mm_token_type_ids = torch.as_tensor(mm_token_type_ids, device=device)
+        mm_token_type_ids = mm_token_type_ids[None] if mm_token_type_ids.dim() == 1 else mm_token_type_ids
+        if tuple(mm_token_type_ids.shape) != tuple(input_ids.shape):
+            raise ValueError(f"attribute: mm_token_type_ids shape {tuple(mm_token_type_ids.shape)} does not match "
+                             f"input_ids {tuple(input_ids.shape)}")
+        mm_token_type_ids = integer_ids(mm_token_type_ids, "mm_token_type_ids", str(tuple(input_ids.shape)))
+        if not torch.equal(mm_token_type_ids == parts.mm_token_types["image"], is_image):
+            raise ValueError("attribute: mm_token_type_ids must mark exactly the image tokens of input_ids "
+                             f"(id {parts.image_token_id}) as images; videos are not supported")
+    if pixel_values is None or image_grid_thw is None:
+        if pixel_values is not None or image_grid_thw is not None or is_image.any():
+            raise ValueError("attribute: image tokens need both pixel_values and image_grid_thw (as the processor "
+                             "returns them), and pixel_values / image_grid_thw need image tokens in input_ids")
+        return None, None, mm_token_type_ids, []
+    grid = torch.as_tensor(image_grid_thw, device=device)
+    if grid.dim() != 2 or grid.shape[-1] != 3 or grid.shape[0] == 0 or grid.is_floating_point() or (grid <= 0).any():
+        raise ValueError(f"attribute: image_grid_thw must be positive integers [n_images, 3] (t, h, w patches per "
+                         f"image), got {tuple(grid.shape)} {grid.dtype}")
+    pixels = torch.as_tensor(pixel_values, device=device)
+    n_patches = int(grid.prod(-1).sum())
+    if pixels.dim() != 2 or not pixels.is_floating_point() or tuple(pixels.shape) != (n_patches, parts.patch_dim):
+        raise ValueError(f"attribute: pixel_values must be float [n_patches, patch_dim] = ({n_patches}, "
+                         f"{parts.patch_dim}) for image_grid_thw {grid.tolist()} (the image processor's flattened "
+                         f"patches), got {tuple(pixels.shape)} {pixels.dtype}")
+    try:  # each image's patches must fill whole merge blocks
+        parts.image_maps(torch.zeros(n_patches, device=device), grid, "patch")
+    except RuntimeError as error:
+        raise ValueError(f"attribute: image_grid_thw {grid.tolist()} does not fit the model's patch merging "
+                         f"({error})") from None
+    per_image = parts.tokens_per_image(grid)
+    per_row = is_image.sum(-1).tolist()
+    if sum(per_image) != sum(per_row):
+        raise ValueError(f"attribute: input_ids hold {sum(per_row)} image tokens but image_grid_thw "
+                         f"{grid.tolist()} gives {sum(per_image)}; pass the processor's input_ids with its images")
+    rows, row, seen = [], 0, 0
+    for n in per_image:  # images in order, row after row
+        while per_row[row] == seen:
+            row, seen = row + 1, 0
+        if seen + n > per_row[row]:
+            raise ValueError(f"attribute: an image's {n} tokens straddle rows {row} and {row + 1} of input_ids")
+        rows.append(row)
+        seen += n
+    dtype = model_dtype(model)
+    check_finite(pixels, "pixel_values")
+    pixels = pixels.to(dtype)
+    check_finite(pixels, "pixel_values", converted=dtype)
+    return pixels, grid, mm_token_type_ids, rows
+
+
+def explain_vision_language(model, adapter, options, *, input_ids, attention_mask, pixel_values, image_grid_thw,
+                            mm_token_type_ids, target, position, contrast, checkpoint, tokenizer,
+                            progress) -> VisionLanguageAttribution:
+    """See `lrp_triton.attribute` for the arguments; `position` defaults to the last token there."""
+    parts = adapter.vision_language_of(model)
+    head = adapter.head(model)
+    inputs = check_text_inputs(model, input_ids, None, attention_mask, adapter.max_length(model.config))
+    ids, mask = inputs.input_ids, inputs.attention_mask
+    pixels, grid, mm_types, image_rows = check_images(model, parts, ids, pixel_values, image_grid_thw,
+                                                      mm_token_type_ids)
+    is_image = ids == parts.image_token_id
+    positions, several = explained_positions(position, mask)
+    vocab = output_size(head)
+    targets = ids_per_position(target, "target", positions, several, vocab)
+    contrasts = ids_per_position(contrast, "contrast", positions, several, vocab, complete=True)
+    layers = adapter.layers(model)
+
+    with frozen_eval(model), applied_for_call(model, options), checkpointed(layers, checkpoint), \
+            OutputTap(parts.patch_embedding if pixels is not None else None, as_leaf=False) as patches:
+        embeds = leaf(adapter.embeddings(model).word(ids))
+        pixel_leaf = None if pixels is None else leaf(pixels)
+        with torch.enable_grad():
+            merged = embeds
+            if pixel_leaf is not None:
+                image_embeds = parts.image_features(pixel_leaf, grid).to(embeds.dtype)
+                merged = embeds.masked_scatter(is_image[..., None], image_embeds)
+            position_ids = parts.position_ids(ids, mm_types, grid, mask)
+            hidden = parts.text_model(inputs_embeds=merged, attention_mask=mask, position_ids=position_ids,
+                                      use_cache=False)[0]
+            scores, targets = explained_scores(model, adapter, options, head, hidden, positions, targets, contrasts)
+
+        def read():
+            out = {"relevance": token_relevance(merged), "text_relevance": token_relevance(embeds)}
+            if pixel_leaf is not None:
+                grad = pixel_leaf.grad if pixel_leaf.grad is not None else torch.zeros_like(pixel_leaf)
+                out["pixels"] = upcast(pixel_leaf) * upcast(grad)
+                out["patches"] = token_relevance(patches.first)
+            return out
+
+        leaves = [embeds] if pixel_leaf is None else [embeds, pixel_leaf]
+        results = one_backward_per_score(scores, leaves, read, progress, watched=[merged, *patches.tensors])
+    maps = image_fields(parts, grid, [{k: r.pop(k) for k in ("pixels", "patches") if k in r} for r in results],
+                        several)
+    fields = stack_scores(results, several)
+    relevance = fields["relevance"]
+    image = is_image[:, None] if several else is_image
+    if pixels is not None:
+        tokens = relevance.movedim(-1, 1)[is_image].movedim(0, -1)  # [(P,) n_image_tokens], images in order
+        maps["image_token_relevance"] = parts.image_maps(tokens, grid, "token")
+    return VisionLanguageAttribution(
+        **fields, **maps, image_mask=is_image, image_rows=image_rows,
+        image_total=(relevance * image).sum(-1), text_total=(relevance * ~image).sum(-1),
+        target=per_score(targets, several), logit=per_score(upcast(scores.detach()), several),
+        position=per_score(positions, several), contrast=per_score(contrasts, several), input_ids=ids,
+        attention_mask=mask, mode=options.mode, model_type=model.config.model_type,
+        model_name=str(getattr(model, "name_or_path", "") or ""), extras=display_extras(tokenizer),
+        **token_names(tokenizer, ids, per_score(targets, several), per_score(contrasts, several)))
+
+
+def image_fields(parts, grid, per_score_maps: list[dict], several: bool) -> dict:
+    """The per-image pixel and patch maps ([P, ...] first when several scores) from each score's flat
+    pixel relevance [n_patches, patch_dim] and patch relevance [n_patches]."""
+    if grid is None:
+        return {}
+    out = {}
+    for key, level, name in (("pixels", "pixel", "image_pixel_relevance"),
+                             ("patches", "patch", "image_patch_relevance")):
+        flat = [m[key].detach() for m in per_score_maps]
+        out[name] = parts.image_maps(torch.stack(flat) if several else flat[0], grid, level)
+    return out
