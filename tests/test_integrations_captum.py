@@ -90,3 +90,22 @@ def test_plain_captum_llm_gradient_attribution_on_an_applied_model_is_attnlrp_of
         assert_rel_close(ours.token_attr[k], want[:6], 1e-4)
     logit_route = LLMAttnLRP(model, TOK).attribute(inp, target=target)
     assert (logit_route.token_attr - ours.token_attr).abs().max() > 1e-3  # a different score
+
+
+def test_llm_attnlrp_takes_a_template_input_and_generates_a_missing_target():
+    """TextTemplateInput: a value's relevance is the sum over its tokens (template words are no feature);
+    target=None explains the model's own greedy continuation."""
+    model = causal_lm("gemma2", seed=61)
+    inp = captum_attr.TextTemplateInput("the {} sat on {} and", values=["big red cat", "a mat"])
+    explainer = LLMAttnLRP(model, TOK)
+    result = explainer.attribute(inp, target=" it saw")
+    ids = TOK("the big red cat sat on a mat and it saw", return_tensors="pt").input_ids
+    every = lrp_triton.attribute(model, ids[:, :-1], position=[8, 9], target=ids[0, 9:].tolist()).relevance[0]
+    want = torch.stack([every[:, 1:4].sum(-1), every[:, 6:8].sum(-1)], dim=1)
+    assert result.input_tokens == ["big red cat", "a mat"] and result.token_attr.shape == (2, 2)
+    assert_rel_close(result.token_attr, want, 1e-5)
+    generated = explainer.attribute(captum_attr.TextTokenInput("the cat sat on", TOK),
+                                    gen_args={"max_new_tokens": 3, "do_sample": False})
+    continuation = model.generate(TOK("the cat sat on", return_tensors="pt").input_ids, max_new_tokens=3,
+                                  do_sample=False)[0, 4:]
+    assert generated.output_tokens == TOK.convert_ids_to_tokens(continuation.tolist())

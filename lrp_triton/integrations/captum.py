@@ -11,7 +11,8 @@
   embeddings, summed over the hidden dimension); with inputs as embeddings [B, N, hidden], relevance
   of the same shape (Captum's InputXGradient). Either runs on the model applied for the call.
 - `LLMAttnLRP(model, tokenizer)`: Captum's LLM route. Its `attribute(inp, target=...)` takes a
-  `TextTokenInput` and a target string or ids (None: the model's greedy generation) and returns
+  `TextTokenInput` (or a `TextTemplateInput`: each value's relevance is the sum over the tokens
+  that overlap its characters; template text is no feature) and a target string or ids (None: the model's greedy generation) and returns
   Captum's `LLMAttributionResult` (`token_attr` [target tokens, input tokens], `seq_attr`, its
   plotting): every target token explained from ONE forward pass over prompt + target
   (`lrp_triton.attribute` at the T positions; Captum's own route runs T forward passes).
@@ -43,9 +44,39 @@ from lrp_triton.options import LRPOptions
 require("captum", "captum")
 
 from captum.attr import (GradientAttribution, InputXGradient, LayerGradientXActivation,  # noqa: E402
-                         LLMAttributionResult, TextTokenInput)
+                         LLMAttributionResult, TextTemplateInput, TextTokenInput)
 
 SCORES = ("logit", "log_prob")
+_OPEN, _CLOSE = "\ue000", "\ue001"  # private-use characters marking where a template's values go
+
+
+def template_tokens(inp, tokenizer) -> tuple[torch.Tensor, torch.Tensor]:
+    """A TextTemplateInput's text as ids [1, N] and, per token, the feature it belongs to [N] (-1 for
+    template text and special tokens): a token belongs to the value whose characters it overlaps."""
+    if inp.mask is not None:
+        raise NotImplementedError("LLMAttnLRP: a TextTemplateInput with a mask (grouped features) is not supported; "
+                                  "sum the groups' columns of token_attr instead")
+    marked = [f"{_OPEN}{v}{_CLOSE}" for v in inp.values]
+    text = inp.format_fn(**dict(zip(inp.dict_keys, marked))) if inp.dict_keys else inp.format_fn(*marked)
+    spans, plain, start = [], "", None
+    for ch in text:
+        if ch == _OPEN:
+            start = len(plain)
+        elif ch == _CLOSE:
+            spans.append((start, len(plain)))
+        else:
+            plain += ch
+    if plain != inp.to_model_input() or len(spans) != len(inp.values):
+        raise ValueError("LLMAttnLRP: the template does not put each value into the text as it is; "
+                         "use a TextTokenInput")
+    encoded = tokenizer(plain, return_offsets_mapping=True, return_tensors="pt")
+    feature = torch.full((encoded.input_ids.shape[1],), -1, dtype=torch.long)
+    for t, (a, b) in enumerate(encoded.offset_mapping[0].tolist()):
+        for i, (s0, s1) in enumerate(spans):
+            if a < s1 and s0 < b:
+                feature[t] = i
+                break
+    return encoded.input_ids, feature
 
 
 def lm_logits(model, adapter, mode: str, positions: torch.Tensor, input_ids=None, inputs_embeds=None,
@@ -119,10 +150,9 @@ class LLMAttnLRP:
         self.adapter = adapter_for(model)
         self.options = LRPOptions.checked(mode, backend, "epsilon", 0.25, where="LLMAttnLRP")
 
-    def target_ids(self, inp, target, gen_args) -> torch.Tensor:
+    def target_ids(self, prompt: torch.Tensor, target, gen_args) -> torch.Tensor:
         if target is None:  # the model's own continuation (Captum's default generation), on the plain model
             args = gen_args or {"max_new_tokens": 25, "do_sample": False}
-            prompt = inp.to_model_input()
             with torch.no_grad():
                 return self.model.generate(prompt, attention_mask=torch.ones_like(prompt), **args)[0, prompt.shape[1]:]
         if gen_args is not None:
@@ -137,11 +167,14 @@ class LLMAttnLRP:
     def attribute(self, inp, target=None, gen_args=None) -> LLMAttributionResult:
         """token_attr [T, input tokens]: relevance of each target token's score (given the prompt
         and the target tokens before it) at each interpretable input token; seq_attr its sum."""
-        if not isinstance(inp, TextTokenInput):
-            raise TypeError(f"LLMAttnLRP.attribute takes a captum TextTokenInput (gradient relevance is per token), "
+        if isinstance(inp, TextTemplateInput):
+            prompt, feature = template_tokens(inp, self.tokenizer)
+        elif isinstance(inp, TextTokenInput):
+            prompt, feature = inp.to_model_input(), None
+        else:
+            raise TypeError(f"LLMAttnLRP.attribute takes a captum TextTokenInput or TextTemplateInput, "
                             f"got {type(inp).__name__}")
-        prompt = inp.to_model_input()
-        targets = self.target_ids(inp, target, gen_args).to(prompt.device)
+        targets = self.target_ids(prompt, target, gen_args).to(prompt.device)
         if targets.numel() == 0:
             raise ValueError("LLMAttnLRP.attribute: the target has no tokens")
         n = prompt.shape[1]
@@ -154,7 +187,11 @@ class LLMAttnLRP:
         else:
             relevance = self.log_prob_relevance(ids, positions, targets)
         token_attr = relevance[:, :n]
-        if inp.itp_mask is not None:
+        if feature is not None:  # a template's features: the summed relevance of each value's tokens
+            sums = torch.zeros(token_attr.shape[0], len(inp.values), dtype=token_attr.dtype, device=token_attr.device)
+            kept = feature >= 0
+            token_attr = sums.index_add_(1, feature[kept].to(sums.device), token_attr[:, kept.to(sums.device)])
+        elif inp.itp_mask is not None:
             token_attr = token_attr[:, inp.itp_mask[0].to(token_attr.device)]
         tokens = self.tokenizer.convert_ids_to_tokens(targets.tolist())
         return LLMAttributionResult(seq_attr=token_attr.sum(0), token_attr=token_attr, input_tokens=inp.values,

@@ -81,7 +81,8 @@ class AttnLRPAttribution(FeatureAttribution):
             elif handle.mode != self.mode:
                 raise ValueError(f"inseq method {self.method_name!r}: the model is applied with mode "
                                  f"{handle.mode!r}; remove that handle first")
-        if self._default_fn is None:  # while hooked, the default explained score is the logit
+        if self._default_fn is None:  # while hooked, the default explained score is the logit (inseq's
+            # property has no working setter in 0.7.1, hence its attribute)
             self._default_fn = self.attribution_model._default_attributed_fn_id
             self.attribution_model._default_attributed_fn_id = "logit"
         self.attribution_model.is_hooked = True
