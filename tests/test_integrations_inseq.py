@@ -178,3 +178,21 @@ def test_t5_through_attribute_target():
                              target=[int(dec[0, p + 1]) for p in positions])
     assert_rel_close(seq.source_attributions.T.float(), r.relevance[0], 1e-5)
     assert_rel_close(torch.nan_to_num(seq.target_attributions[:-1].T.float()), r.decoder_relevance[0], 1e-5)
+
+
+def test_a_batch_inseq_generates_with_left_padding_is_explained_row_by_row():
+    """Rows of different lengths are padded in inseq's batch; each row's steps (the last K tokens,
+    as inseq counts them in the padded batch) carry attribute's numbers on that row's own tokens."""
+    model = causal_lm("llama", seed=13)
+    m = inseq.load_model(model, "attnlrp", tokenizer=TOK)
+    out = m.attribute(["the cat sat", "a dog ran to the"], generation_args={"max_new_tokens": 3, "do_sample": False},
+                      attributed_fn="logit", show_progress=False)
+    lengths = []
+    for seq in out.sequence_attributions:
+        ids = torch.tensor([[t.id for t in seq.target]])
+        n, k = ids.shape[1], seq.target_attributions.shape[1]
+        lengths.append(n)
+        want = lrp_triton.attribute(model, ids[:, :-1], position=list(range(n - 1 - k, n - 1)),
+                                    target=ids[0, n - k:].tolist()).relevance[0]
+        assert_rel_close(torch.nan_to_num(seq.target_attributions[:-1].T.float()), want, 1e-5)
+    assert lengths[0] != lengths[1]
