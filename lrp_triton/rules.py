@@ -108,6 +108,12 @@ RULES = (
          "exact gradient with dQ, dK x 1/4 and dV x 1/2 (ATTENTION_RULES)", "AttnLRP Propositions 3.1, 3.3",
          "lrp_triton.ops.attention.lrp_attention", "lrp_triton.kernels.attention.attention_backward",
          "lrp_triton.kernels.attention_torch.attention_backward_torch"),
+    Rule("attention sink", "gpt-oss's sinks: a logit s_h per head in the softmax denominator, attending nowhere",
+         "the sink takes its share of relevance and passes it to no token: softmax rule over keys and sink, "
+         "R_sink = s_h (0 - P_sink sum_j R_P_j) absorbed",
+         "the attention rule's gradient with the sink in the log-sum-exp; no gradient to the sink",
+         "AttnLRP Proposition 3.1", "lrp_triton.ops.attention.lrp_attention",
+         "lrp_triton.kernels.attention.attention_forward", "lrp_triton.kernels.attention_torch.attention_forward_torch"),
     Rule("attention through SDPA", "the same rule on torch's scaled_dot_product_attention (lxt's method)",
          "as attention", "SDPA's gradient with dQ, dK x 1/4 and dV x 1/2", "AttnLRP Propositions 3.1, 3.3",
          "lrp_triton.ops.sdpa_attention.lrp_sdpa_attention"),
