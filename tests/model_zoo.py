@@ -125,7 +125,11 @@ FAMILIES = {
     # sparse: a biased router (softmax over the top-2), experts with a clamped SwiGLU whose limit 1.0 clips some
     # gate and up entries at this scale (both sides of each clamp are checked), biases in their own layout
     "gpt_oss": lambda: transformers.GptOssConfig(**COMMON, num_local_experts=4, num_experts_per_tok=2, sliding_window=4,
-                                                 layer_types=["sliding_attention", "full_attention"], swiglu_limit=1.0),
+                                                 layer_types=["sliding_attention", "full_attention"], swiglu_limit=1.0,
+                                                 rope_parameters={"rope_type": "yarn", "rope_theta": 150000.0,
+                                                                  "factor": 4.0, "beta_fast": 32.0, "beta_slow": 1.0,
+                                                                  "truncate": False,
+                                                                  "original_max_position_embeddings": 64}),
     # GraniteMoE: Granite's four factors away from 1 around Mixtral-like layers (top-2 softmax router);
     # GraniteMoE-Shared: the same with an always-on shared expert
     "granitemoe": lambda: transformers.GraniteMoeConfig(**COMMON, num_local_experts=4, num_experts_per_tok=2,
