@@ -90,6 +90,9 @@ def cases(quick):
     if not quick:  # Llama-3-style grouped-query attention: GROUP = 4 is a runtime int, not a constant
         out.append(dict(family="attention", dtype="bf16", D=128, causal=True, mode="attnlrp", B=2, H=32, Hkv=8,
                         N=512))
+        # gpt-oss's attention sinks: a forward variant (HAS_SINKS); its backward kernels are the plain ones
+        out.append(dict(family="attention", dtype="bf16", D=64, causal=True, mode="attnlrp", B=2, H=32, Hkv=8,
+                        N=512, sinks=True))
     norms = [("rms", 4096, 0.0), ("layer", 768, None)] if quick else \
         [("rms", 4096, 0.0), ("rms", 2304, 1.0), ("rms", 8192, 0.0), ("layer", 768, None), ("layer", 8192, None)]
     out += [dict(family=f"{k}_norm", dtype="bf16", hidden=h, offset=o, rows=64) for k, h, o in norms]
@@ -115,7 +118,7 @@ def drive(case):
         b, h, hkv, n, d = case["B"], case["H"], case["Hkv"], case["N"], case["D"]
         q, k, v = r(b, h, n, d), r(b, hkv, n, d), r(b, hkv, n, d)
         kw = dict(causal=case["causal"], scale=d ** -0.5)
-        attention.attention_forward(q, k, v, **kw)
+        attention.attention_forward(q, k, v, **kw, **({"sinks": r(h, dtype=torch.float32)} if case.get("sinks") else {}))
         attention.attention_backward(r(b, h, n, d), q, k, v, r(b, h, n, d), r(b, h, n, dtype=torch.float32),
                                      mode=case["mode"], **kw)
     elif fam == "rms_norm":
@@ -436,7 +439,7 @@ def case_label(case):
     f = case["family"]
     if f == "attention":
         return f"D{case['D']} {'causal' if case['causal'] else 'full'}" + \
-            (f" GQA {case['H']}/{case['Hkv']}" if case["H"] != case["Hkv"] else "")
+            (f" GQA {case['H']}/{case['Hkv']}" if case["H"] != case["Hkv"] else "") + (" sinks" if case.get("sinks") else "")
     if f.endswith("norm"):
         return f"hidden {case['hidden']}" + (" gemma" if case.get("offset") else "")
     return f"{case['act']} numel {case['numel']}"

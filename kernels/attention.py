@@ -8,10 +8,15 @@ Per (batch, head), queries are the last N of M positions (query i sits at positi
     S     = c * tanh(S_raw / c) [if softcap] + bias [if bias] + rel[h, j - i + N - 1] [if relative
             bias], -inf where a key is invisible
     P     = softmax(S),   O = P V
+    sinks (gpt-oss): P_ij = exp(S_ij) / (exp(s_h) + sum_j' exp(S_ij')), a learned logit s_h per head
+            that joins the denominator and attends nowhere (no value: its probability is dropped)
 
 Forward (FlashAttention-2): one program per block of queries walks the visible key blocks with an
 online softmax (running max m, running sum l, rescaled accumulator) and stores O and the log2
-log-sum-exp L = m + log2(l) per row (+inf for a row with no visible key, so that P = 0 there).
+log-sum-exp L = m + log2(l) per row (+inf for a row with no visible key, so that P = 0 there). A sink
+joins (m, l) once after the key tiles, so L includes it; the backward kernels then need no change:
+P recomputed from L is the sink-normalised one, and D = rowsum(dO * O) = sum_j P_ij dP_ij still holds
+because the sink's term has no value (dP = 0). The sink itself receives no gradient (no relevance).
 
 Backward: recompute P = exp2(S * log2(e) - L) tile by tile (no N x M buffer anywhere), with
 D = rowsum(dO * O):
@@ -95,7 +100,7 @@ def _fwd_tile(acc, m_i, l_i, q, k_ptrs, v_ptrs, offs_m, start_n, d_ok, kpm_base,
 @triton.autotune(configs=FWD_CONFIGS, key=TUNE_KEY, prune_configs_by={"early_config_prune": pruner(FWD_HOPPER)})
 @triton.jit
 def _attn_fwd(
-    Q, K, V, O, LSE, KPM, BIAS, REL,
+    Q, K, V, O, LSE, KPM, BIAS, REL, SINKS,
     stride_qb, stride_qh, stride_qn, stride_qd,
     stride_kb, stride_kh, stride_kn, stride_kd,
     stride_vb, stride_vh, stride_vn, stride_vd,
@@ -105,6 +110,7 @@ def _attn_fwd(
     HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr, CAUSAL: tl.constexpr, HAS_WINDOW: tl.constexpr,
     HAS_SOFTCAP: tl.constexpr, HAS_KPM: tl.constexpr, HAS_BIAS: tl.constexpr, HAS_REL: tl.constexpr,
     DOT_F32: tl.constexpr, PRECISION: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+    HAS_SINKS: tl.constexpr,
 ):
     # causal: the last query blocks see the most keys; they start first (heaviest first)
     pid_m = tl.num_programs(0) - 1 - tl.program_id(0) if CAUSAL else tl.program_id(0)
@@ -157,6 +163,13 @@ def _attn_fwd(
                                   False, CAUSAL, HAS_WINDOW, HAS_SOFTCAP, HAS_KPM, HAS_BIAS, HAS_REL, EVEN_D,
                                   DOT_F32, PRECISION, BLOCK_N)
 
+    if HAS_SINKS:  # the head's sink logit joins the running max and sum; it adds nothing to acc (no value)
+        sink = tl.load(SINKS + h).to(tl.float32) * LOG2E
+        m_new = tl.maximum(m_i, sink)
+        alpha = tl.exp2(m_i - m_new)
+        l_i = l_i * alpha + tl.exp2(sink - m_new)
+        acc = acc * alpha[:, None]
+        m_i = m_new
     empty = l_i == 0.0  # a row whose keys are all masked: output 0, P = 0 in the backward
     l_safe = tl.where(empty, 1.0, l_i)
     out = acc / l_safe[:, None]
@@ -203,8 +216,9 @@ def _common(q, k, key_padding_mask, bias, relative_bias, sliding_window, softcap
 
 
 def attention_forward(q, k, v, *, causal, scale, key_padding_mask=None, sliding_window=None,
-                      softcap=None, bias=None, relative_bias=None):
-    """Exact attention. Returns (out [B, H, N, D] in q's dtype, lse [B, H, N] float32, log2 units)."""
+                      softcap=None, bias=None, relative_bias=None, sinks=None):
+    """Exact attention. Returns (out [B, H, N, D] in q's dtype, lse [B, H, N] float32, log2 units);
+    `sinks` [H] (one logit per query head) joins each row's denominator and so its lse."""
     b, h, n, d = q.shape
     hkv, m = k.shape[1], k.shape[2]
     out = buffers.new_output((b, h, n, d), q.dtype, q.device)
@@ -213,8 +227,9 @@ def attention_forward(q, k, v, *, causal, scale, key_padding_mask=None, sliding_
         q, k, key_padding_mask, bias, relative_bias, sliding_window, softcap)
     grid = lambda META: (triton.cdiv(n, META["BLOCK_M"]), b * h)  # noqa: E731
     _attn_fwd[grid](
-        q, k, v, out, lse, kpm, *biases, *q.stride(), *k.stride(), *v.stride(), *out.stride(),
-        kpm_stride, *bias_strides, h, h // hkv, n, m, float(scale), CAUSAL=bool(causal), **scalars, **meta)
+        q, k, v, out, lse, kpm, *biases, q if sinks is None else sinks, *q.stride(), *k.stride(), *v.stride(),
+        *out.stride(), kpm_stride, *bias_strides, h, h // hkv, n, m, float(scale), CAUSAL=bool(causal),
+        HAS_SINKS=sinks is not None, **scalars, **meta)
     return out, lse
 
 

@@ -11,6 +11,9 @@ Attention, per head, with queries the last N of M positions (bottom-right alignm
                                                  rel[h, i, j] = relative_bias[h, j - i + N - 1] (T5)
     P     = softmax(S)                           (rows whose keys are all masked: P = 0)
     O     = P V
+    sinks: P_ij = exp(S_ij) / (exp(s_h) + sum_j' exp(S_ij')): a logit per head in the denominator only
+           (gpt-oss); it is in the saved log-sum-exp, so the backward below is unchanged (D = rowsum(dO * O)
+           holds: the sink has no value), and the sink receives no gradient
 
 Backward, in gradient form (x * x.grad is the relevance of x), with D = rowsum(dO * O):
 
@@ -97,10 +100,11 @@ def _grouped(q, k, bias):
 
 
 def attention_forward_torch(q, k, v, *, causal, scale, key_padding_mask=None, sliding_window=None,
-                            softcap=None, bias=None, relative_bias=None):
+                            softcap=None, bias=None, relative_bias=None, sinks=None):
     """Exact attention. Returns (out [B, H, N, D] in q's dtype, lse [B, H, N] in compute_dtype).
 
-    `lse` is the natural log-sum-exp of each score row, +inf for rows with no visible key.
+    `lse` is the natural log-sum-exp of each score row (with the head's sink logit, `sinks` [H], when
+    given), +inf for rows with no visible key (and no sink).
     """
     b, h, n, d = q.shape
     hkv, m = k.shape[1], k.shape[2]
@@ -115,6 +119,8 @@ def attention_forward_torch(q, k, v, *, causal, scale, key_padding_mask=None, sl
                        key_padding_mask=key_padding_mask, sliding_window=sliding_window,
                        softcap=softcap, bias=bias_g, relative_bias=relative_bias)
         row_lse = torch.logsumexp(s, dim=-1)
+        if sinks is not None:
+            row_lse = torch.logaddexp(row_lse, sinks.to(acc).view(1, hkv, h // hkv, 1))
         empty = torch.isneginf(row_lse)
         row_lse = row_lse.masked_fill(empty, float("inf"))
         p = torch.exp(s - row_lse[..., None])

@@ -6,7 +6,8 @@ function, so registering it changes nothing for any other model. The mode and ba
 the options `apply` left on the attention module (`module.lrp_options`, see `lrp_triton.options`):
 a module reached without them is an error. Its mask function hands over the 2-D padding mask only: causality, sliding
 windows and soft-capping come from the attention module's own arguments and are applied inside
-the kernel (never as an N x M mask tensor).
+the kernel (never as an N x M mask tensor). gpt-oss's attention sinks arrive as `s_aux` ([H], one
+logit per head) and are handed to the kernel as `sinks`.
 
 `sdpa_attention_interface` is the same glue around `lrp_sdpa_attention` (the rule through torch's
 SDPA: lxt's method, the benchmarks' reference), for registering under a name of one's own.
@@ -55,10 +56,9 @@ def lrp_attention_forward(module, query, key, value, attention_mask, dropout: fl
     if dropout:
         raise RuntimeError("lrp_triton attention does not apply attention dropout: put the model in eval "
                            "mode (lrp_triton.attribute does this for its call)")
-    for name in ("s_aux", "position_bias"):  # terms the kernel does not take: refuse, never drop them
-        if kwargs.get(name) is not None:
-            raise NotImplementedError(f"lrp_triton attention does not support `{name}` "
-                                      f"({type(module).__name__}); this model family is not supported")
+    if kwargs.get("position_bias") is not None:  # a term the kernel does not take: refuse, never drop it
+        raise NotImplementedError(f"lrp_triton attention does not support `position_bias` "
+                                  f"({type(module).__name__}); this model family is not supported")
     options = module_options(module)
     if is_causal is None and not hasattr(module, "is_causal"):
         raise NotImplementedError(f"{type(module).__name__} does not say whether it is causal (no `is_causal`); "
@@ -68,7 +68,7 @@ def lrp_attention_forward(module, query, key, value, attention_mask, dropout: fl
     causal = causal and bias is None  # a 4-D mask prepared by the caller already holds causality
     out = lrp_attention(query, key, value, causal=causal, scale=scaling, mode=options.mode,
                         key_padding_mask=key_padding_mask, sliding_window=sliding_window, softcap=softcap,
-                        bias=bias, backend=options.backend)
+                        bias=bias, sinks=kwargs.get("s_aux"), backend=options.backend)
     out = out.transpose(1, 2)
     options.taps.heads(out)
     return out, None
@@ -88,9 +88,6 @@ def sdpa_attention_interface(module, query, key, value, attention_mask, dropout:
     """
     if dropout:
         raise RuntimeError("sdpa_attention_interface: attention dropout is not an LRP rule; put the model in eval mode")
-    if kwargs.get("s_aux") is not None:
-        raise NotImplementedError(f"sdpa_attention_interface: attention sinks (s_aux) of {type(module).__name__} "
-                                  "are not supported")
     causal = bool(is_causal if is_causal is not None else getattr(module, "is_causal", True))
     key_padding_mask, bias = mask_terms(attention_mask, key.shape[2], query.dtype)
     causal = causal and bias is None  # a 4-D mask prepared by the caller already holds causality
@@ -98,7 +95,7 @@ def sdpa_attention_interface(module, query, key, value, attention_mask, dropout:
         bias = position_bias if bias is None else position_bias + bias
     out = lrp_sdpa_attention(query, key, value, causal=causal, scale=scaling, mode=mode,
                              key_padding_mask=key_padding_mask, sliding_window=sliding_window, bias=bias,
-                             softcap=softcap)
+                             softcap=softcap, sinks=kwargs.get("s_aux"))
     return out.transpose(1, 2), None
 
 

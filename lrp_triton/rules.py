@@ -116,6 +116,12 @@ RULES = (
          "exact gradient with dQ, dK, dpk, dpq x 1/4 and dV x 1/2 (ATTENTION_RULES), one query block at a time",
          "AttnLRP Propositions 3.1, 3.3, Eq. 8", "lrp_triton.ops.disentangled_attention.lrp_disentangled_attention",
          None, "lrp_triton.kernels.disentangled_attention_torch.disentangled_attention_backward_torch"),
+    Rule("attention sink", "gpt-oss's sinks: a logit s_h per head in the softmax denominator, attending nowhere",
+         "the sink takes its share of relevance and passes it to no token: softmax rule over keys and sink, "
+         "R_sink = s_h (0 - P_sink sum_j R_P_j) absorbed",
+         "the attention rule's gradient with the sink in the log-sum-exp; no gradient to the sink",
+         "AttnLRP Proposition 3.1", "lrp_triton.ops.attention.lrp_attention",
+         "lrp_triton.kernels.attention.attention_forward", "lrp_triton.kernels.attention_torch.attention_forward_torch"),
     Rule("attention through SDPA", "the same rule on torch's scaled_dot_product_attention (lxt's method)",
          "as attention", "SDPA's gradient with dQ, dK x 1/4 and dV x 1/2", "AttnLRP Propositions 3.1, 3.3",
          "lrp_triton.ops.sdpa_attention.lrp_sdpa_attention"),

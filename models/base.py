@@ -19,7 +19,7 @@ from torch import nn
 
 from lrp_triton.modules import (LRPFusedGatedMLP, LRPGatedMLP, LRPLayerNorm, LRPMLP, LRPMoEExperts, LRPRMSNorm,
                                 activation_name)
-from lrp_triton.modules import LRPSharedExpertMoE, LRPSigmoidTopkRouter
+from lrp_triton.modules import LRPGptOssMLP, LRPSharedExpertMoE, LRPSigmoidTopkRouter
 from lrp_triton.options import LRPOptions
 
 # A replacement factory: (hf_module, options) -> lrp_triton module
@@ -79,9 +79,17 @@ def plain_mlp_named(fc: str, act: str, proj: str, dropout: str | None = None) ->
         return LRPMLP(getattr(m, fc), getattr(m, proj), activation_name(getattr(m, act)),
                       getattr(m, dropout) if dropout else None, backend=options.backend, taps=options.taps)
     return factory
+def fused_gated_mlp_named(gate_up: str, act: str, down: str) -> Factory:
+    """A fused gated MLP `down(act(gate) * up)`, (gate, up) the halves of `gate_up`, under the family's own
+    attribute names -> LRPFusedGatedMLP."""
+    def factory(m, options):
+        return LRPFusedGatedMLP(getattr(m, gate_up), getattr(m, down), activation_name(getattr(m, act)),
+                                mode=options.mode, backend=options.backend, taps=options.taps)
+    return factory
 moe_experts: Factory = LRPMoEExperts.from_hf
 shared_expert_moe: Factory = LRPSharedExpertMoE.from_hf  # a sparse block with a sigmoid-gated shared expert
 sigmoid_topk_router: Factory = LRPSigmoidTopkRouter.from_hf
+gpt_oss_moe: Factory = LRPGptOssMLP.from_hf  # gpt-oss's sparse block: untouched router, clamped-SwiGLU experts
 
 
 def max_position_embeddings(config) -> int | None:

@@ -126,9 +126,26 @@ FAMILIES = {
                                                    topk_group=2, moe_intermediate_size=48, n_shared_experts=1,
                                                    first_k_dense_replace=1, routed_scaling_factor=2.5,
                                                    use_qk_norm=True, norm_topk_prob=True),
+    # gpt-oss: a sink logit per head (drawn in tiny_model), sliding / full layers, biased attention, every layer
+    # sparse: a biased router (softmax over the top-2), experts with a clamped SwiGLU whose limit 1.0 clips some
+    # gate and up entries at this scale (both sides of each clamp are checked), biases in their own layout
+    "gpt_oss": lambda: transformers.GptOssConfig(**COMMON, num_local_experts=4, num_experts_per_tok=2, sliding_window=4,
+                                                 layer_types=["sliding_attention", "full_attention"], swiglu_limit=1.0,
+                                                 rope_parameters={"rope_type": "yarn", "rope_theta": 150000.0,
+                                                                  "factor": 4.0, "beta_fast": 32.0, "beta_slow": 1.0,
+                                                                  "truncate": False,
+                                                                  "original_max_position_embeddings": 64}),
+    # GraniteMoE: Granite's four factors away from 1 around Mixtral-like layers (top-2 softmax router);
+    # GraniteMoE-Shared: the same with an always-on shared expert
+    "granitemoe": lambda: transformers.GraniteMoeConfig(**COMMON, num_local_experts=4, num_experts_per_tok=2,
+                                                        embedding_multiplier=2.5, residual_multiplier=0.6,
+                                                        attention_multiplier=0.11, logits_scaling=3.0),
+    "granitemoeshared": lambda: transformers.GraniteMoeSharedConfig(
+        **COMMON, num_local_experts=4, num_experts_per_tok=2, shared_intermediate_size=80, embedding_multiplier=2.5,
+        residual_multiplier=0.6, attention_multiplier=0.11, logits_scaling=3.0),
 }
 # families whose HF router computes its weights in float32 even in a float64 model
-FLOAT32_ROUTERS = ("mixtral", "qwen2_moe", "qwen3_moe", "olmoe", "glm4_moe")
+FLOAT32_ROUTERS = ("mixtral", "qwen2_moe", "qwen3_moe", "olmoe", "glm4_moe", "granitemoe", "granitemoeshared")
 
 
 # float64 cases that cannot reach float64 rounding because the HF forward rounds to float32 on the way:
@@ -177,6 +194,9 @@ def tiny_model(family: str, seed: int | None = None, config=None):
         for name, buf in model.named_buffers():  # GLM4-MoE's selection bias: drawn so that it changes choices
             if name.endswith("e_score_correction_bias"):
                 buf.copy_(0.1 * torch.randn_like(buf))
+        for name, p in model.named_parameters():  # gpt-oss's sinks: logits large enough to take a real share
+            if name.endswith("self_attn.sinks"):
+                p.copy_(1.0 + torch.randn_like(p))
     return model.float().eval()
 
 
@@ -515,10 +535,10 @@ class Decoder(Entry):
                       tol=F64_TOL.get(family, 1e-12))]
         # olmo: weightless LayerNorm; starcoder2: biased LayerNorm, plain GELU-tanh MLP; gpt_neox: parallel residual
         if family in ("llama", "mixtral", "gemma2", "olmo", "starcoder2", "gpt_neox", "gptj", "qwen2_moe",
-                      "glm4_moe", *DENSE):
+                      "glm4_moe", "gpt_oss", *DENSE):
             cases.append(Case(backend="triton", batch=1, size=21))
         if family in ("llama", "mixtral", "gpt2", "olmo2", "starcoder2", "gpt_neox", "phi", "qwen2_moe", "phimoe",
-                      "glm4_moe", *DENSE):
+                      "glm4_moe", "gpt_oss", "granitemoe", *DENSE):
             cases.append(Case(mode="cp-lrp", size=15))
         self.cases = tuple(cases)
 

@@ -7,6 +7,10 @@ the full score matrix (small inputs only) and walks the layer backwards rule by 
                                       R(z_ijd) = z_ijd / O_id * R_O_id, then half to P, half to V
                                       (CP-LRP: everything to V, P is a constant)
     P = softmax(S)                    softmax rule: R_S = S * (R_P - P * sum_j R_P)
+                                      (with sinks, gpt-oss: the denominator holds exp(s_h) too, and the
+                                      sink is one more softmax entry with R_P = 0 (it attends nowhere):
+                                      the formula is unchanged for the keys, and the sink's own share
+                                      R_sink = s_h * (0 - P_sink * sum_j R_P) goes to no token)
     S = S_cap + bias                  epsilon rule: R_Scap = S_cap / S * R_S (the bias keeps the rest)
     S_cap = c tanh(S_raw / c)         identity rule: R_Sraw = R_Scap
     S_raw_ij = sum_d scale Q_id K_jd  epsilon rule on the terms, half to Q, half to K
@@ -45,7 +49,7 @@ def dense_relative_bias(relative_bias, n, m):
 
 
 def attention_forward_reference(q, k, v, *, causal, scale=None, key_padding_mask=None, sliding_window=None,
-                                softcap=None, bias=None, relative_bias=None):
+                                softcap=None, bias=None, relative_bias=None, sinks=None):
     """float64 eager attention; returns a dict of every intermediate (S_raw, S_cap, S, P, O)."""
     q, k, v = q.double(), k.double(), v.double()
     b, h, n, d = q.shape
@@ -63,20 +67,25 @@ def attention_forward_reference(q, k, v, *, causal, scale=None, key_padding_mask
                      key_padding_mask=key_padding_mask, device=q.device).expand(b, h, n, m)
     s_masked = s.masked_fill(~vis, float("-inf"))
     row_max = s_masked.amax(-1, keepdim=True)
+    sink = None if sinks is None else sinks.double().view(1, h, 1, 1)
+    if sink is not None:
+        row_max = torch.maximum(row_max, sink)
     row_max = torch.where(torch.isfinite(row_max), row_max, torch.zeros_like(row_max))
     e = torch.exp(s_masked - row_max)
     denom = e.sum(-1, keepdim=True)
+    if sink is not None:
+        denom = denom + torch.exp(sink - row_max)
     p = _safe_div(e, denom.expand_as(e))
     out = torch.einsum("bhij,bhjd->bhid", p, vr)
     return dict(q=q, kr=kr, vr=vr, s_raw=s_raw, s_cap=s_cap, s=s, vis=vis, p=p, out=out, scale=scale, g=g)
 
 
 def attention_relevance_reference(q, k, v, grad_out, *, mode, causal, scale=None, key_padding_mask=None,
-                                  sliding_window=None, softcap=None, bias=None, relative_bias=None):
+                                  sliding_window=None, softcap=None, bias=None, relative_bias=None, sinks=None):
     """(R_q, R_k, R_v) in float64 for the upstream relevance R_O = O * grad_out (AttnLRP or CP-LRP)."""
     f = attention_forward_reference(q, k, v, causal=causal, scale=scale, key_padding_mask=key_padding_mask,
                                     sliding_window=sliding_window, softcap=softcap, bias=bias,
-                                    relative_bias=relative_bias)
+                                    relative_bias=relative_bias, sinks=sinks)
     return attention_relevance_from(f, f["out"] * grad_out.double(), mode=mode,
                                     has_bias=bias is not None or relative_bias is not None)
 

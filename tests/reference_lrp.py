@@ -145,6 +145,7 @@ INTERLEAVED_ROPE = ("glm4", "ernie4_5", "cohere", "cohere2")  # model types that
 # rotary tables laid out interleaved (cos_2m = cos_2m+1 = frequency m), not as cat(freqs, freqs)
 INTERLEAVED_TABLE = ("cohere", "cohere2")
 PER_TYPE_ROPE = ("gemma3_text", "olmo3")  # a rotary table per layer type
+HALF_TABLE = ("gpt_oss",)  # rotary tables of head_dim / 2 entries (halves rotated as Llama's)
 PARALLEL_BLOCK = ("cohere", "cohere2")  # x + attn(ln(x)) + mlp(ln(x)) with Llama-style attention
 NORM_BEFORE_CLIP = ("olmoe",)  # q / k norms over the projection, then clip_qkv (OLMo clips, OLMo 2 norms)
 
@@ -257,7 +258,8 @@ def llama_attention(attn, x, cos, sin, mask, cfg, mode):
         q, b_rq = rope(q, cos[:, None], sin[:, None], interleaved)
         k, b_rk = rope(k, cos[:, None], sin[:, None], interleaved)
     o, b_core = attention_core(q, k, v, mode, causal=True, scale=attn.scaling, key_padding_mask=mask,
-                               sliding_window=window, softcap=getattr(attn, "attn_logit_softcapping", None))
+                               sliding_window=window, softcap=getattr(attn, "attn_logit_softcapping", None),
+                               sinks=d64(getattr(attn, "sinks", None)))  # gpt-oss: a sink logit per head
     y, b_o = linear(merge_heads(o), attn.o_proj.weight, attn.o_proj.bias)
 
     def back(r):
@@ -393,7 +395,22 @@ def sparsemixer_routing(router, flat):
     return top_i, w, back
 
 
+def topk_softmax_routing(router, flat):
+    """gpt-oss / GraniteMoE: w = softmax over the top_k logits of x W_r (+ b_r, gpt-oss). Rules: the choice
+    takes no relevance; softmax rule on the selected logits, R_s_j = s_j (R_w_j - w_j sum_k R_w_k), the
+    others take nothing; epsilon on the router (its bias keeps its share)."""
+    s, b_router = linear(flat, router.weight, getattr(router, "bias", None))
+    top_s, top_i = torch.topk(s, router.top_k, dim=-1)
+    w = torch.softmax(top_s, dim=-1)
+
+    def back(r_w):
+        return b_router(torch.zeros_like(s).scatter(-1, top_i, top_s * (r_w - w * r_w.sum(-1, keepdim=True))))
+    return top_i, w, back
+
+
 def moe_routing(moe, flat):
+    if hasattr(moe, "router") and not hasattr(moe.router, "router_jitter_noise"):  # gpt-oss, GraniteMoE
+        return topk_softmax_routing(moe.router, flat)
     if hasattr(moe, "router"):  # PhiMoE
         return sparsemixer_routing(moe.router, flat)
     if hasattr(moe.gate, "e_score_correction_bias"):  # GLM4-MoE
@@ -430,15 +447,17 @@ def moe_block(moe, x, mode):
     flat = x.reshape(-1, hdim)
     top_i, w, b_route = moe_routing(moe, flat)
     experts = moe.experts
-    act = act_kind(experts.act_fn)
     terms, backs = [], []
     for slot in range(top_i.shape[1]):
         term = torch.zeros_like(flat)
         slot_backs = []
         for e in top_i[:, slot].unique().tolist():
             rows = (top_i[:, slot] == e).nonzero().flatten()
-            gate_w, up_w = experts.gate_up_proj[e].chunk(2, dim=0)
-            eo, be = gated_mlp(flat[rows], gate_w, up_w, experts.down_proj[e], act, mode)
+            if hasattr(experts, "limit"):  # gpt-oss
+                eo, be = clamped_swiglu_expert(experts, e, flat[rows], mode)
+            else:
+                gate_w, up_w = experts.gate_up_proj[e].chunk(2, dim=0)
+                eo, be = gated_mlp(flat[rows], gate_w, up_w, experts.down_proj[e], act_kind(experts.act_fn), mode)
             term[rows] = w[rows, slot, None] * eo
             slot_backs.append((rows, eo, be))
         terms.append(term)
@@ -465,6 +484,48 @@ def moe_block(moe, x, mode):
             r_x = r_x + b_route(r_w)
         return r_x.view(b, n, hdim)
     return y.view(b, n, hdim), back
+
+
+def clamped_swiglu_expert(experts, e, x, mode):
+    """gpt-oss expert e: gate_up = x W_e + b_e (gate, up interleaved), y = (clamp(up, -L, L) + 1) *
+    a(gate), a(t) = min(t, L) sigmoid(alpha min(t, L)), out = y D_e + d_e. Rules: epsilon on both
+    projections (the biases keep their shares); identity on the clamped activation (R_gate = R_a);
+    uniform on the product (CP-LRP: a a constant); epsilon on u + 1 (the 1 keeps its share); up's
+    clamp as clip_qkv's (R passes where it does not clip, a clipped entry keeps nothing)."""
+    limit, alpha = experts.limit, experts.alpha
+    gu, b_gu = linear(x, experts.gate_up_proj[e].T, experts.gate_up_proj_bias[e])
+    gate, up = gu[..., ::2], gu[..., 1::2]
+    a, b_a = identity(lambda t: t.clamp(max=limit) * torch.sigmoid(alpha * t.clamp(max=limit)), gate)
+    u, b_u = clamp(up, limit)
+    u1, b_u1 = add(u, torch.ones_like(u))
+    p, b_p = uniform_product(a, u1, mode)
+    y, b_d = linear(p, experts.down_proj[e].T, experts.down_proj_bias[e])
+
+    def back(r):
+        r_a, r_u1 = b_p(b_d(r))
+        r_gu = torch.zeros_like(gu)
+        r_gu[..., ::2] = b_a(r_a)
+        r_gu[..., 1::2] = b_u(b_u1(r_u1)[0])
+        return b_gu(r_gu)
+    return y, back
+
+
+def granite_moe_block(layer, x, mode):
+    """GraniteMoE's block_sparse_moe (moe_block with top-k softmax routing), plus GraniteMoE-Shared's
+    shared_mlp (a fused gated MLP: input_linear's halves (gate, up), output_linear) added to it: epsilon
+    rule over the two terms."""
+    y, back = moe_block(layer.block_sparse_moe, x, mode)
+    shared = getattr(layer, "shared_mlp", None)
+    if shared is None:
+        return y, back
+    gate_w, up_w = shared.input_linear.weight.chunk(2, dim=0)
+    s, b_s = gated_mlp(x, gate_w, up_w, shared.output_linear.weight, act_kind(shared.activation), mode)
+    total, b_sum = add(y, s)
+
+    def back_both(r):
+        r_y, r_s = b_sum(r)
+        return back(r_y) + b_s(r_s)
+    return total, back_both
 
 
 def layer_norms(layer):
@@ -496,6 +557,8 @@ def llama_layer(layer, x, cos, sin, mask, cfg, mode):
     c, b_n3 = norm(x2, pre_mlp)
     if hasattr(layer, "mlp"):
         m, b_mlp = mlp_block(layer.mlp, c, mode)
+    elif hasattr(layer, "block_sparse_moe"):  # GraniteMoE (GraniteMoE-Shared: plus its shared expert)
+        m, b_mlp = granite_moe_block(layer, c, mode)
     else:
         raise AssertionError("unknown MLP layout")
     m, b_n4 = norm(m, post_mlp)
@@ -526,7 +589,7 @@ def parallel_llama_layer(layer, x, cos, sin, mask, cfg, mode):
 
 def _moe_aware_mlp(layer):
     """Mixtral keeps its MoE under `mlp` in transformers 5: route it to moe_block."""
-    return hasattr(layer.mlp, "experts")
+    return hasattr(getattr(layer, "mlp", None), "experts")
 
 
 def head_relevance(h_final, lm_head, positions, target, contrast, softcap, scale=1.0):
@@ -556,7 +619,7 @@ def head_relevance(h_final, lm_head, positions, target, contrast, softcap, scale
 def logit_scale_of(cfg) -> float:
     """The constant the model multiplies its logits by: Granite divides by logits_scaling, Cohere
     multiplies by logit_scale (read from the config the way their ForCausalLM forwards do)."""
-    if cfg.model_type == "granite":
+    if cfg.model_type in ("granite", "granitemoe", "granitemoeshared"):
         return 1.0 / cfg.logits_scaling
     if cfg.model_type in ("cohere", "cohere2"):
         return cfg.logit_scale
@@ -587,6 +650,8 @@ def decoder_reference(model, input_ids, attention_mask, positions, target, contr
             cos, sin = (d64(t) for t in base.rotary_emb(*args))
             if cfg.model_type in INTERLEAVED_TABLE:  # as cat(freqs, freqs), the layout rope() reads
                 cos, sin = (torch.cat([t[..., ::2]] * 2, dim=-1) for t in (cos, sin))
+            if cfg.model_type in HALF_TABLE:  # one entry per frequency: as cat(freqs, freqs)
+                cos, sin = (torch.cat([t] * 2, dim=-1) for t in (cos, sin))
             rotary_cache[kind] = (cos, sin)
         cos, sin = rotary_cache[kind]
         if _moe_aware_mlp(layer):

@@ -346,3 +346,80 @@ def test_triton_symmetric_window_tiles():
     torch.testing.assert_close(out.double(), attention_forward_reference(q, k, v, **kw)["out"], atol=2e-5, rtol=1e-5)
     for actual, expected, name in zip((rq, rk, rv), reference(q, k, v, g, "attnlrp", **kw), ("R_q", "R_k", "R_v")):
         assert_rel_close(actual, expected, 1e-5, name)
+
+
+SINK_CASES = ("cross", "prefix_window", "padding")
+
+
+def sink_case(case, dtype=torch.float32):
+    """Small inputs (the interpreter is slow) with one sink logit per query head, large enough that each sink
+    takes a real share: "cross" non-causal GQA with N != M; "prefix_window" causal GQA, queries the last N of
+    M, a sliding window; "padding" causal MQA with left padding (the padded row's first queries see no key but
+    the sink) and scattered holes."""
+    b, h, hkv, n, m, d = 2, 4, 2, 12, 12, 16
+    kw = dict(causal=True)
+    if case == "cross":
+        n, m, kw = 7, 13, dict(causal=False)
+    elif case == "prefix_window":
+        n, m, kw["sliding_window"] = 9, 16, 5
+    else:
+        hkv = 1
+        mask = torch.ones(b, m, dtype=torch.bool)
+        mask[1, :5] = False
+        mask[0, torch.randperm(m)[:3]] = False
+        kw["key_padding_mask"] = mask
+    q, k, v, grad_out = (torch.randn(b, x, length, d) for x, length in ((h, n), (hkv, m), (hkv, m), (h, n)))
+    kw["sinks"] = 1.0 + 2.0 * torch.randn(h)
+    return q.to(dtype), k.to(dtype), v.to(dtype), grad_out.to(dtype), dict(kw, sinks=kw["sinks"].to(dtype))
+
+
+# every case in every mode on the fast backends; on Triton (the interpreter is slow) every case in AttnLRP mode
+# and the padded one in every mode
+SINK_RUNS = [(c, m, b) for c in SINK_CASES for m in MODES for b in ("torch", "sdpa")] + \
+    [(c, "attnlrp", "triton") for c in SINK_CASES] + [("padding", m, "triton") for m in MODES if m != "attnlrp"]
+
+
+@pytest.mark.parametrize("case, mode, backend", SINK_RUNS)
+def test_sinks_match_explicit_reference(case, mode, backend):
+    """Attention sinks (gpt-oss): the forward is HF's eager formula (the sink one more softmax column, then
+    dropped), and the relevance equals the explicit reference's, where the sink keeps its share."""
+    q, k, v, grad_out, kw = sink_case(case)
+    out, rq, rk, rv = run_op(q, k, v, grad_out, backend, mode, **kw)
+    b, h, n, _ = q.shape
+    m, g = k.shape[2], h // k.shape[1]
+    vis = visibility(b, n, m, causal=kw.get("causal", True), sliding_window=kw.get("sliding_window"),
+                     key_padding_mask=kw.get("key_padding_mask"), device=q.device)
+    scores = (q @ k.repeat_interleave(g, 1).transpose(-1, -2) / math.sqrt(q.shape[-1])).masked_fill(~vis, -math.inf)
+    eager = torch.cat([scores, kw["sinks"].view(1, h, 1, 1).expand(b, h, n, 1)], -1).softmax(-1)[..., :-1]
+    torch.testing.assert_close(out, eager @ v.repeat_interleave(g, 1), atol=2e-5, rtol=1e-5)
+    eq, ek, ev = reference(q, k, v, grad_out, mode, **kw)
+    assert_rel_close(rv, ev, 1e-5, "R_v")
+    if mode == "cp-lrp":
+        assert rq.abs().max() == 0 and rk.abs().max() == 0
+        return
+    assert_rel_close(rq, eq, 1e-5, "R_q")
+    assert_rel_close(rk, ek, 1e-5, "R_k")
+    if mode == "attnlrp":  # the sinks keep a share: less relevance reaches q and k than without them
+        nq, nk, _ = reference(q, k, v, grad_out, mode, **{a: b for a, b in kw.items() if a != "sinks"})
+        assert not torch.allclose(eq.sum(), nq.sum(), rtol=1e-3)
+
+
+@pytest.mark.parametrize("backend", ("torch", "sdpa"))
+@pytest.mark.parametrize("mode", MODES)
+def test_sinks_fp64(mode, backend):
+    q, k, v, grad_out, kw = sink_case("padding", dtype=torch.float64)
+    out, rq, rk, rv = run_op(q, k, v, grad_out, backend, mode, **kw)
+    assert out.dtype == rq.dtype == torch.float64
+    for actual, expected, name in zip((rq, rk, rv), reference(q, k, v, grad_out, mode, **kw), ("R_q", "R_k", "R_v")):
+        if mode == "cp-lrp" and name != "R_v":
+            assert actual.abs().max() == 0
+        else:
+            assert_rel_close(actual, expected, 1e-12, name)
+
+
+def test_sinks_bad_input():
+    q = torch.randn(1, 4, 5, 16)
+    with pytest.raises(ValueError, match=r"sinks must have shape \[heads\] = \(4,\)"):
+        lrp_attention(q, q[:, :2], q[:, :2], sinks=torch.zeros(2))
+    with pytest.raises(TypeError, match="sinks must be a floating-point tensor"):
+        lrp_attention(q, q, q, sinks=torch.zeros(4, dtype=torch.long))

@@ -66,3 +66,47 @@ def test_bfloat16_forward_equals_hf_eager_experts(family):
         with lrp_triton.apply(model):
             assert any(type(m).__name__ == "LRPMoEExperts" for m in model.modules())
             assert torch.equal(model(ids).logits, expected)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_clamped_swiglu_rule_is_the_explicit_one(dtype):
+    """gpt-oss's (clamp(up) + 1) * a(gate): the forward is HF's `_apply_gate` bit for bit, and x * g_x is the
+    explicit relevance: R_gate = R_y / 2 (identity rule on the clamped activation, also where the gate
+    clips), R_up = u / (u + 1) * R_y / 2 where up is not clipped (epsilon rule on u + 1), 0 where it is."""
+    from transformers.models.gpt_oss.modeling_gpt_oss import GptOssExperts
+
+    from lrp_triton.modules import lrp_clamped_swiglu
+
+    hf = GptOssExperts(transformers.GptOssConfig(hidden_size=8, intermediate_size=4, num_local_experts=1,
+                                                 swiglu_limit=1.5))
+    gate, up = (2.0 * torch.randn(5, 41, dtype=dtype)).requires_grad_(), (2.0 * torch.randn(5, 41, dtype=dtype))
+    up.requires_grad_()
+    y = lrp_clamped_swiglu(gate, up, hf.alpha, hf.limit)
+    interleaved = torch.stack([gate, up], -1).flatten(-2)
+    assert torch.equal(y, hf._apply_gate(interleaved))
+    assert (gate > hf.limit).any() and (up.abs() > hf.limit).any()  # both clamps clip somewhere
+    g = torch.randn_like(y)
+    y.backward(g)
+    r_y = (y * g).detach()
+    u = up.detach().clamp(-hf.limit, hf.limit)
+    explicit_up = torch.where(up.detach().abs() <= hf.limit, u / (u + 1) * r_y / 2, torch.zeros_like(r_y))
+    tol = 1e-5 if dtype == torch.float32 else 1e-12
+    torch.testing.assert_close(gate * gate.grad, r_y / 2, rtol=tol, atol=tol * r_y.abs().max().item())
+    torch.testing.assert_close(up * up.grad, explicit_up, rtol=tol, atol=tol * r_y.abs().max().item())
+
+
+def test_gpt_oss_experts_bfloat16_forward_equals_hf_eager():
+    """LRPGptOssExperts' forward is GptOssExperts' (eager) bit for bit in bfloat16 (the zoo checks float32)."""
+    from model_zoo import tiny_model
+
+    from lrp_triton.modules import LRPGptOssExperts
+
+    model = tiny_model("gpt_oss").to(torch.bfloat16)
+    model.set_experts_implementation("eager")
+    hf = model.model.layers[0].mlp.experts
+    x = torch.randn(23, 64, dtype=torch.bfloat16)
+    _, weights, index = model.model.layers[0].mlp.router(x)
+    with torch.no_grad():
+        expected = hf(x, index, weights)
+    for mode in ("attnlrp", "cp-lrp"):
+        assert torch.equal(LRPGptOssExperts(hf, mode=mode)(x, index, weights), expected)

@@ -10,7 +10,9 @@ the twin at N = 1024, and 2.54 s against 10.5 s at N = 2048 (a plain forward + b
 AttnLRP in gradient form is the exact attention gradient with dQ and dK scaled by 1/4 and dV by
 1/2 (see kernels/attention.py for the derivation and the tiled kernel); soft-capping passes its
 identity-rule ratio c*tanh(S/c)/S instead of its derivative. The additive `bias` absorbs its share
-and receives no gradient; the padding mask receives none either.
+and receives no gradient; the padding mask receives none either. Attention sinks (gpt-oss: a logit
+s_h per head in the softmax denominator, attending nowhere) take their share of the softmax rule's
+relevance and pass it to no token; they receive no gradient.
 """
 
 from __future__ import annotations
@@ -40,15 +42,16 @@ class LRPAttentionFunction(torch.autograd.Function):
     for the K streams; the Triton kernels run the streams on their third grid axis)."""
 
     @staticmethod
-    def forward(q, k, v, key_padding_mask, bias, relative_bias, options):
+    def forward(q, k, v, key_padding_mask, bias, relative_bias, options, sinks):
         forward, _ = ATTENTION(options["backend"])
+        extra = {} if sinks is None else {"sinks": sinks}
         return forward(q, k, v, causal=options["causal"], scale=options["scale"],
                        key_padding_mask=key_padding_mask, sliding_window=options["sliding_window"],
-                       softcap=options["softcap"], bias=bias, relative_bias=relative_bias)
+                       softcap=options["softcap"], bias=bias, relative_bias=relative_bias, **extra)
 
     @staticmethod
     def setup_context(ctx, inputs, output):
-        q, k, v, key_padding_mask, bias, relative_bias, options = inputs
+        q, k, v, key_padding_mask, bias, relative_bias, options = inputs[:7]  # (the sinks are in lse)
         out, lse = output
         ctx.mark_non_differentiable(lse)
         ctx.save_for_backward(q, k, v, out, lse, key_padding_mask, bias, relative_bias)
@@ -59,9 +62,9 @@ class LRPAttentionFunction(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_out, grad_lse):
         if not any(ctx.needs_input_grad[:3]):
-            return (None,) * 7
+            return (None,) * 8
         dq, dk, dv = stream_backward(attention_kernel(ctx.options), 1, grad_out, *ctx.saved_tensors)
-        return dq, dk, dv, None, None, None, None
+        return dq, dk, dv, None, None, None, None, None
 
 
 def attention_kernel(o: dict) -> StreamKernel:
@@ -78,7 +81,7 @@ def attention_kernel(o: dict) -> StreamKernel:
 
 
 def lrp_attention(q, k, v, *, causal=True, scale=None, mode="attnlrp", key_padding_mask=None,
-                  sliding_window=None, softcap=None, bias=None, relative_bias=None, backend="auto"):
+                  sliding_window=None, softcap=None, bias=None, relative_bias=None, sinks=None, backend="auto"):
     """Attention whose backward propagates relevance by the chosen LRP rule.
 
     Args:
@@ -95,6 +98,9 @@ def lrp_attention(q, k, v, *, causal=True, scale=None, mode="attnlrp", key_paddi
         bias: additive float tensor broadcastable to [B, H, N, M] (receives no gradient).
         relative_bias: [H, N + M - 1] float, added in the kernel as S[h, i, j] += relative_bias[h, j - i + N - 1]
             (T5's bucketed relative-position bias, looked up per offset: O(N + M) memory, no gradient).
+        sinks: [H] float, one attention-sink logit per query head (gpt-oss): it joins each row's softmax
+            denominator, P_ij = exp(S_ij) / (exp(sinks[h]) + sum_j' exp(S_ij')), and attends nowhere; it
+            takes its share of the relevance, passes it to no token, and receives no gradient.
         backend: "auto", "triton", "torch" or "sdpa" (torch's scaled_dot_product_attention with the
             mode's gradient factors: `lrp_sdpa_attention`; no softcap, no relative_bias); see
             `lrp_triton.backend`.
@@ -102,7 +108,8 @@ def lrp_attention(q, k, v, *, causal=True, scale=None, mode="attnlrp", key_paddi
     Returns:
         out [B, H, N, D] in q's dtype. Rows whose keys are all masked are 0.
     """
-    check_attention_inputs(q, k, v, key_padding_mask, bias, relative_bias, mode, sliding_window, softcap, scale)
+    check_attention_inputs(q, k, v, key_padding_mask, bias, relative_bias, mode, sliding_window, softcap, scale,
+                           sinks=sinks)
     if backend == "auto" and q.device.type == "cpu" and softcap is None and relative_bias is None:
         backend = "sdpa"  # measured on CPU: the fastest exact route (module docstring)
     if backend == "sdpa":
@@ -111,7 +118,7 @@ def lrp_attention(q, k, v, *, causal=True, scale=None, mode="attnlrp", key_paddi
             raise NotImplementedError(f"lrp_attention: backend='sdpa' cannot express {what} through torch's "
                                       "scaled_dot_product_attention; use backend='auto', 'torch' or 'triton'")
         return lrp_sdpa_attention(q, k, v, causal=causal, scale=scale, mode=mode, key_padding_mask=key_padding_mask,
-                                  sliding_window=sliding_window, bias=bias)
+                                  sliding_window=sliding_window, bias=bias, sinks=sinks)
     d = q.shape[3]
     supported = _TRITON_HEAD_DIMS[0] <= d <= _TRITON_HEAD_DIMS[1]
     chosen = resolve_backend(backend, q.device, triton_supports=supported, dtype=q.dtype)
@@ -121,4 +128,5 @@ def lrp_attention(q, k, v, *, causal=True, scale=None, mode="attnlrp", key_paddi
     options = dict(causal=bool(causal), scale=float(default_scale(d) if scale is None else scale),
                    mode=mode, sliding_window=None if sliding_window is None else int(sliding_window),
                    softcap=None if softcap is None else float(softcap), backend=chosen)
-    return LRPAttentionFunction.apply(q, k, v, key_padding_mask, bias, relative_bias, options)[0]
+    sinks = None if sinks is None else sinks.detach()
+    return LRPAttentionFunction.apply(q, k, v, key_padding_mask, bias, relative_bias, options, sinks)[0]

@@ -42,7 +42,8 @@ def check_non_negative(op: str, name: str, value) -> None:
         raise ValueError(f"{op}: {name} must be a non-negative number, got {value!r}")
 
 
-def check_attention_inputs(q, k, v, key_padding_mask, bias, relative_bias, mode, sliding_window, softcap, scale):
+def check_attention_inputs(q, k, v, key_padding_mask, bias, relative_bias, mode, sliding_window, softcap, scale,
+                           sinks=None):
     """Shapes, dtypes, devices and options of an attention call (`lrp_attention`, `lrp_sdpa_attention`)."""
     for name, t in (("q", q), ("k", k), ("v", v)):
         if not isinstance(t, torch.Tensor):
@@ -103,6 +104,13 @@ def check_attention_inputs(q, k, v, key_padding_mask, bias, relative_bias, mode,
                              f"{(h, n + m - 1)}, got {tuple(relative_bias.shape)}")
         if relative_bias.device != q.device:
             raise ValueError(f"lrp_attention: relative_bias is on {relative_bias.device}, q on {q.device}")
+    if sinks is not None:
+        if not isinstance(sinks, torch.Tensor) or not sinks.is_floating_point():
+            raise TypeError("lrp_attention: sinks must be a floating-point tensor [heads] (one logit per query head)")
+        if tuple(sinks.shape) != (h,):
+            raise ValueError(f"lrp_attention: sinks must have shape [heads] = {(h,)}, got {tuple(sinks.shape)}")
+        if sinks.device != q.device:
+            raise ValueError(f"lrp_attention: sinks is on {sinks.device}, q on {q.device}")
     if sliding_window is not None and (isinstance(sliding_window, bool) or int(sliding_window) != sliding_window
                                        or sliding_window < 1):
         raise ValueError(f"lrp_attention: sliding_window must be a positive integer, got {sliding_window!r}")

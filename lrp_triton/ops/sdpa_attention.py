@@ -15,6 +15,10 @@ an identity-forward autograd Function on each input (lxt's `divide_gradient`) ca
 and SDPA's own fused kernels (flash / cuDNN / memory-efficient, picked by torch) do the rest.
 
 Soft-capping (Gemma 2) and the compact relative bias (T5) have no SDPA form: use `lrp_attention`.
+Attention sinks (gpt-oss: a logit s_h per head in the softmax denominator, attending nowhere) have an
+exact one: one extra key that every query sees, with value 0, scored through one extra coordinate
+(s_h / scale in each query of head h, 1 in the sink key, 0 in every other key), so that its score is
+s_h; the extra coordinate's and the sink key's gradients are dropped (the sink takes no gradient).
 """
 
 from __future__ import annotations
@@ -50,20 +54,20 @@ def scale_gradient(x: torch.Tensor, factor: float) -> torch.Tensor:
     return x if factor == 1.0 else ScaleGradient.apply(x, factor)
 
 
-def _check(q, k, v, mode, key_padding_mask, sliding_window, bias, scale, softcap, relative_bias):
+def _check(q, k, v, mode, key_padding_mask, sliding_window, bias, scale, softcap, relative_bias, sinks=None):
     """lrp_attention's checks (named for this op), after refusing what SDPA cannot express."""
     if softcap is not None or relative_bias is not None:
         what = "soft-capping" if softcap is not None else "relative_bias"
         raise NotImplementedError(f"lrp_sdpa_attention: {what} cannot be expressed through "
                                   "scaled_dot_product_attention; use lrp_triton.ops.lrp_attention")
     try:
-        check_attention_inputs(q, k, v, key_padding_mask, bias, None, mode, sliding_window, None, scale)
+        check_attention_inputs(q, k, v, key_padding_mask, bias, None, mode, sliding_window, None, scale, sinks=sinks)
     except (TypeError, ValueError) as e:
         raise type(e)(str(e).replace("lrp_attention:", "lrp_sdpa_attention:", 1)) from None
 
 
 def lrp_sdpa_attention(q, k, v, *, causal=True, scale=None, mode="attnlrp", key_padding_mask=None,
-                       sliding_window=None, bias=None, softcap=None, relative_bias=None):
+                       sliding_window=None, bias=None, softcap=None, relative_bias=None, sinks=None):
     """SDPA attention whose backward is the LRP rule `mode` (the exact gradient, scaled per input).
 
     Args:
@@ -78,6 +82,8 @@ def lrp_sdpa_attention(q, k, v, *, causal=True, scale=None, mode="attnlrp", key_
         sliding_window: query i sees keys j with |i - j| < window (with causal: i - j < window, j <= i;
             without: a symmetric local band, e.g. ModernBERT's local layers).
         bias: additive float tensor broadcastable to [B, H, N, M]; it absorbs its share of relevance.
+        sinks: [H] float, one attention-sink logit per query head (gpt-oss), through the extra key of
+            the module docstring; it takes its share of relevance and passes it to no token.
         softcap, relative_bias: refused (not expressible in SDPA; use `lrp_attention`).
 
     Returns [B, H, N, D] in q's dtype; rows with no visible key are 0 (not NaN). Plain causal
@@ -85,25 +91,18 @@ def lrp_sdpa_attention(q, k, v, *, causal=True, scale=None, mode="attnlrp", key_
     causality, window and padding become one boolean mask [B or 1, 1, N, M], folded into the bias
     when there is one.
     """
-    _check(q, k, v, mode, key_padding_mask, sliding_window, bias, scale, softcap, relative_bias)
+    _check(q, k, v, mode, key_padding_mask, sliding_window, bias, scale, softcap, relative_bias, sinks)
     rule = ATTENTION_RULES[mode]
     n, m = q.shape[2], k.shape[2]
     q, k, v = scale_gradient(q, rule.dqk), scale_gradient(k, rule.dqk), scale_gradient(v, rule.dv)
     gqa = q.shape[1] != k.shape[1]
+    if sinks is not None:
+        return _with_sink(q, k, v, sinks, causal=causal, scale=scale, key_padding_mask=key_padding_mask,
+                          sliding_window=sliding_window, bias=bias, gqa=gqa)
     if key_padding_mask is None and sliding_window is None and bias is None and (not causal or n == m):
         return F.scaled_dot_product_attention(q, k, v, is_causal=bool(causal), scale=scale, enable_gqa=gqa)
 
-    visible = None
-    if causal or sliding_window is not None:
-        q_pos = torch.arange(n, device=q.device)[:, None] + (m - n)
-        k_pos = torch.arange(m, device=q.device)[None, :]
-        visible = (k_pos <= q_pos) if causal else torch.ones(n, m, dtype=torch.bool, device=q.device)
-        if sliding_window is not None:
-            visible = visible & ((q_pos - k_pos).abs() < sliding_window)  # symmetric without causality
-        visible = visible[None, None]
-    if key_padding_mask is not None:
-        pad = key_padding_mask[:, None, None, :]
-        visible = pad if visible is None else visible & pad
+    visible = _visible(q, n, m, causal, sliding_window, key_padding_mask)
     if bias is None:
         mask = visible
         rows = visible.any(-1, keepdim=True)
@@ -115,3 +114,43 @@ def lrp_sdpa_attention(q, k, v, *, causal=True, scale=None, mode="attnlrp", key_
         mask = mask | ~rows if mask.dtype == torch.bool else mask.masked_fill(~rows, 0.0)
     out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=scale, enable_gqa=gqa)
     return out if every_row else torch.where(rows, out, torch.zeros((), dtype=out.dtype, device=out.device))
+
+
+def _visible(q, n, m, causal, sliding_window, key_padding_mask):
+    """Bool [B or 1, 1, N, M]: which keys each query sees (queries the last N of M), or None: all of them."""
+    visible = None
+    if causal or sliding_window is not None:
+        q_pos = torch.arange(n, device=q.device)[:, None] + (m - n)
+        k_pos = torch.arange(m, device=q.device)[None, :]
+        visible = (k_pos <= q_pos) if causal else torch.ones(n, m, dtype=torch.bool, device=q.device)
+        if sliding_window is not None:
+            visible = visible & ((q_pos - k_pos).abs() < sliding_window)  # symmetric without causality
+        visible = visible[None, None]
+    if key_padding_mask is not None:
+        pad = key_padding_mask[:, None, None, :]
+        visible = pad if visible is None else visible & pad
+    return visible
+
+
+def _with_sink(q, k, v, sinks, *, causal, scale, key_padding_mask, sliding_window, bias, gqa):
+    """SDPA with one extra key per kv head (value 0) that every query sees, scored s_h through an extra
+    coordinate (module docstring). Every row sees the sink: no row is empty, its output is 0 where no
+    real key is visible."""
+    b, h, n, d = q.shape
+    hkv, m = k.shape[1], k.shape[2]
+    scale = d ** -0.5 if scale is None else scale
+    column = (sinks.detach().to(q.dtype) / scale).view(1, h, 1, 1).expand(b, h, n, 1)
+    q = torch.cat([q, column], -1)
+    sink_key = torch.zeros(b, hkv, 1, d + 1, dtype=k.dtype, device=k.device)
+    sink_key[..., d] = 1.0
+    k = torch.cat([F.pad(k, (0, 1)), sink_key], 2)
+    v = F.pad(v, (0, 1, 0, 1))  # the sink's value row is 0; the extra column (dropped) keeps D + 1 throughout
+    visible = _visible(q, n, m, causal, sliding_window, key_padding_mask)
+    mask = visible
+    if bias is not None:
+        mask = bias.to(q.dtype) if visible is None else bias.to(q.dtype).masked_fill(~visible, float("-inf"))
+    if mask is not None:
+        mask = mask.reshape((1,) * (4 - mask.dim()) + tuple(mask.shape))
+        mask = F.pad(mask.expand(*mask.shape[:2], n, m), (0, 1), value=True if mask.dtype == torch.bool else 0.0)
+    out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=scale, enable_gqa=gqa)
+    return out[..., :d]
