@@ -71,6 +71,9 @@ def parser() -> argparse.ArgumentParser:
                    help="write the attribution to FILE: .html, .png or .json by extension (repeatable)")
     p.add_argument("--color", choices=("auto", "always", "never"), default="auto",
                    help="terminal colours (default auto: when stdout is a terminal and NO_COLOR is unset)")
+    from lrp_triton.cli_evaluate import add_evaluate_parser
+
+    add_evaluate_parser(sub)
     return top
 
 
@@ -410,6 +413,10 @@ def main(argv=None) -> int:
     try:
         if args.command == "explain":
             return explain(args)
+        if args.command == "evaluate":
+            from lrp_triton.cli_evaluate import run_evaluate
+
+            return run_evaluate(args)
     except CLIError as exc:
         if sys.stderr.isatty():
             sys.stderr.write("\r\x1b[K")  # over a status line still shown
