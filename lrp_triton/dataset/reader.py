@@ -107,7 +107,7 @@ def read_rows(path, columns: Columns = Columns()) -> Iterator[Row | BadRow]:
             continue
         text = record.get(columns.text)
         if not isinstance(text, str) or not text:
-            yield BadRow(line, f"no {columns.text!r} text" if text in (None, "") else
+            yield BadRow(line, f"no {columns.text!r} column, or it is empty" if text in (None, "") else
                          f"the {columns.text!r} column holds a {type(text).__name__}, not text")
             continue
         raw_id = record.get(columns.id)
