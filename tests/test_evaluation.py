@@ -203,6 +203,8 @@ def test_errors(demo):
         evaluate(model, tok, ["a=1 ?a"], score=lambda o, m, r: o)
     with pytest.raises(ValueError, match="need their tokenizer"):
         evaluate(model, None, ["a=1 ?a"])
+    with lrp_triton.apply(model), pytest.raises(ValueError, match="remove the handle first"):
+        evaluate(model, tok, ["a=1 ?a"])
 
 
 def test_cli_writes_table_json_and_png(tmp_path, capsys):

@@ -139,6 +139,7 @@ def explain_dataset(args) -> int:
         o.close()
     progress.close()
     shard.finish(args.out)
-    print(("" if shard.world == 1 else f"rank {shard.rank}: ") + f"explained {written} examples" + (f" ({len(done)} already written)" if done else "") +
+    who = "" if shard.world == 1 else f"rank {shard.rank}: "
+    print(who + f"explained {written} examples" + (f" ({len(done)} already written)" if done else "") +
           (f"; {len(bad)} bad rows skipped" if bad else "") + f"; wrote {', '.join(args.out)}", file=sys.stderr)
     return 0

@@ -20,6 +20,7 @@ from typing import Callable
 
 import torch
 
+from lrp_triton.apply import active_handle
 from lrp_triton.attribution.classifier import sequence_classifier_head
 from lrp_triton.evaluation.perturbation import (fill_image, patch_sums, perturb_patches, perturb_tokens,
                                                 replacement_token)
@@ -56,6 +57,10 @@ class Scorer:
     def __init__(self, model, tokenizer=None, score: Callable | None = None, perturbation=None):
         self.model, self.tokenizer, self.score_fn = model, tokenizer, score
         self.adapter = adapter_for(model)
+        if active_handle(model) is not None:
+            raise ValueError("evaluate: the model is applied (lrp_triton.apply); remove the handle first: the "
+                             "gradient methods need the model's plain backward, and each LRP method applies its "
+                             "own rules")
         self.kind = self.adapter.kind
         self.device = next(model.parameters()).device
         if score is not None and not callable(score):
@@ -105,8 +110,8 @@ class Scorer:
             features = torch.tensor([i for i, t in enumerate(ids.tolist()) if t not in self.special], dtype=torch.long)
             if features.numel() == 0:
                 raise ValueError(f"evaluate: row {index} has no token that can be perturbed")
-            example = Example(index, row, features, input_ids=ids,
-                              token_type_ids=None if types is None or self.kind != "encoder" else types[0].to(self.device))
+            types = None if types is None or self.kind != "encoder" else types[0].to(self.device)
+            example = Example(index, row, features, input_ids=ids, token_type_ids=types)
             example.target = self._given_target(fields, index)
         with torch.no_grad():
             if example.target is None and self.score_fn is None:
