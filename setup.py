@@ -14,7 +14,7 @@ setup(
     python_requires=">=3.10",
     packages=["lrp_triton", "lrp_triton.ops", "lrp_triton.modules", "lrp_triton.kernels", "lrp_triton.models",
               "lrp_triton.render", "lrp_triton.demo", "lrp_triton.attribution",
-              "lrp_triton.integrations"],
+              "lrp_triton.integrations", "lrp_triton.evaluation", "lrp_triton.dataset"],
     package_dir={
         "lrp_triton": "lrp_triton",
         "lrp_triton.kernels": "kernels",

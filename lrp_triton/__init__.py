@@ -12,6 +12,8 @@ from lrp_triton import ops
 from lrp_triton.apply import LRPHandle, apply
 from lrp_triton.attribute import attribute
 from lrp_triton.attribution import Attribution, lrp_cosine_similarity, mean_pool
+from lrp_triton.dataset import attribute_dataset
+from lrp_triton.evaluation import evaluate
 from lrp_triton.ops import lrp_activation, lrp_attention, lrp_glu, lrp_layer_norm, lrp_rms_norm
 
 __version__ = "0.1.0"
@@ -27,5 +29,5 @@ def __getattr__(name):
     raise AttributeError(f"module 'lrp_triton' has no attribute {name!r}")
 
 
-__all__ = ["Attribution", "LRPHandle", "apply", "attribute", "ops", "lrp_activation", "lrp_attention", "lrp_glu",
+__all__ = ["Attribution", "LRPHandle", "apply", "attribute", "attribute_dataset", "evaluate", "ops", "lrp_activation", "lrp_attention", "lrp_glu",
            "lrp_layer_norm", "lrp_rms_norm", "lrp_cosine_similarity", "mean_pool", "__version__"]

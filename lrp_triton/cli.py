@@ -71,6 +71,11 @@ def parser() -> argparse.ArgumentParser:
                    help="write the attribution to FILE: .html, .png or .json by extension (repeatable)")
     p.add_argument("--color", choices=("auto", "always", "never"), default="auto",
                    help="terminal colours (default auto: when stdout is a terminal and NO_COLOR is unset)")
+    from lrp_triton.cli_evaluate import add_evaluate_parser
+    from lrp_triton.dataset.cli import add_dataset_arguments
+
+    add_dataset_arguments(p)
+    add_evaluate_parser(sub)
     return top
 
 
@@ -317,6 +322,10 @@ def _print_top(attribution, k: int) -> None:
 
 
 def explain(args) -> int:
+    if args.dataset is not None:  # a whole data set: lrp_triton.dataset.cli
+        from lrp_triton.dataset.cli import explain_dataset
+
+        return explain_dataset(args)
     _check_args(args)
     source = _model_source(args.model)
     shown = source.shown
@@ -410,6 +419,10 @@ def main(argv=None) -> int:
     try:
         if args.command == "explain":
             return explain(args)
+        if args.command == "evaluate":
+            from lrp_triton.cli_evaluate import run_evaluate
+
+            return run_evaluate(args)
     except CLIError as exc:
         if sys.stderr.isatty():
             sys.stderr.write("\r\x1b[K")  # over a status line still shown
