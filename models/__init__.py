@@ -10,6 +10,7 @@ from lrp_triton.models import (bert, cohere, cohere2, ernie4_5, exaone4, gemma, 
                                qwen3, roberta, smollm3, starcoder2, t5, vit)
 from lrp_triton.models import bart, camembert, distilbert, electra, marian, mbart, mt5, umt5, xlm_roberta  # issue 14
 from lrp_triton.models import glm4_moe, olmoe, phimoe, qwen2_moe, qwen3_moe  # issue 13, MoE
+from lrp_triton.models import deepseek_v2, deepseek_v3  # issue 13, multi-head latent attention
 from lrp_triton.models.base import Adapter
 
 ADAPTERS: dict[str, Adapter] = {
@@ -17,7 +18,7 @@ ADAPTERS: dict[str, Adapter] = {
     for module in (llama, mistral, ministral, mixtral, qwen2, qwen3, gemma, gemma2, gemma3, phi, phi3, gpt2, gpt_neox,
                    gptj, olmo, olmo2, starcoder2, smollm3, glm4, granite, cohere, cohere2, ernie4_5, exaone4, olmo3,
                    t5, bert, roberta, vit, xlm_roberta, camembert, distilbert, electra, mt5, umt5, bart, mbart, marian,
-                   qwen2_moe, qwen3_moe, olmoe, phimoe, glm4_moe)
+                   qwen2_moe, qwen3_moe, olmoe, phimoe, glm4_moe, deepseek_v2, deepseek_v3)
     for model_type in module.ADAPTER.model_types
 }
 
