@@ -135,10 +135,11 @@ FAMILIES = {
             "mscale_all_dim": 1.0, "mscale": 1.0}),
     # V2: both layers sparse (routing matters at every token), q_proj, query/key head dim 8 + 8 < value head dim
     # 24, biased kv_a_proj_with_mqa / o_proj, RoPE on interleaved pairs (complex), softmax router with
-    # group-limited greedy top-2 (2 of 4 groups), scaled, two shared experts
+    # group-limited greedy top-2 within the best of 2 groups (changes the choice of some tokens), scaled, two
+    # shared experts
     "deepseek_v2": lambda: transformers.DeepseekV2Config(
         **MLA, first_k_dense_replace=0, q_lora_rank=None, qk_nope_head_dim=8, qk_rope_head_dim=8, v_head_dim=24,
-        n_routed_experts=8, num_experts_per_tok=2, n_group=4, topk_group=2, topk_method="group_limited_greedy",
+        n_routed_experts=8, num_experts_per_tok=2, n_group=2, topk_group=1, topk_method="group_limited_greedy",
         n_shared_experts=2, routed_scaling_factor=1.5, attention_bias=True),
 }
 # families whose HF router computes its weights in float32 even in a float64 model
