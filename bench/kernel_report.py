@@ -93,6 +93,9 @@ def cases(quick):
         # gpt-oss's attention sinks: a forward variant (HAS_SINKS); its backward kernels are the plain ones
         out.append(dict(family="attention", dtype="bf16", D=64, causal=True, mode="attnlrp", B=2, H=32, Hkv=8,
                         N=512, sinks=True))
+        # multi-head latent attention (DeepSeek-V2/V3): query/key head dim 192, value head dim 128
+        out.append(dict(family="attention", dtype="bf16", D=192, Dv=128, causal=True, mode="attnlrp", B=2, H=16,
+                        Hkv=16, N=512))
     norms = [("rms", 4096, 0.0), ("layer", 768, None)] if quick else \
         [("rms", 4096, 0.0), ("rms", 2304, 1.0), ("rms", 8192, 0.0), ("layer", 768, None), ("layer", 8192, None)]
     out += [dict(family=f"{k}_norm", dtype="bf16", hidden=h, offset=o, rows=64) for k, h, o in norms]
@@ -116,10 +119,11 @@ def drive(case):
     fam = case["family"]
     if fam == "attention":
         b, h, hkv, n, d = case["B"], case["H"], case["Hkv"], case["N"], case["D"]
-        q, k, v = r(b, h, n, d), r(b, hkv, n, d), r(b, hkv, n, d)
+        dv = case.get("Dv", d)  # the value head dim
+        q, k, v = r(b, h, n, d), r(b, hkv, n, d), r(b, hkv, n, dv)
         kw = dict(causal=case["causal"], scale=d ** -0.5)
         attention.attention_forward(q, k, v, **kw, **({"sinks": r(h, dtype=torch.float32)} if case.get("sinks") else {}))
-        attention.attention_backward(r(b, h, n, d), q, k, v, r(b, h, n, d), r(b, h, n, dtype=torch.float32),
+        attention.attention_backward(r(b, h, n, dv), q, k, v, r(b, h, n, dv), r(b, h, n, dtype=torch.float32),
                                      mode=case["mode"], **kw)
     elif fam == "rms_norm":
         x, w = r(case["rows"], case["hidden"]), r(case["hidden"])
@@ -438,7 +442,8 @@ def cfg_label(r):
 def case_label(case):
     f = case["family"]
     if f == "attention":
-        return f"D{case['D']} {'causal' if case['causal'] else 'full'}" + \
+        return f"D{case['D']}" + (f"/Dv{case['Dv']}" if "Dv" in case else "") + \
+            f" {'causal' if case['causal'] else 'full'}" + \
             (f" GQA {case['H']}/{case['Hkv']}" if case["H"] != case["Hkv"] else "") + (" sinks" if case.get("sinks") else "")
     if f.endswith("norm"):
         return f"hidden {case['hidden']}" + (" gemma" if case.get("offset") else "")

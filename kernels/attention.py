@@ -28,6 +28,9 @@ D = rowsum(dO * O):
                                                              query heads of its kv group: no atomics)
     dQ     = rule.dqk * scale * dS_raw K                     kernel attn_bwd_dq
 
+The value head dim D_v (V, O, dO, dV: its own tile width BLOCK_DV) may differ from the query/key head
+dim D (multi-head latent attention, DeepSeek-V2/V3: 128 against 192); the rule does not change.
+
 AttnLRP folds its constant factors into the epilogue (dqk = 1/4, dv = 1/2); CP-LRP skips dQ and
 dK (dqk = 0). Grouped-query attention maps query head h to kv head h // (H / Hkv) in the kernel;
 repeated keys are never materialised.
@@ -50,11 +53,11 @@ from lrp_triton.rules import ATTENTION_RULES
 # Forward
 # ----------------------------------------------------------------------------------------------
 @triton.jit
-def _fwd_tile(acc, m_i, l_i, q, k_ptrs, v_ptrs, offs_m, start_n, d_ok, kpm_base, bias_base, stride_bn, stride_bm,
+def _fwd_tile(acc, m_i, l_i, q, k_ptrs, v_ptrs, offs_m, start_n, d_ok, dv_ok, kpm_base, bias_base, stride_bn, stride_bm,
               rel_base, stride_rm, N, M, scale, qk_scale, softcap, window,
               MASKED: tl.constexpr, CAUSAL: tl.constexpr, HAS_WINDOW: tl.constexpr, HAS_SOFTCAP: tl.constexpr,
               HAS_KPM: tl.constexpr, HAS_BIAS: tl.constexpr, HAS_REL: tl.constexpr, EVEN_D: tl.constexpr,
-              DOT_F32: tl.constexpr, PRECISION: tl.constexpr, BLOCK_N: tl.constexpr):
+              EVEN_DV: tl.constexpr, DOT_F32: tl.constexpr, PRECISION: tl.constexpr, BLOCK_N: tl.constexpr):
     """One key tile of the online softmax: (acc, m, l) after the keys [start_n, start_n + BLOCK_N).
 
     Interior tiles (MASKED False: every key visible to every query of the block) load without masks
@@ -63,7 +66,7 @@ def _fwd_tile(acc, m_i, l_i, q, k_ptrs, v_ptrs, offs_m, start_n, d_ok, kpm_base,
     offs_n = start_n + tl.arange(0, BLOCK_N)
     n_ok = offs_n < M
     k_t = load_rows(k_ptrs, n_ok[None, :], d_ok[:, None], MASKED, not EVEN_D)  # K^T tile [BLOCK_D, BLOCK_N]
-    v = load_rows(v_ptrs, n_ok[:, None], d_ok[None, :], MASKED, not EVEN_D)
+    v = load_rows(v_ptrs, n_ok[:, None], dv_ok[None, :], MASKED, not EVEN_DV)  # V tile [BLOCK_N, BLOCK_DV]
     if DOT_F32:
         k_t = k_t.to(tl.float32)
         v = v.to(tl.float32)
@@ -107,7 +110,8 @@ def _attn_fwd(
     stride_ob, stride_oh, stride_on, stride_od,
     stride_kpm_b, stride_bb, stride_bh, stride_bn, stride_bm, stride_rh, stride_rm,
     H, GROUP, N, M, scale, softcap, window, N_BUCKET, M_BUCKET,
-    HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr, CAUSAL: tl.constexpr, HAS_WINDOW: tl.constexpr,
+    HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr, HEAD_DV: tl.constexpr, BLOCK_DV: tl.constexpr,
+    CAUSAL: tl.constexpr, HAS_WINDOW: tl.constexpr,
     HAS_SOFTCAP: tl.constexpr, HAS_KPM: tl.constexpr, HAS_BIAS: tl.constexpr, HAS_REL: tl.constexpr,
     DOT_F32: tl.constexpr, PRECISION: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
     HAS_SINKS: tl.constexpr,
@@ -119,11 +123,14 @@ def _attn_fwd(
     h = (pid_bh % H).to(tl.int64)
     hk = h // GROUP  # grouped-query attention: kv head of this query head
     EVEN_D: tl.constexpr = HEAD_DIM == BLOCK_D
+    EVEN_DV: tl.constexpr = HEAD_DV == BLOCK_DV
 
     m0 = pid_m * BLOCK_M
     offs_m = m0 + tl.arange(0, BLOCK_M)
     offs_d = tl.arange(0, BLOCK_D)
     d_ok = offs_d < HEAD_DIM
+    offs_dv = tl.arange(0, BLOCK_DV)  # the value head dim (V, O) may differ from the query/key one
+    dv_ok = offs_dv < HEAD_DV
     q = tl.load(Q + b * stride_qb + h * stride_qh + offs_m[:, None].to(tl.int64) * stride_qn + offs_d[None, :] * stride_qd,
                 mask=(offs_m[:, None] < N) & d_ok[None, :], other=0.0)
     if DOT_F32:
@@ -137,7 +144,7 @@ def _attn_fwd(
 
     m_i = tl.full([BLOCK_M], NEG_INF, dtype=tl.float32)  # running row max of S * log2(e)
     l_i = tl.zeros([BLOCK_M], dtype=tl.float32)  # running row sum of exp2(S * log2(e) - m_i)
-    acc = tl.zeros([BLOCK_M, BLOCK_D], dtype=tl.float32)  # running sum of P V (unnormalised)
+    acc = tl.zeros([BLOCK_M, BLOCK_DV], dtype=tl.float32)  # running sum of P V (unnormalised)
 
     # keys [lo, hi): first the masked boundary tiles [lo, a) and [b, hi) in one run, then the unmasked
     # interior [a, b); tile addresses are a 64-bit scalar base plus loop-invariant 32-bit offsets
@@ -145,23 +152,23 @@ def _attn_fwd(
     a, b_int = interior_keys(m0, lo, hi, N, M, window, CAUSAL, HAS_WINDOW, BLOCK_M, BLOCK_N)
     rows = tl.arange(0, BLOCK_N)
     kt_off = rows[None, :] * stride_kn + offs_d[:, None] * stride_kd  # K^T tile [BLOCK_D, BLOCK_N]
-    v_off = rows[:, None] * stride_vn + offs_d[None, :] * stride_vd
+    v_off = rows[:, None] * stride_vn + offs_dv[None, :] * stride_vd
     n_lo = tl.cdiv(a - lo, BLOCK_N)  # (a may sit at hi, off the tile grid)
     for t in range(0, n_lo + tl.cdiv(hi - b_int, BLOCK_N)):
         start_n = lo + t * BLOCK_N + (t >= n_lo).to(tl.int32) * (b_int - lo - n_lo * BLOCK_N)
         row0 = tl.cast(start_n, tl.int64)
         acc, m_i, l_i = _fwd_tile(acc, m_i, l_i, q, k_base + row0 * stride_kn + kt_off,
-                                  v_base + row0 * stride_vn + v_off, offs_m, start_n, d_ok, kpm_base, bias_base,
+                                  v_base + row0 * stride_vn + v_off, offs_m, start_n, d_ok, dv_ok, kpm_base, bias_base,
                                   stride_bn, stride_bm, rel_base, stride_rm, N, M, scale, qk_scale, softcap, window,
                                   True, CAUSAL, HAS_WINDOW, HAS_SOFTCAP, HAS_KPM, HAS_BIAS, HAS_REL, EVEN_D,
-                                  DOT_F32, PRECISION, BLOCK_N)
+                                  EVEN_DV, DOT_F32, PRECISION, BLOCK_N)
     for start_n in range(a, b_int, BLOCK_N):
         row0 = tl.cast(start_n, tl.int64)
         acc, m_i, l_i = _fwd_tile(acc, m_i, l_i, q, k_base + row0 * stride_kn + kt_off,
-                                  v_base + row0 * stride_vn + v_off, offs_m, start_n, d_ok, kpm_base, bias_base,
+                                  v_base + row0 * stride_vn + v_off, offs_m, start_n, d_ok, dv_ok, kpm_base, bias_base,
                                   stride_bn, stride_bm, rel_base, stride_rm, N, M, scale, qk_scale, softcap, window,
                                   False, CAUSAL, HAS_WINDOW, HAS_SOFTCAP, HAS_KPM, HAS_BIAS, HAS_REL, EVEN_D,
-                                  DOT_F32, PRECISION, BLOCK_N)
+                                  EVEN_DV, DOT_F32, PRECISION, BLOCK_N)
 
     if HAS_SINKS:  # the head's sink logit joins the running max and sum; it adds nothing to acc (no value)
         sink = tl.load(SINKS + h).to(tl.float32) * LOG2E
@@ -174,8 +181,8 @@ def _attn_fwd(
     l_safe = tl.where(empty, 1.0, l_i)
     out = acc / l_safe[:, None]
     lse = tl.where(empty, float("inf"), m_i + tl.log2(l_safe))
-    tl.store(O + b * stride_ob + h * stride_oh + offs_m[:, None].to(tl.int64) * stride_on + offs_d[None, :] * stride_od,
-             out.to(O.dtype.element_ty), mask=(offs_m[:, None] < N) & d_ok[None, :])
+    tl.store(O + b * stride_ob + h * stride_oh + offs_m[:, None].to(tl.int64) * stride_on + offs_dv[None, :] * stride_od,
+             out.to(O.dtype.element_ty), mask=(offs_m[:, None] < N) & dv_ok[None, :])
     tl.store(LSE + pid_bh.to(tl.int64) * N + offs_m, lse, mask=offs_m < N)
 
 
@@ -215,16 +222,22 @@ def _common(q, k, key_padding_mask, bias, relative_bias, sliding_window, softcap
     return kpm, kpm_stride, (bias_t, rel_t), bias_strides + rel_strides, scalars, meta
 
 
+def _value_dims(v):
+    """The value head dim D_v (V, O, dO, dV) and its tile width; D_v may differ from D_qk (MLA: 128 vs 192)."""
+    return dict(HEAD_DV=v.shape[3], BLOCK_DV=max(16, triton.next_power_of_2(v.shape[3])))
+
+
 def attention_forward(q, k, v, *, causal, scale, key_padding_mask=None, sliding_window=None,
                       softcap=None, bias=None, relative_bias=None, sinks=None):
-    """Exact attention. Returns (out [B, H, N, D] in q's dtype, lse [B, H, N] float32, log2 units);
+    """Exact attention. Returns (out [B, H, N, D_v] in q's dtype, lse [B, H, N] float32, log2 units);
     `sinks` [H] (one logit per query head) joins each row's denominator and so its lse."""
     b, h, n, d = q.shape
     hkv, m = k.shape[1], k.shape[2]
-    out = buffers.new_output((b, h, n, d), q.dtype, q.device)
+    out = buffers.new_output((b, h, n, v.shape[3]), q.dtype, q.device)
     lse = buffers.new_output((b, h, n), torch.float32, q.device)
     kpm, kpm_stride, biases, bias_strides, scalars, meta = _common(
         q, k, key_padding_mask, bias, relative_bias, sliding_window, softcap)
+    meta.update(_value_dims(v))
     grid = lambda META: (triton.cdiv(n, META["BLOCK_M"]), b * h)  # noqa: E731
     _attn_fwd[grid](
         q, k, v, out, lse, kpm, *biases, q if sinks is None else sinks, *q.stride(), *k.stride(), *v.stride(),
@@ -237,32 +250,33 @@ def attention_backward(do, q, k, v, out, lse, *, causal, scale, mode, key_paddin
                        sliding_window=None, softcap=None, bias=None, relative_bias=None):
     """The mode's gradient form (module docstring) for (q, k, v), each in its input's dtype.
 
-    `do` is one cotangent [B, H, N, D] or K stacked cotangents [K, B, H, N, D] (several explained scores
-    through one backward): then dq is [K, B, H, N, D] and dk, dv are [K, B, Hkv, M, D]. The streams share
-    q, k, v, O and the log-sum-exp; each is one slice of the kernels' third grid axis.
+    `do` is one cotangent [B, H, N, D_v] or K stacked cotangents [K, B, H, N, D_v] (several explained scores
+    through one backward): then dq is [K, B, H, N, D], dk [K, B, Hkv, M, D] and dv [K, B, Hkv, M, D_v]. The
+    streams share q, k, v, O and the log-sum-exp; each is one slice of the kernels' third grid axis.
     """
     rule = ATTENTION_RULES[mode]
     b, h, n, d = q.shape
-    hkv, m = k.shape[1], k.shape[2]
+    hkv, m, d_v = k.shape[1], k.shape[2], v.shape[3]
     streams = do.dim() == 5
-    if streams and tuple(do.shape[1:]) != (b, h, n, d) or not streams and tuple(do.shape) != (b, h, n, d):
-        raise ValueError(f"attention_backward: do has shape {tuple(do.shape)}; expected {(b, h, n, d)} or "
-                         f"(K, {b}, {h}, {n}, {d})")
+    if streams and tuple(do.shape[1:]) != (b, h, n, d_v) or not streams and tuple(do.shape) != (b, h, n, d_v):
+        raise ValueError(f"attention_backward: do has shape {tuple(do.shape)}; expected {(b, h, n, d_v)} or "
+                         f"(K, {b}, {h}, {n}, {d_v})")
     ks = do.shape[0] if streams else 1
     do_strides = tuple(do.stride()) if streams else (0, *do.stride())
     lead = (ks,) if streams else ()
     kpm, kpm_stride, biases, bias_strides, scalars, meta = _common(
         q, k, key_padding_mask, bias, relative_bias, sliding_window, softcap)
-    block_d = meta["BLOCK_D"]
+    meta.update(_value_dims(v))
     compute_dqk = rule.dqk != 0.0
 
     delta = buffers.new_output((ks, b, h, n), torch.float32, q.device)
-    if compute_dqk:
+    if compute_dqk:  # D = rowsum(dO * O): over the value head dim
         attn_bwd_delta[(triton.cdiv(n, 32), b * h, ks)](
-            out, do, delta, *out.stride(), *do_strides, b * h, h, n, HEAD_DIM=d, BLOCK_D=block_d, BLOCK_M=32)
+            out, do, delta, *out.stride(), *do_strides, b * h, h, n, HEAD_DIM=d_v, BLOCK_D=meta["BLOCK_DV"],
+            BLOCK_M=32)
 
     dk = buffers.new_output((*lead, b, hkv, m, d), k.dtype, q.device)
-    dv = buffers.new_output((*lead, b, hkv, m, d), v.dtype, q.device)
+    dv = buffers.new_output((*lead, b, hkv, m, d_v), v.dtype, q.device)
     attn_bwd_dkdv[lambda META: (triton.cdiv(m, META["BLOCK_N"]), b * hkv, ks)](
         q, k, v, do, lse, delta, dk, dv, kpm, *biases,
         *q.stride(), *k.stride(), *v.stride(), *do_strides, kpm_stride, *bias_strides,

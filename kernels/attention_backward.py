@@ -44,11 +44,11 @@ def attn_bwd_delta(
 
 
 @triton.jit
-def _dkdv_tile(dk, dv, k, v, keep, q_ptrs, do_ptrs, lse_row, delta_row, offs_n, start_m, d_ok, bias_base, stride_bn,
-               stride_bm, rel_base, stride_rm, N, M, scale, qk_scale, softcap, window,
+def _dkdv_tile(dk, dv, k, v, keep, q_ptrs, do_ptrs, lse_row, delta_row, offs_n, start_m, d_ok, dv_ok, bias_base,
+               stride_bn, stride_bm, rel_base, stride_rm, N, M, scale, qk_scale, softcap, window,
                MASKED: tl.constexpr, CAUSAL: tl.constexpr, HAS_WINDOW: tl.constexpr, HAS_SOFTCAP: tl.constexpr,
                HAS_KPM: tl.constexpr, HAS_BIAS: tl.constexpr, HAS_REL: tl.constexpr, COMPUTE_DQK: tl.constexpr,
-               SOFTCAP_IDENTITY: tl.constexpr, EVEN_D: tl.constexpr, DOT_F32: tl.constexpr,
+               SOFTCAP_IDENTITY: tl.constexpr, EVEN_D: tl.constexpr, EVEN_DV: tl.constexpr, DOT_F32: tl.constexpr,
                PRECISION: tl.constexpr, BLOCK_M: tl.constexpr):
     """One query tile of the dK-dV accumulation, in transposed tiles [BLOCK_N, BLOCK_M] (rows: keys).
 
@@ -57,7 +57,7 @@ def _dkdv_tile(dk, dv, k, v, keep, q_ptrs, do_ptrs, lse_row, delta_row, offs_n, 
     offs_m = start_m + tl.arange(0, BLOCK_M)
     m_ok = offs_m < N
     q_t = load_rows(q_ptrs, m_ok[None, :], d_ok[:, None], MASKED, not EVEN_D)  # Q^T tile [BLOCK_D, BLOCK_M]
-    do = load_rows(do_ptrs, m_ok[:, None], d_ok[None, :], MASKED, not EVEN_D)
+    do = load_rows(do_ptrs, m_ok[:, None], dv_ok[None, :], MASKED, not EVEN_DV)  # dO tile [BLOCK_M, BLOCK_DV]
     if DOT_F32:
         q_t = q_t.to(tl.float32)
         do = do.to(tl.float32)
@@ -121,7 +121,8 @@ def attn_bwd_dkdv(
     stride_dok, stride_dob, stride_doh, stride_don, stride_dod,
     stride_kpm_b, stride_bb, stride_bh, stride_bn, stride_bm, stride_rh, stride_rm,
     B, H, HKV, GROUP, N, M, scale, softcap, window, dqk_scale, dv_scale, N_BUCKET, M_BUCKET,
-    HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr, CAUSAL: tl.constexpr, HAS_WINDOW: tl.constexpr,
+    HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr, HEAD_DV: tl.constexpr, BLOCK_DV: tl.constexpr,
+    CAUSAL: tl.constexpr, HAS_WINDOW: tl.constexpr,
     HAS_SOFTCAP: tl.constexpr, HAS_KPM: tl.constexpr, HAS_BIAS: tl.constexpr, HAS_REL: tl.constexpr,
     COMPUTE_DQK: tl.constexpr, SOFTCAP_IDENTITY: tl.constexpr,
     DOT_F32: tl.constexpr, PRECISION: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
@@ -133,17 +134,21 @@ def attn_bwd_dkdv(
     b = (pid_bhk // HKV).to(tl.int64)
     hk = (pid_bhk % HKV).to(tl.int64)
     EVEN_D: tl.constexpr = HEAD_DIM == BLOCK_D
+    EVEN_DV: tl.constexpr = HEAD_DV == BLOCK_DV
 
     n0 = pid_n * BLOCK_N
     offs_n = n0 + tl.arange(0, BLOCK_N)
     offs_d = tl.arange(0, BLOCK_D)
+    offs_dv = tl.arange(0, BLOCK_DV)  # the value head dim (V, dO, dV) may differ from the query/key one
     n_ok = offs_n < M
     d_ok = offs_d < HEAD_DIM
+    dv_ok = offs_dv < HEAD_DV
     kv_mask = n_ok[:, None] & d_ok[None, :]
+    v_mask = n_ok[:, None] & dv_ok[None, :]
     k = tl.load(K + b * stride_kb + hk * stride_kh + offs_n[:, None].to(tl.int64) * stride_kn + offs_d[None, :] * stride_kd,
                 mask=kv_mask, other=0.0)
-    v = tl.load(V + b * stride_vb + hk * stride_vh + offs_n[:, None].to(tl.int64) * stride_vn + offs_d[None, :] * stride_vd,
-                mask=kv_mask, other=0.0)
+    v = tl.load(V + b * stride_vb + hk * stride_vh + offs_n[:, None].to(tl.int64) * stride_vn
+                + offs_dv[None, :] * stride_vd, mask=v_mask, other=0.0)
     if DOT_F32:
         k = k.to(tl.float32)
         v = v.to(tl.float32)
@@ -153,7 +158,7 @@ def attn_bwd_dkdv(
     qk_scale = scale * LOG2E
 
     dk = tl.zeros([BLOCK_N, BLOCK_D], dtype=tl.float32)
-    dv = tl.zeros([BLOCK_N, BLOCK_D], dtype=tl.float32)
+    dv = tl.zeros([BLOCK_N, BLOCK_DV], dtype=tl.float32)
     # queries [lo, hi): the masked boundary tiles [lo, a) and [b, hi) in one run, then the unmasked interior
     # [a, b); each run walks the query heads of the kv group one after the other as ONE loop (head g, tile
     # j carried as counters: no nested loop, whose live state would spill the accumulators); addresses:
@@ -165,7 +170,7 @@ def attn_bwd_dkdv(
     n_int = tl.cdiv(b_int - a, BLOCK_M)
     rows = tl.arange(0, BLOCK_M)
     qt_off = rows[None, :] * stride_qn + offs_d[:, None] * stride_qd  # Q^T tile [BLOCK_D, BLOCK_M]
-    do_off = rows[:, None] * stride_don + offs_d[None, :] * stride_dod
+    do_off = rows[:, None] * stride_don + offs_dv[None, :] * stride_dod
     g = 0
     j = 0
     for _ in range(0, GROUP * n_bnd):
@@ -173,10 +178,10 @@ def attn_bwd_dkdv(
         q_ptrs, do_ptrs, lse_ptr, delta_ptr, bias_base, rel_base = _head_tile(
             Q, DO, LSE, DELTA, BIAS, REL, qt_off, do_off, b, hk * GROUP + g, pid_k, start_m, B, H, N, stride_qb,
             stride_qh, stride_qn, stride_dok, stride_dob, stride_doh, stride_don, stride_bb, stride_bh, stride_rh)
-        dk, dv = _dkdv_tile(dk, dv, k, v, keep, q_ptrs, do_ptrs, lse_ptr, delta_ptr, offs_n, start_m, d_ok, bias_base,
-                            stride_bn, stride_bm, rel_base, stride_rm, N, M, scale, qk_scale, softcap, window, True,
+        dk, dv = _dkdv_tile(dk, dv, k, v, keep, q_ptrs, do_ptrs, lse_ptr, delta_ptr, offs_n, start_m, d_ok, dv_ok,
+                            bias_base, stride_bn, stride_bm, rel_base, stride_rm, N, M, scale, qk_scale, softcap, window, True,
                             CAUSAL, HAS_WINDOW, HAS_SOFTCAP, HAS_KPM, HAS_BIAS, HAS_REL, COMPUTE_DQK,
-                            SOFTCAP_IDENTITY, EVEN_D, DOT_F32, PRECISION, BLOCK_M)
+                            SOFTCAP_IDENTITY, EVEN_D, EVEN_DV, DOT_F32, PRECISION, BLOCK_M)
         j += 1
         g = tl.where(j == n_bnd, g + 1, g)
         j = tl.where(j == n_bnd, 0, j)
@@ -190,9 +195,9 @@ def attn_bwd_dkdv(
     j = 0
     for _ in range(0, GROUP * n_int):
         dk, dv = _dkdv_tile(dk, dv, k, v, keep, q_row + qt_off, do_row + do_off, lse_row, delta_row, offs_n, start_m,
-                            d_ok, bias_base, stride_bn, stride_bm, rel_base, stride_rm, N, M, scale, qk_scale, softcap,
-                            window, False, CAUSAL, HAS_WINDOW, HAS_SOFTCAP, HAS_KPM, HAS_BIAS, HAS_REL, COMPUTE_DQK,
-                            SOFTCAP_IDENTITY, EVEN_D, DOT_F32, PRECISION, BLOCK_M)
+                            d_ok, dv_ok, bias_base, stride_bn, stride_bm, rel_base, stride_rm, N, M, scale, qk_scale,
+                            softcap, window, False, CAUSAL, HAS_WINDOW, HAS_SOFTCAP, HAS_KPM, HAS_BIAS, HAS_REL,
+                            COMPUTE_DQK, SOFTCAP_IDENTITY, EVEN_D, EVEN_DV, DOT_F32, PRECISION, BLOCK_M)
         j += 1
         wrap = j == n_int
         j = tl.where(wrap, 0, j)
@@ -209,20 +214,22 @@ def attn_bwd_dkdv(
     dv = dv * dv_scale
     out = (pid_k * B * HKV + pid_bhk) * M * HEAD_DIM + offs_n[:, None] * HEAD_DIM + offs_d[None, :]
     tl.store(DK + out, dk.to(DK.dtype.element_ty), mask=kv_mask)
-    tl.store(DV + out, dv.to(DV.dtype.element_ty), mask=kv_mask)
+    out_v = (pid_k * B * HKV + pid_bhk) * M * HEAD_DV + offs_n[:, None] * HEAD_DV + offs_dv[None, :]
+    tl.store(DV + out_v, dv.to(DV.dtype.element_ty), mask=v_mask)
 
 
 @triton.jit
-def _dq_tile(dq, q, do, lse, delta, k_ptrs, v_ptrs, offs_m, start_n, d_ok, kpm_base, bias_base, stride_bn, stride_bm,
-             rel_base, stride_rm, N, M, scale, qk_scale, softcap, window,
+def _dq_tile(dq, q, do, lse, delta, k_ptrs, v_ptrs, offs_m, start_n, d_ok, dv_ok, kpm_base, bias_base, stride_bn,
+             stride_bm, rel_base, stride_rm, N, M, scale, qk_scale, softcap, window,
              MASKED: tl.constexpr, CAUSAL: tl.constexpr, HAS_WINDOW: tl.constexpr, HAS_SOFTCAP: tl.constexpr,
              HAS_KPM: tl.constexpr, HAS_BIAS: tl.constexpr, HAS_REL: tl.constexpr, SOFTCAP_IDENTITY: tl.constexpr,
-             EVEN_D: tl.constexpr, DOT_F32: tl.constexpr, PRECISION: tl.constexpr, BLOCK_N: tl.constexpr):
+             EVEN_D: tl.constexpr, EVEN_DV: tl.constexpr, DOT_F32: tl.constexpr, PRECISION: tl.constexpr,
+             BLOCK_N: tl.constexpr):
     """One key tile of the dQ accumulation (interior tiles as in `_fwd_tile`: no masks, one FFMA exponent)."""
     offs_n = start_n + tl.arange(0, BLOCK_N)
     n_ok = offs_n < M
     k_t = load_rows(k_ptrs, n_ok[None, :], d_ok[:, None], MASKED, not EVEN_D)
-    v_t = load_rows(v_ptrs, n_ok[None, :], d_ok[:, None], MASKED, not EVEN_D)
+    v_t = load_rows(v_ptrs, n_ok[None, :], dv_ok[:, None], MASKED, not EVEN_DV)  # V^T tile [BLOCK_DV, BLOCK_N]
     if DOT_F32:
         k_t = k_t.to(tl.float32)
         v_t = v_t.to(tl.float32)
@@ -262,7 +269,8 @@ def attn_bwd_dq(
     stride_dok, stride_dob, stride_doh, stride_don, stride_dod,
     stride_kpm_b, stride_bb, stride_bh, stride_bn, stride_bm, stride_rh, stride_rm,
     B, H, GROUP, N, M, scale, softcap, window, dqk_scale, N_BUCKET, M_BUCKET,
-    HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr, CAUSAL: tl.constexpr, HAS_WINDOW: tl.constexpr,
+    HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr, HEAD_DV: tl.constexpr, BLOCK_DV: tl.constexpr,
+    CAUSAL: tl.constexpr, HAS_WINDOW: tl.constexpr,
     HAS_SOFTCAP: tl.constexpr, HAS_KPM: tl.constexpr, HAS_BIAS: tl.constexpr, HAS_REL: tl.constexpr,
     SOFTCAP_IDENTITY: tl.constexpr,
     DOT_F32: tl.constexpr, PRECISION: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
@@ -275,17 +283,20 @@ def attn_bwd_dq(
     h = (pid_bh % H).to(tl.int64)
     hk = h // GROUP
     EVEN_D: tl.constexpr = HEAD_DIM == BLOCK_D
+    EVEN_DV: tl.constexpr = HEAD_DV == BLOCK_DV
 
     m0 = pid_m * BLOCK_M
     offs_m = m0 + tl.arange(0, BLOCK_M)
     offs_d = tl.arange(0, BLOCK_D)
+    offs_dv = tl.arange(0, BLOCK_DV)  # the value head dim (V, dO) may differ from the query/key one
     m_ok = offs_m < N
     d_ok = offs_d < HEAD_DIM
+    dv_ok = offs_dv < HEAD_DV
     q_mask = m_ok[:, None] & d_ok[None, :]
     q = tl.load(Q + b * stride_qb + h * stride_qh + offs_m[:, None].to(tl.int64) * stride_qn + offs_d[None, :] * stride_qd,
                 mask=q_mask, other=0.0)
     do = tl.load(DO + pid_k * stride_dok + b * stride_dob + h * stride_doh + offs_m[:, None].to(tl.int64) * stride_don
-                 + offs_d[None, :] * stride_dod, mask=q_mask, other=0.0)
+                 + offs_dv[None, :] * stride_dod, mask=m_ok[:, None] & dv_ok[None, :], other=0.0)
     if DOT_F32:
         q = q.to(tl.float32)
         do = do.to(tl.float32)
@@ -304,21 +315,21 @@ def attn_bwd_dq(
     a, b_int = interior_keys(m0, lo, hi, N, M, window, CAUSAL, HAS_WINDOW, BLOCK_M, BLOCK_N)
     rows = tl.arange(0, BLOCK_N)
     kt_off = rows[None, :] * stride_kn + offs_d[:, None] * stride_kd  # K^T, V^T tiles [BLOCK_D, BLOCK_N]
-    vt_off = rows[None, :] * stride_vn + offs_d[:, None] * stride_vd
+    vt_off = rows[None, :] * stride_vn + offs_dv[:, None] * stride_vd
     n_lo = tl.cdiv(a - lo, BLOCK_N)  # (a may sit at hi, off the tile grid)
     for t in range(0, n_lo + tl.cdiv(hi - b_int, BLOCK_N)):
         start_n = lo + t * BLOCK_N + (t >= n_lo).to(tl.int32) * (b_int - lo - n_lo * BLOCK_N)
         row0 = tl.cast(start_n, tl.int64)
         dq = _dq_tile(dq, q, do, lse, delta, k_base + row0 * stride_kn + kt_off, v_base + row0 * stride_vn + vt_off,
-                      offs_m, start_n, d_ok, kpm_base, bias_base, stride_bn, stride_bm, rel_base, stride_rm, N, M,
+                      offs_m, start_n, d_ok, dv_ok, kpm_base, bias_base, stride_bn, stride_bm, rel_base, stride_rm, N, M,
                       scale, qk_scale, softcap, window, True, CAUSAL, HAS_WINDOW, HAS_SOFTCAP, HAS_KPM, HAS_BIAS,
-                      HAS_REL, SOFTCAP_IDENTITY, EVEN_D, DOT_F32, PRECISION, BLOCK_N)
+                      HAS_REL, SOFTCAP_IDENTITY, EVEN_D, EVEN_DV, DOT_F32, PRECISION, BLOCK_N)
     for start_n in range(a, b_int, BLOCK_N):
         row0 = tl.cast(start_n, tl.int64)
         dq = _dq_tile(dq, q, do, lse, delta, k_base + row0 * stride_kn + kt_off, v_base + row0 * stride_vn + vt_off,
-                      offs_m, start_n, d_ok, kpm_base, bias_base, stride_bn, stride_bm, rel_base, stride_rm, N, M,
+                      offs_m, start_n, d_ok, dv_ok, kpm_base, bias_base, stride_bn, stride_bm, rel_base, stride_rm, N, M,
                       scale, qk_scale, softcap, window, False, CAUSAL, HAS_WINDOW, HAS_SOFTCAP, HAS_KPM, HAS_BIAS,
-                      HAS_REL, SOFTCAP_IDENTITY, EVEN_D, DOT_F32, PRECISION, BLOCK_N)
+                      HAS_REL, SOFTCAP_IDENTITY, EVEN_D, EVEN_DV, DOT_F32, PRECISION, BLOCK_N)
 
     dq = dq * (scale * dqk_scale)  # epilogue: AttnLRP dQ / 4 and the softmax scale
     tl.store(DQ + (pid_k * B * H + pid_bh) * N * HEAD_DIM + offs_m[:, None] * HEAD_DIM + offs_d[None, :],

@@ -199,6 +199,7 @@ def pruner(hopper):
     (bench/results/kernel_report_static_sm90a.md: warpgroup MMA, no spills, launchable, lean hot loops)."""
     def prune(configs, named_args, **kwargs):
         block_d = kwargs.get("BLOCK_D", named_args.get("BLOCK_D", 128))
+        block_d = max(block_d, kwargs.get("BLOCK_DV", named_args.get("BLOCK_DV", block_d)))  # V tiles too
         f32 = kwargs.get("DOT_F32", named_args.get("DOT_F32", False))
         limit = 128 * 128 if block_d <= 128 else 64 * 64
         if f32:
@@ -233,4 +234,5 @@ DQ_HOPPER = {64: [(128, 64, 8, 3), (128, 64, 8, 2), (64, 64, 4, 3)],
              128: [(128, 64, 8, 3), (128, 64, 8, 2), (64, 64, 4, 3)]}
 BWD_HOPPER = {64: [(64, 128, 8, 3), (64, 128, 8, 2), (64, 64, 4, 2)], 128: [(32, 128, 8, 1), (32, 64, 4, 1)]}
 TUNE_CAP = 16384
-TUNE_KEY = ["N_BUCKET", "M_BUCKET", "BLOCK_D", "CAUSAL", "HAS_WINDOW", "HAS_SOFTCAP", "HAS_KPM", "HAS_BIAS", "HAS_REL"]
+TUNE_KEY = ["N_BUCKET", "M_BUCKET", "BLOCK_D", "BLOCK_DV", "CAUSAL",
+            "HAS_WINDOW", "HAS_SOFTCAP", "HAS_KPM", "HAS_BIAS", "HAS_REL"]

@@ -26,6 +26,9 @@ Backward, in gradient form (x * x.grad is the relevance of x), with D = rowsum(d
 The factors per mode (AttnLRP: dqk = 1/4, dv = 1/2; CP-LRP: dqk = 0, dv = 1; gradient: both 1, softcap
 by its true derivative) are `lrp_triton.rules.ATTENTION_RULES`.
 
+The value head dim D_v (V, O, dO, dV) may differ from the query/key one D (multi-head latent
+attention); nothing above depends on the two being equal.
+
 Scores, softmax and gradients are computed in float32 (float64 for float64 inputs).
 """
 
@@ -101,7 +104,7 @@ def _grouped(q, k, bias):
 
 def attention_forward_torch(q, k, v, *, causal, scale, key_padding_mask=None, sliding_window=None,
                             softcap=None, bias=None, relative_bias=None, sinks=None):
-    """Exact attention. Returns (out [B, H, N, D] in q's dtype, lse [B, H, N] in compute_dtype).
+    """Exact attention. Returns (out [B, H, N, D_v] in q's dtype, lse [B, H, N] in compute_dtype).
 
     `lse` is the natural log-sum-exp of each score row (with the head's sink logit, `sinks` [H], when
     given), +inf for rows with no visible key (and no sink).
@@ -133,9 +136,9 @@ def attention_backward_torch(do, q, k, v, out, lse, *, causal, scale, mode, key_
                              sliding_window=None, softcap=None, bias=None, relative_bias=None):
     """The mode's gradient form (module docstring) for (q, k, v), each in its input's dtype.
 
-    `do` is one cotangent [B, H, N, D] or K stacked ones [K, B, H, N, D] (several explained scores
-    in one backward): then dq is [K, B, H, N, D] and dk, dv are [K, B, Hkv, M, D], and the scores
-    and probabilities P of each query chunk are computed once and applied to the K streams."""
+    `do` is one cotangent [B, H, N, D_v] or K stacked ones [K, B, H, N, D_v] (several explained scores
+    in one backward): then dq is [K, B, H, N, D], dk [K, B, Hkv, M, D] and dv [K, B, Hkv, M, D_v], and
+    the scores and probabilities P of each query chunk are computed once and applied to the K streams."""
     rule = ATTENTION_RULES[mode]
     b, h, n, d = q.shape
     hkv, m = k.shape[1], k.shape[2]

@@ -104,7 +104,8 @@ RULES = (
     Rule("uniform (product)", "MoE routing weight x expert output; cosine-similarity terms (lrp_cosine_similarity)",
          "R_a = R_b = R_y / 2", "g_a = g * b / 2, g_b = g * a / 2", "AttnLRP Proposition 3.2",
          "lrp_triton.ops.elementwise.lrp_uniform_product"),
-    Rule("attention", "softmax(scale Q K^T + bias) V", "softmax rule on P, uniform on Q K^T and P V, bias absorbs",
+    Rule("attention", "softmax(scale Q K^T + bias) V (the value head dim may differ: DeepSeek's MLA)",
+         "softmax rule on P, uniform on Q K^T and P V, bias absorbs",
          "exact gradient with dQ, dK x 1/4 and dV x 1/2 (ATTENTION_RULES)", "AttnLRP Propositions 3.1, 3.3",
          "lrp_triton.ops.attention.lrp_attention", "lrp_triton.kernels.attention.attention_backward",
          "lrp_triton.kernels.attention_torch.attention_backward_torch"),
@@ -138,7 +139,8 @@ RULES = (
          "exact gradients through router and renorm; each w_k E_k product halved for both factors",
          "AttnLRP Propositions 3.1, 3.2", "lrp_triton.modules.moe.LRPMoEExperts"),
     Rule("MoE routing (top-k, no renormalisation)",
-         "y = sum_k w_k E_k(x), w = topk(softmax(router(x))) (Qwen2-MoE / Qwen3-MoE / OLMoE, norm_topk_prob off)",
+         "y = sum_k w_k E_k(x), w = topk(softmax(router(x))) (Qwen2-MoE / Qwen3-MoE / OLMoE, norm_topk_prob off; "
+         "DeepSeek-V2: top-k within the best groups, times a constant)",
          "softmax rule on the router, uniform on w_k E_k(x)",
          "exact gradients through the router; each w_k E_k product halved for both factors",
          "AttnLRP Propositions 3.1, 3.2", "lrp_triton.modules.moe.LRPMoEExperts"),
@@ -148,7 +150,7 @@ RULES = (
          "softmax rule on each softmax over its (fixed) subset of logits, the others take nothing; uniform on w_k E_k",
          "the exact gradient of the untouched eval-mode router; each w_k E_k product halved for both factors",
          "AttnLRP Propositions 3.1, 3.2", "lrp_triton.modules.moe.LRPMoEExperts"),
-    Rule("sigmoid (split)", "sigmoid gates: Qwen2-MoE's shared-expert gate, GLM4-MoE's router scores",
+    Rule("sigmoid (split)", "sigmoid gates: Qwen2-MoE's shared-expert gate, GLM4-MoE's and DeepSeek-V3's router scores",
          "sigmoid(x) = 1/2 + tanh(x / 2) / 2: epsilon on the sum (1/2 absorbs its share), identity on the tanh: "
          "R_x = (y - 1/2) / y * R_y", "g_x = g_y * tanh(x / 2) / (2 x) (1/4 at x = 0)", "AttnLRP Eqs. 8, 9",
          "lrp_triton.modules.moe_gates.lrp_sigmoid", None, "lrp_triton.rules.tanh_over_x"),
@@ -157,7 +159,8 @@ RULES = (
          "g_gate = g * S / 2, g_S = g * sigmoid(g(x)) / 2, then the sigmoid's split rule",
          "AttnLRP Eq. 7, Proposition 3.2", "lrp_triton.modules.moe_gates.LRPSharedExpertMoE"),
     Rule("MoE routing (sigmoid router)",
-         "GLM4-MoE: w = c renorm(p at the chosen), p = sigmoid(router(x)), chosen by p + bias in the best groups",
+         "GLM4-MoE, DeepSeek-V3: w = c renorm(p at the chosen), p = sigmoid(router(x)), chosen by p + bias in the "
+         "best groups",
          "the sigmoid's split rule, epsilon on the renormalisation and the scale c, uniform on w_k E_k(x); the "
          "bias and the group choice select only (no relevance)",
          "g_logit = g_p * tanh(logit / 2) / (2 logit); exact gradients through renorm and scale",

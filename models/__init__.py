@@ -15,6 +15,7 @@ from lrp_triton.models import clip, siglip  # issue 14, two towers (each module:
 from lrp_triton.models import dinov2, modernbert  # issue 14
 from lrp_triton.models import qwen2_5_vl, qwen2_vl  # issue 15, vision-language
 from lrp_triton.models import gpt_oss, granitemoe, granitemoeshared  # issue 13: sinks, Granite's MoE
+from lrp_triton.models import deepseek_v2, deepseek_v3  # issue 13, multi-head latent attention
 from lrp_triton.models.base import Adapter
 
 ADAPTERS: dict[str, Adapter] = {
@@ -24,7 +25,7 @@ ADAPTERS: dict[str, Adapter] = {
                    t5, bert, roberta, vit, xlm_roberta, camembert, distilbert, electra, mt5, umt5, bart, mbart, marian,
                    qwen2_moe, qwen3_moe, olmoe, phimoe, glm4_moe, clip, siglip, modernbert, dinov2,
                    deberta, deberta_v2, qwen2_vl, qwen2_5_vl,
-                   gpt_oss, granitemoe, granitemoeshared)
+                   gpt_oss, granitemoe, granitemoeshared, deepseek_v2, deepseek_v3)
     for adapter in getattr(module, "ADAPTERS", (module.ADAPTER,))
     for model_type in adapter.model_types
 }

@@ -39,6 +39,8 @@ COMMON = dict(vocab_size=101, hidden_size=64, intermediate_size=96, num_hidden_l
               num_key_value_heads=2, head_dim=16, max_position_embeddings=256, tie_word_embeddings=False)
 
 THREE_LAYERS = dict(COMMON, num_hidden_layers=3)
+MLA = dict({k: v for k, v in COMMON.items() if k != "head_dim"}, num_key_value_heads=4, kv_lora_rank=20,
+           moe_intermediate_size=48)  # DeepSeek's multi-head latent attention
 
 FAMILIES = {
     "llama": lambda: transformers.LlamaConfig(
@@ -143,9 +145,28 @@ FAMILIES = {
     "granitemoeshared": lambda: transformers.GraniteMoeSharedConfig(
         **COMMON, num_local_experts=4, num_experts_per_tok=2, shared_intermediate_size=80, embedding_multiplier=2.5,
         residual_multiplier=0.6, attention_multiplier=0.11, logits_scaling=3.0),
+    # multi-head latent attention (DeepSeek), 2 layers. V3: layer 0 dense (first_k_dense_replace), low-rank query
+    # (q_a_proj, q_a_layernorm, q_b_proj), query/key head dim 16 + 8 (no-rope + rope) > value head dim 16,
+    # interleaved RoPE, yarn with mscale_all_dim (scale (1 + 0.1 ln 4) ** 2 / sqrt(24)); GLM4-MoE's router
+    # (8 experts in 4 groups, 2 kept, e_score_correction_bias), one shared expert
+    "deepseek_v3": lambda: transformers.DeepseekV3Config(
+        **MLA, first_k_dense_replace=1, q_lora_rank=24, qk_nope_head_dim=16, qk_rope_head_dim=8, v_head_dim=16,
+        n_routed_experts=8, num_experts_per_tok=2, n_group=4, topk_group=2, n_shared_experts=1,
+        routed_scaling_factor=2.5, norm_topk_prob=True, rope_interleave=True, rope_parameters={
+            "rope_type": "yarn", "rope_theta": 10000.0, "factor": 4.0, "original_max_position_embeddings": 64,
+            "mscale_all_dim": 1.0, "mscale": 1.0}),
+    # V2: both layers sparse (routing matters at every token), q_proj, query/key head dim 8 + 8 < value head dim
+    # 24, biased kv_a_proj_with_mqa / o_proj, RoPE on interleaved pairs (complex), softmax router with
+    # group-limited greedy top-2 within the best of 2 groups (changes the choice of some tokens), scaled, two
+    # shared experts
+    "deepseek_v2": lambda: transformers.DeepseekV2Config(
+        **MLA, first_k_dense_replace=0, q_lora_rank=None, qk_nope_head_dim=8, qk_rope_head_dim=8, v_head_dim=24,
+        n_routed_experts=8, num_experts_per_tok=2, n_group=2, topk_group=1, topk_method="group_limited_greedy",
+        n_shared_experts=2, routed_scaling_factor=1.5, attention_bias=True),
 }
 # families whose HF router computes its weights in float32 even in a float64 model
-FLOAT32_ROUTERS = ("mixtral", "qwen2_moe", "qwen3_moe", "olmoe", "glm4_moe", "granitemoe", "granitemoeshared")
+FLOAT32_ROUTERS = ("mixtral", "qwen2_moe", "qwen3_moe", "olmoe", "glm4_moe", "granitemoe", "granitemoeshared",
+                   "deepseek_v3", "deepseek_v2")
 
 
 # float64 cases that cannot reach float64 rounding because the HF forward rounds to float32 on the way:
@@ -535,10 +556,10 @@ class Decoder(Entry):
                       tol=F64_TOL.get(family, 1e-12))]
         # olmo: weightless LayerNorm; starcoder2: biased LayerNorm, plain GELU-tanh MLP; gpt_neox: parallel residual
         if family in ("llama", "mixtral", "gemma2", "olmo", "starcoder2", "gpt_neox", "gptj", "qwen2_moe",
-                      "glm4_moe", "gpt_oss", *DENSE):
+                      "glm4_moe", "gpt_oss", "deepseek_v3", *DENSE):
             cases.append(Case(backend="triton", batch=1, size=21))
         if family in ("llama", "mixtral", "gpt2", "olmo2", "starcoder2", "gpt_neox", "phi", "qwen2_moe", "phimoe",
-                      "glm4_moe", "gpt_oss", "granitemoe", *DENSE):
+                      "glm4_moe", "gpt_oss", "granitemoe", "deepseek_v2", *DENSE):
             cases.append(Case(mode="cp-lrp", size=15))
         self.cases = tuple(cases)
 

@@ -103,7 +103,7 @@ def attention_relevance_from(f, r_out, *, mode, has_bias=False):
     share_v, share_p = (0.5, 0.5) if mode == "attnlrp" else (1.0, 0.0)
     r_v = share_v * r_z.sum(2).view(b, hkv, h // hkv, m, -1).sum(2)
     if share_p == 0.0:
-        return torch.zeros_like(f["q"]), torch.zeros_like(r_v), r_v
+        return torch.zeros_like(f["q"]), torch.zeros(b, hkv, m, d, dtype=r_v.dtype), r_v  # (D_v may differ from D)
     r_p = share_p * r_z.sum(-1)
 
     # softmax rule on the visible scores: R_S = S * (R_P - P * sum_j R_P)

@@ -218,7 +218,11 @@ def attention_core(q, k, v, mode, **kw):
 def llama_attention(attn, x, cos, sin, mask, cfg, mode):
     """Llama-family self-attention: fused qkv (Phi-3); q/k/v clipping (OLMo's clip_qkv); q/k norms
     over the whole projection (OLMo 2, OLMo 3; OLMoE: before its clip) or per head (Qwen3 / Gemma 3 / EXAONE 4;
-    Cohere's with a weight per head); RoPE and the window where the layer has them (`rope_and_window`)."""
+    Cohere's with a weight per head); RoPE and the window where the layer has them (`rope_and_window`).
+    DeepSeek-V2 / V3's multi-head latent attention: reference_mla."""
+    if hasattr(attn, "kv_a_proj_with_mqa"):
+        from reference_mla import mla_attention
+        return mla_attention(attn, x, cos, sin, mask, cfg, mode)
     n_heads, n_kv = cfg.num_attention_heads, cfg.num_key_value_heads
     d = attn.head_dim
     if hasattr(attn, "qkv_proj"):
@@ -413,8 +417,11 @@ def moe_routing(moe, flat):
         return topk_softmax_routing(moe.router, flat)
     if hasattr(moe, "router"):  # PhiMoE
         return sparsemixer_routing(moe.router, flat)
-    if hasattr(moe.gate, "e_score_correction_bias"):  # GLM4-MoE
+    if hasattr(moe.gate, "e_score_correction_bias"):  # GLM4-MoE, DeepSeek-V3
         return sigmoid_routing(moe.gate, flat)
+    if hasattr(moe.gate, "topk_method"):  # DeepSeek-V2
+        from reference_mla import deepseek_v2_routing
+        return deepseek_v2_routing(moe.gate, flat)
     return softmax_routing(moe.gate, flat)
 
 
@@ -647,7 +654,11 @@ def decoder_reference(model, input_ids, attention_mask, positions, target, contr
         kind = layer_types[i] if layer_types is not None else None
         if kind not in rotary_cache:
             args = (emb, position_ids) if cfg.model_type not in PER_TYPE_ROPE else (emb, position_ids, kind)
-            cos, sin = (d64(t) for t in base.rotary_emb(*args))
+            table = base.rotary_emb(*args)
+            if isinstance(table, torch.Tensor) and torch.is_complex(table):  # DeepSeek-V2: e^{i theta} per pair
+                # of interleaved coordinates, laid out as cat(freqs, freqs)
+                table = (torch.cat([table.real] * 2, dim=-1), torch.cat([table.imag] * 2, dim=-1))
+            cos, sin = (d64(t) for t in table)
             if cfg.model_type in INTERLEAVED_TABLE:  # as cat(freqs, freqs), the layout rope() reads
                 cos, sin = (torch.cat([t[..., ::2]] * 2, dim=-1) for t in (cos, sin))
             if cfg.model_type in HALF_TABLE:  # one entry per frequency: as cat(freqs, freqs)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 import transformers
+from transformers.models.deepseek_v3.modeling_deepseek_v3 import DeepseekV3TopkRouter
 from transformers.models.glm4_moe.modeling_glm4_moe import Glm4MoeTopkRouter
 
 from lrp_triton.modules import LRPSigmoidTopkRouter, lrp_sigmoid
@@ -30,11 +31,14 @@ def test_lrp_sigmoid_splits_off_the_constant_half(dtype):
     torch.testing.assert_close(x.grad[0, :5], g[0, :5] / 4, rtol=tol, atol=0)
 
 
-def test_sigmoid_router_forward_equals_glm4_moe_router():
-    """Same logits, weights and chosen experts as HF's router (bias-corrected, grouped, renormalised, scaled)."""
-    config = transformers.Glm4MoeConfig(hidden_size=24, n_routed_experts=12, num_experts_per_tok=3, n_group=4,
-                                        topk_group=2, routed_scaling_factor=1.7, norm_topk_prob=True)
-    hf = Glm4MoeTopkRouter(config)
+@pytest.mark.parametrize("config_class, router_class", [(transformers.Glm4MoeConfig, Glm4MoeTopkRouter),
+                                                         (transformers.DeepseekV3Config, DeepseekV3TopkRouter)])
+def test_sigmoid_router_forward_equals_hf_router(config_class, router_class):
+    """Same logits, weights and chosen experts as HF's router (bias-corrected, grouped, renormalised, scaled):
+    GLM4-MoE's and DeepSeek-V3's."""
+    config = config_class(hidden_size=24, n_routed_experts=12, num_experts_per_tok=3, n_group=4,
+                          topk_group=2, routed_scaling_factor=1.7, norm_topk_prob=True)
+    hf = router_class(config)
     with torch.no_grad():
         hf.weight.normal_()
         hf.e_score_correction_bias.normal_(std=0.2)

@@ -1,5 +1,5 @@
-"""Mixture-of-experts layer (Mixtral, Qwen2-MoE, Qwen3-MoE, OLMoE, PhiMoE, GLM4-MoE) with the AttnLRP
-routing rules.
+"""Mixture-of-experts layer (Mixtral, Qwen2-MoE, Qwen3-MoE, OLMoE, PhiMoE, GLM4-MoE, DeepSeek-V2 / V3) with
+the AttnLRP routing rules.
 
     y = sum_k w_k E_k(x),   w = renorm(topk(softmax(router(x))))
 

@@ -1,4 +1,4 @@
-"""Sigmoid gates of mixture-of-experts layers (Qwen2-MoE's shared expert, GLM4-MoE's router).
+"""Sigmoid gates of mixture-of-experts layers (Qwen2-MoE's shared expert, GLM4-MoE's and DeepSeek-V3's router).
 
 - `lrp_sigmoid`: sigmoid(x) = 1/2 + tanh(x / 2) / 2, taken apart by rules already in the table: the
   epsilon rule on the sum (the constant 1/2 absorbs its share, as a bias does), the identity rule on
@@ -14,7 +14,7 @@
   product sigmoid(g(x)) * S(x) is treated as the gate of a gated MLP: the sigmoid's rule above, the
   uniform rule on the product (R_gate = R_S = R / 2); CP-LRP makes the gate a constant. The sum of
   the two parts is linear (epsilon rule: the exact gradient).
-- `LRPSigmoidTopkRouter` (GLM4-MoE's router): w = c * renorm(gather_topk(sigmoid(router(x)))). The
+- `LRPSigmoidTopkRouter` (GLM4-MoE's and DeepSeek-V3's router): w = c * renorm(gather_topk(sigmoid(router(x)))). The
   sigmoid takes the rule above; the renormalisation w_j = p_j / sum_k p_k and the constant scale c
   keep their exact gradients (epsilon rule, as for softmax routing: R_p_j = R_w_j - w_j sum_k R_w_k).
   The experts are chosen by sigmoid + e_score_correction_bias within the topk_group best groups:
@@ -90,7 +90,8 @@ class LRPSharedExpertMoE(nn.Module):
 
 
 class LRPSigmoidTopkRouter(nn.Module):
-    """Drop-in for Glm4MoeTopkRouter (sigmoid scores, bias-corrected grouped top-k, renormalised, scaled)."""
+    """Drop-in for Glm4MoeTopkRouter and DeepseekV3TopkRouter (sigmoid scores, bias-corrected grouped top-k,
+    renormalised where norm_topk_prob is set, scaled)."""
 
     def __init__(self, module, *, mode: str = "attnlrp", backend: str = "auto"):
         super().__init__()

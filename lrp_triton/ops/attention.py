@@ -38,7 +38,7 @@ class LRPAttentionFunction(torch.autograd.Function):
     """Thin autograd wrapper: the backend's forward, then its rule-specific backward.
 
     The backward takes K cotangent streams at once under vmap (`lrp_triton.ops.streams`): both
-    backends accept dO of shape [K, B, H, N, D] in one call (the PyTorch twin recomputes P once
+    backends accept dO of shape [K, B, H, N, D_v] in one call (the PyTorch twin recomputes P once
     for the K streams; the Triton kernels run the streams on their third grid axis)."""
 
     @staticmethod
@@ -68,8 +68,8 @@ class LRPAttentionFunction(torch.autograd.Function):
 
 
 def attention_kernel(o: dict) -> StreamKernel:
-    """The backend's backward for the options `o` of one call, for one dO [B, H, N, D] or K stacked
-    ones [K, B, H, N, D] (dq [K, B, H, N, D], dk and dv [K, B, Hkv, M, D])."""
+    """The backend's backward for the options `o` of one call, for one dO [B, H, N, D_v] or K stacked
+    ones [K, B, H, N, D_v] (dq [K, B, H, N, D], dk [K, B, Hkv, M, D], dv [K, B, Hkv, M, D_v])."""
     _, backward = ATTENTION(o["backend"])
 
     def call(do, q, k, v, out, lse, key_padding_mask, bias, relative_bias):
@@ -85,8 +85,10 @@ def lrp_attention(q, k, v, *, causal=True, scale=None, mode="attnlrp", key_paddi
     """Attention whose backward propagates relevance by the chosen LRP rule.
 
     Args:
-        q: [B, H, N, D] queries. k, v: [B, Hkv, M, D], H a multiple of Hkv (GQA/MQA). When N != M
-            the queries are the last N positions (bottom-right alignment, as for a cached prefix).
+        q: [B, H, N, D] queries. k: [B, Hkv, M, D], v: [B, Hkv, M, D_v], H a multiple of Hkv (GQA/MQA).
+            The value head dim D_v may differ from D (multi-head latent attention, DeepSeek-V2/V3: 128
+            against 192); the rule is unchanged. When N != M the queries are the last N positions
+            (bottom-right alignment, as for a cached prefix).
         causal: a query at position i sees keys j <= i.
         scale: softmax temperature, default D ** -0.5.
         mode: "attnlrp" (dQ, dK = exact / 4, dV = exact / 2), "cp-lrp" (no relevance through Q, K;
@@ -106,7 +108,7 @@ def lrp_attention(q, k, v, *, causal=True, scale=None, mode="attnlrp", key_paddi
             `lrp_triton.backend`.
 
     Returns:
-        out [B, H, N, D] in q's dtype. Rows whose keys are all masked are 0.
+        out [B, H, N, D_v] in q's dtype. Rows whose keys are all masked are 0.
     """
     check_attention_inputs(q, k, v, key_padding_mask, bias, relative_bias, mode, sliding_window, softcap, scale,
                            sinks=sinks)
@@ -120,10 +122,11 @@ def lrp_attention(q, k, v, *, causal=True, scale=None, mode="attnlrp", key_paddi
         return lrp_sdpa_attention(q, k, v, causal=causal, scale=scale, mode=mode, key_padding_mask=key_padding_mask,
                                   sliding_window=sliding_window, bias=bias, sinks=sinks)
     d = q.shape[3]
-    supported = _TRITON_HEAD_DIMS[0] <= d <= _TRITON_HEAD_DIMS[1]
+    bad = [x for x in dict.fromkeys((d, v.shape[3])) if not _TRITON_HEAD_DIMS[0] <= x <= _TRITON_HEAD_DIMS[1]]
+    supported = not bad
     chosen = resolve_backend(backend, q.device, triton_supports=supported, dtype=q.dtype)
     if chosen == "triton" and not supported:
-        raise ValueError(f"lrp_attention: head_dim {d} is not supported by the Triton kernel "
+        raise ValueError(f"lrp_attention: head_dim {bad[0]} is not supported by the Triton kernel "
                          f"(supported: {_TRITON_HEAD_DIMS[0]} to {_TRITON_HEAD_DIMS[1]}); use backend='torch'")
     options = dict(causal=bool(causal), scale=float(default_scale(d) if scale is None else scale),
                    mode=mode, sliding_window=None if sliding_window is None else int(sliding_window),

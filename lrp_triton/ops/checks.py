@@ -59,17 +59,17 @@ def check_attention_inputs(q, k, v, key_padding_mask, bias, relative_bias, mode,
     if not (q.dtype == k.dtype == v.dtype):
         raise TypeError(f"lrp_attention: q, k, v must share a dtype, got {q.dtype}, {k.dtype}, {v.dtype}")
     b, h, n, d = q.shape
-    if k.shape != v.shape:
-        raise ValueError(f"lrp_attention: k and v must have the same shape, got {tuple(k.shape)} "
-                         f"and {tuple(v.shape)}")
+    if k.shape[:3] != v.shape[:3]:  # the value head dim may differ from the query/key one (MLA)
+        raise ValueError(f"lrp_attention: k and v must have the same shape but for the head dim, got "
+                         f"{tuple(k.shape)} and {tuple(v.shape)}")
     if k.shape[0] != b or k.shape[3] != d:
-        raise ValueError(f"lrp_attention: k/v shape {tuple(k.shape)} does not match q shape {tuple(q.shape)} "
+        raise ValueError(f"lrp_attention: k shape {tuple(k.shape)} does not match q shape {tuple(q.shape)} "
                          "(batch and head_dim must agree)")
     hkv, m = k.shape[1], k.shape[2]
     if hkv == 0 or h % hkv != 0:
         raise ValueError(f"lrp_attention: the number of query heads ({h}) must be a multiple of the "
                          f"number of key/value heads ({hkv})")
-    if n == 0 or m == 0 or b == 0 or d == 0:
+    if n == 0 or m == 0 or b == 0 or d == 0 or v.shape[3] == 0:
         raise ValueError(f"lrp_attention: empty input (q {tuple(q.shape)}, k {tuple(k.shape)})")
     if mode not in MODES:
         raise ValueError(f"lrp_attention: unknown mode {mode!r}; expected one of {', '.join(MODES)}")
