@@ -87,15 +87,13 @@ def cases(quick):
             for mode in ("attnlrp",) if quick else ("attnlrp", "cp-lrp", "gradient"):
                 out.append(dict(family="attention", dtype="bf16", D=d, causal=causal, mode=mode,
                                 B=2, H=16 if d == 128 else 32, Hkv=16 if d == 128 else 32, N=512))
-    if not quick:  # Llama-3-style grouped-query attention: GROUP = 4 is a runtime int, not a constant
-        out.append(dict(family="attention", dtype="bf16", D=128, causal=True, mode="attnlrp", B=2, H=32, Hkv=8,
-                        N=512))
-        # gpt-oss's attention sinks: a forward variant (HAS_SINKS); its backward kernels are the plain ones
-        out.append(dict(family="attention", dtype="bf16", D=64, causal=True, mode="attnlrp", B=2, H=32, Hkv=8,
-                        N=512, sinks=True))
-        # multi-head latent attention (DeepSeek-V2/V3): query/key head dim 192, value head dim 128
-        out.append(dict(family="attention", dtype="bf16", D=192, Dv=128, causal=True, mode="attnlrp", B=2, H=16,
-                        Hkv=16, N=512))
+    if not quick:  # GQA (Llama-3: GROUP = 4, a runtime int); gpt-oss's sinks (a forward variant, HAS_SINKS);
+        # multi-head latent attention (DeepSeek-V2/V3: query/key head dim 192, value head dim 128)
+        out += [dict(family="attention", dtype="bf16", D=128, causal=True, mode="attnlrp", B=2, H=32, Hkv=8, N=512),
+                dict(family="attention", dtype="bf16", D=64, causal=True, mode="attnlrp", B=2, H=32, Hkv=8, N=512,
+                     sinks=True),
+                dict(family="attention", dtype="bf16", D=192, Dv=128, causal=True, mode="attnlrp", B=2, H=16, Hkv=16,
+                     N=512)]
     norms = [("rms", 4096, 0.0), ("layer", 768, None)] if quick else \
         [("rms", 4096, 0.0), ("rms", 2304, 1.0), ("rms", 8192, 0.0), ("layer", 768, None), ("layer", 8192, None)]
     out += [dict(family=f"{k}_norm", dtype="bf16", hidden=h, offset=o, rows=64) for k, h, o in norms]
