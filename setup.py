@@ -39,5 +39,7 @@ setup(
         # attribution frontends (lrp_triton/integrations/, tests/test_integrations_*.py); inseq pulls captum
         "inseq": ["inseq>=0.7.1,<0.8"],
         "captum": ["captum>=0.9.0,<0.10"],
+        "parquet": ["pyarrow>=12"],  # lrp-triton explain --dataset FILE --out results.parquet
+        "datasets": ["datasets>=3"],  # lrp-triton explain --dataset DIR: a local HF datasets directory
     },
 )
