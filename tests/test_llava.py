@@ -61,6 +61,7 @@ def test_bad_llava_inputs_are_clear_errors():
         (dict(inputs, pixel_values=px[:1]), "hold 18 image tokens but pixel_values' 1 images give 9"),
         (dict(inputs, pixel_values=None), "no pixel_values were given"),
         (dict(inputs, input_ids=torch.randint(3, 90, (1, 9)), attention_mask=None), "need image tokens"),
+        (dict(inputs, linear_rule="gamma"), "linear_rule does not apply"),
     ]
     for kwargs, message in cases:
         with pytest.raises(ValueError, match=message):
