@@ -76,7 +76,8 @@ def attribute(model, input_ids=None, *, inputs_embeds=None, attention_mask=None,
         pixel_values, image_grid_thw, mm_token_type_ids: vision-language models (Qwen2-VL, Qwen2.5-VL), as
             the model's processor returns them (`attribute(model, **processor(images=..., text=...))`):
             the flattened patches [n_patches, patch_dim], the (t, h, w) patch grid of each image, and the
-            token types (default: images where input_ids holds the image token). The result is a
+            token types (default: images where input_ids holds the image token). LLaVA: pixel_values
+            [n_images, C, H, W] alone (the tower's image size; no image_grid_thw). The result is a
             `VisionLanguageAttribution`: relevance over the merged sequence, the text tokens', per image
             pixel [H, W], patch and image-token maps, and the image / text totals.
         linear_rule ("epsilon", "gamma", "gamma-signed"), gamma: the rule of the linear and convolution

@@ -140,6 +140,11 @@ class VisionLanguageParts:
     values of the flattened patches (level "pixel": [..., n_patches, patch_dim], "patch": [...,
     n_patches], "token": [..., n_image_tokens]) as one map per image: [..., H, W] in pixels,
     [..., grid_h, grid_w] in patches, [..., grid_h / m, grid_w / m] in merged tokens.
+
+    Fixed-size towers (LLaVA) take pixel_values [n_images, C, H, W] and no image_grid_thw:
+    `image_grid(pixel_values)` checks them and returns the grid [n_images, 3] = (1, H / patch,
+    W / patch) that the other callables read; level "pixel" values are then [..., n_images, C, H, W].
+    `patch_rows` turns the patch embedding's output (and its grad) into rows [n_patches, hidden].
     """
 
     text_model: nn.Module
@@ -151,6 +156,8 @@ class VisionLanguageParts:
     tokens_per_image: Callable[[torch.Tensor], list]  # image_grid_thw -> image tokens of each image
     patch_dim: int  # values per flattened patch (channels x temporal patch x patch x patch)
     mm_token_types: dict = field(default_factory=lambda: {"image": 1})  # mm_token_type_ids of each modality
+    image_grid: Callable[[torch.Tensor], torch.Tensor] | None = None  # fixed-size towers: pixels -> grid
+    patch_rows: Callable[[torch.Tensor], torch.Tensor] = nn.Identity()  # patch embedding output -> [n, hidden]
 
 
 @dataclass(frozen=True)

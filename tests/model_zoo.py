@@ -28,6 +28,7 @@ from reference_lrp import decoder_reference, gpt2_reference, gpt_neox_reference,
 from reference_bart import bart_reference
 from reference_deberta import deberta_reference
 from reference_t5 import t5_reference
+from reference_llava import llava_reference
 from reference_vlm import vlm_reference
 
 F32, F64 = torch.float32, torch.float64
@@ -1312,7 +1313,7 @@ class TowerText(Entry):
 
 
 # ------------------------------------------------------------------------------------------------
-# Vision-language models (Qwen2-VL)
+# Vision-language models (Qwen2-VL, Qwen2.5-VL, LLaVA)
 # ------------------------------------------------------------------------------------------------
 VLM_TEXT = dict(vocab_size=97, hidden_size=32, intermediate_size=48, num_hidden_layers=2, num_attention_heads=2,
                 num_key_value_heads=1, max_position_embeddings=128, bos_token_id=1, eos_token_id=2,
@@ -1464,6 +1465,89 @@ class VisionLanguage25(VisionLanguage):
         return randomize_vlm(transformers.Qwen2_5_VLForConditionalGeneration(self.config()))
 
 
+# LLaVA: a CLIP tower on 24 x 24 images in patches of 8 (3 x 3 = 9 image tokens per image), a Llama decoder
+LLAVA_VISION = dict(hidden_size=32, intermediate_size=48, num_hidden_layers=2, num_attention_heads=2, image_size=24,
+                    patch_size=8, projection_dim=16)
+LLAVA_TEXT = dict(model_type="llama", vocab_size=97, hidden_size=32, intermediate_size=48, num_hidden_layers=2,
+                  num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=128, bos_token_id=1,
+                  eos_token_id=2)
+
+
+def llava_config(text=None, **kw):
+    return transformers.LlavaConfig(vision_config=LLAVA_VISION, text_config=dict(LLAVA_TEXT, **(text or {})),
+                                    image_token_index=90, **kw)
+
+
+def llava_row(n_text, n_images, per_image=9):
+    """Token ids of one LLaVA prompt: text, each image's `per_image` image tokens followed by a text token, text."""
+    pieces = [torch.randint(3, 90, (n_text - n_text // 2 - n_images,))]
+    for _ in range(n_images):
+        pieces += [torch.full((per_image,), 90), torch.randint(3, 90, (1,))]
+    pieces.append(torch.randint(3, 90, (n_text // 2,)))
+    return torch.cat(pieces)
+
+
+def llava_batch(rows, n_images, side="right", size=24):
+    ids, mask = pad_rows(rows, side, 0)
+    return {"input_ids": ids, "attention_mask": mask, "pixel_values": torch.randn(sum(n_images), 3, size, size)}
+
+
+class Llava(VisionLanguage):
+    """LLaVA: CLIP vision tower (feature layer -2, CLS dropped), GELU projector, Llama decoder; pixel_values
+    [n_images, 3, 24, 24], no image_grid_thw."""
+
+    def __init__(self, name):
+        super().__init__(name)
+        self.cases = (Case(backend="torch", chosen=True, pad=3),
+                      Case(dtype=F64, chosen=True, contrast=True, tol=1e-12),  # float64 throughout: to its rounding
+                      Case(backend="triton", batch=1),
+                      Case(mode="cp-lrp", batch=1))
+
+    def config(self):
+        return llava_config()
+
+    def build(self):
+        return randomize_vlm(transformers.LlavaForConditionalGeneration(self.config()))
+
+    def inputs(self, batch=1, size=None, pad=0):
+        n = size or 7
+        images = [2] + [1] * (batch - 1)  # two images in the first prompt
+        rows = [llava_row(n + 9 * (2 - k), k) for k in images]  # rows of one length
+        out = llava_batch(rows, images)
+        if pad:  # the last row's last `pad` (text) tokens padding
+            out["input_ids"][-1, -pad:] = 0
+            out["attention_mask"][-1, -pad:] = False
+        return out
+
+    def reference(self, model, inputs, result, case, request):
+        ids, mask = inputs["input_ids"], inputs["attention_mask"].bool()
+        positions = padded_index(mask, request.get("position", -1))
+        fields, score, z = llava_reference(model, ids, mask, inputs["pixel_values"], positions,
+                                           request.get("target", result.target), request.get("contrast"), case.mode)
+        rows = torch.arange(len(ids))
+        hidden = (torch.arange(ids.shape[1])[None] > positions[:, None]) | ~mask  # causal, and padding
+        position_ids = (mask.long().cumsum(-1) - 1).clamp(min=0)
+        return Reference({k: fields[k] for k in self.fields}, score, z,
+                         lambda: self.outputs(model, dict(inputs, position_ids=position_ids))[rows, positions],
+                         zeros={"relevance": hidden, "text_relevance": hidden | (ids == 90)}, position=positions)
+
+    def leaf(self, model, inputs):
+        """The merged sequence (word embeddings, projected image features at the image tokens)."""
+        inner, ids, mask = model.model, inputs["input_ids"], inputs["attention_mask"]
+        image = torch.cat(list(inner.get_image_features(pixel_values=inputs["pixel_values"]).pooler_output))
+        embeds = inner.get_input_embeddings()(ids)
+        x = embeds.masked_scatter((ids == 90)[..., None], image.to(embeds.dtype)).detach().requires_grad_()
+        position_ids = (mask.long().cumsum(-1) - 1).clamp(min=0)
+        return x, {"inputs_embeds": x, "attention_mask": mask, "position_ids": position_ids}
+
+    def padded(self, side):
+        rows = [llava_row(n, k) for n, k in ((9, 2), (5, 1))]
+        batch = llava_batch(rows, [2, 1], side)
+        singles = [{"input_ids": r[None], "pixel_values": px}
+                   for r, px in zip(rows, batch["pixel_values"].split([2, 1]))]
+        return batch, singles, {f: batch["attention_mask"] for f in self.fields}
+
+
 ZOO = ([Decoder(f) for f in (*FAMILIES, *VARIANTS)]
        + [Text(n) for n in ("bert-cls", "bert-mlm", "bert-base", "roberta-cls", "roberta-mlm", "xlm-roberta-cls",
                             "xlm-roberta-mlm", "camembert-cls", "camembert-mlm", "distilbert-cls", "distilbert-mlm",
@@ -1474,5 +1558,5 @@ ZOO = ([Decoder(f) for f in (*FAMILIES, *VARIANTS)]
        + [Dinov2(n) for n in ("dinov2", "dinov2_with_registers")]
        + [DecoderClassifier(f) for f in CLASSIFIERS]
        + [cls(f) for f in TWO_TOWER for cls in (TwoTower, TowerVision, TowerText)]
-       + [VisionLanguage("qwen2_vl"), VisionLanguage25("qwen2_5_vl")])
+       + [VisionLanguage("qwen2_vl"), VisionLanguage25("qwen2_5_vl"), Llava("llava")])
 BY_NAME = {e.name: e for e in ZOO}

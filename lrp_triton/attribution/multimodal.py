@@ -1,4 +1,5 @@
-"""Attribution of a vision-language model's logits (adapter kind "vision_language": Qwen2-VL, Qwen2.5-VL).
+"""Attribution of a vision-language model's logits (adapter kind "vision_language": Qwen2-VL, Qwen2.5-VL,
+LLaVA).
 
 One forward pass: the word embeddings (a relevance leaf), the vision tower on the pixel values (a
 leaf) and its merger (`VisionLanguageParts.image_features`), the image embeddings put at the image
@@ -28,9 +29,11 @@ from lrp_triton.backend import upcast
 
 
 def check_images(model, parts, input_ids, pixel_values, image_grid_thw, mm_token_type_ids):
-    """(pixel_values [n_patches, patch_dim] in the model's dtype or None, image_grid_thw [n_images, 3]
-    or None, mm_token_type_ids [B, N], the image rows): what the processor returns, checked against
-    the image tokens of input_ids (one ValueError per mismatch, naming the fix)."""
+    """(pixel_values in the model's dtype or None, image_grid_thw [n_images, 3] or None,
+    mm_token_type_ids [B, N], the image rows): what the processor returns, checked against the image
+    tokens of input_ids (one ValueError per mismatch, naming the fix). pixel_values: Qwen2-VL's
+    flattened patches [n_patches, patch_dim] with image_grid_thw; a fixed-size tower's images
+    [n_images, C, H, W] alone (`VisionLanguageParts.image_grid`)."""
     device = model_device(model)
     is_image = input_ids == parts.image_token_id
     if mm_token_type_ids is None:
@@ -45,11 +48,41 @@ def check_images(model, parts, input_ids, pixel_values, image_grid_thw, mm_token
         if not torch.equal(mm_token_type_ids == parts.mm_token_types["image"], is_image):
             raise ValueError("attribute: mm_token_type_ids must mark exactly the image tokens of input_ids "
                              f"(id {parts.image_token_id}) as images; videos are not supported")
+    if parts.image_grid is not None:
+        pixels, grid = fixed_size_images(model, parts, pixel_values, image_grid_thw, is_image)
+    else:
+        pixels, grid = flattened_patches(parts, pixel_values, image_grid_thw, is_image, device)
+    if pixels is None:
+        return None, None, mm_token_type_ids, []
+    per_image = parts.tokens_per_image(grid)
+    per_row = is_image.sum(-1).tolist()
+    if sum(per_image) != sum(per_row):
+        given = (f"pixel_values' {len(per_image)} images give" if parts.image_grid is not None
+                 else f"image_grid_thw {grid.tolist()} gives")
+        raise ValueError(f"attribute: input_ids hold {sum(per_row)} image tokens but {given} {sum(per_image)}; "
+                         f"pass the processor's input_ids with its images")
+    rows, row, seen = [], 0, 0
+    for n in per_image:  # images in order, row after row
+        while per_row[row] == seen:
+            row, seen = row + 1, 0
+        if seen + n > per_row[row]:
+            raise ValueError(f"attribute: an image's {n} tokens straddle rows {row} and {row + 1} of input_ids")
+        rows.append(row)
+        seen += n
+    dtype = model_dtype(model)
+    check_finite(pixels, "pixel_values")
+    pixels = pixels.to(dtype)
+    check_finite(pixels, "pixel_values", converted=dtype)
+    return pixels, grid, mm_token_type_ids, rows
+
+
+def flattened_patches(parts, pixel_values, image_grid_thw, is_image, device):
+    """Qwen2-VL's images: (pixel_values [n_patches, patch_dim], image_grid_thw [n_images, 3]), or (None, None)."""
     if pixel_values is None or image_grid_thw is None:
         if pixel_values is not None or image_grid_thw is not None or is_image.any():
             raise ValueError("attribute: image tokens need both pixel_values and image_grid_thw (as the processor "
                              "returns them), and pixel_values / image_grid_thw need image tokens in input_ids")
-        return None, None, mm_token_type_ids, []
+        return None, None
     grid = torch.as_tensor(image_grid_thw, device=device)
     if grid.dim() != 2 or grid.shape[-1] != 3 or grid.shape[0] == 0 or grid.is_floating_point() or (grid <= 0).any():
         raise ValueError(f"attribute: image_grid_thw must be positive integers [n_images, 3] (t, h, w patches per "
@@ -65,24 +98,23 @@ def check_images(model, parts, input_ids, pixel_values, image_grid_thw, mm_token
     except RuntimeError as error:
         raise ValueError(f"attribute: image_grid_thw {grid.tolist()} does not fit the model's patch merging "
                          f"({error})") from None
-    per_image = parts.tokens_per_image(grid)
-    per_row = is_image.sum(-1).tolist()
-    if sum(per_image) != sum(per_row):
-        raise ValueError(f"attribute: input_ids hold {sum(per_row)} image tokens but image_grid_thw "
-                         f"{grid.tolist()} gives {sum(per_image)}; pass the processor's input_ids with its images")
-    rows, row, seen = [], 0, 0
-    for n in per_image:  # images in order, row after row
-        while per_row[row] == seen:
-            row, seen = row + 1, 0
-        if seen + n > per_row[row]:
-            raise ValueError(f"attribute: an image's {n} tokens straddle rows {row} and {row + 1} of input_ids")
-        rows.append(row)
-        seen += n
-    dtype = model_dtype(model)
-    check_finite(pixels, "pixel_values")
-    pixels = pixels.to(dtype)
-    check_finite(pixels, "pixel_values", converted=dtype)
-    return pixels, grid, mm_token_type_ids, rows
+    return pixels, grid
+
+
+def fixed_size_images(model, parts, pixel_values, image_grid_thw, is_image):
+    """A fixed-size tower's images: (pixel_values [n_images, C, H, W], their grid), or (None, None)."""
+    if image_grid_thw is not None:
+        raise ValueError(f"attribute: image_grid_thw does not apply to {model.config.model_type} models: their "
+                         "images are pixel_values [n_images, channels, height, width]")
+    if pixel_values is None:
+        if is_image.any():
+            raise ValueError(f"attribute: input_ids hold image tokens (id {parts.image_token_id}) but no "
+                             "pixel_values were given")
+        return None, None
+    pixels = torch.as_tensor(pixel_values, device=model_device(model))
+    if not is_image.any():
+        raise ValueError("attribute: pixel_values need image tokens in input_ids (the processor's input_ids)")
+    return pixels, parts.image_grid(pixels)
 
 
 def explain_vision_language(model, adapter, options, *, input_ids, attention_mask, pixel_values, image_grid_thw,
@@ -121,7 +153,9 @@ def explain_vision_language(model, adapter, options, *, input_ids, attention_mas
             if pixel_leaf is not None:
                 grad = pixel_leaf.grad if pixel_leaf.grad is not None else torch.zeros_like(pixel_leaf)
                 out["pixels"] = upcast(pixel_leaf) * upcast(grad)
-                out["patches"] = token_relevance(patches.first)
+                first = patches.first
+                out["patches"] = token_relevance(parts.patch_rows(first),
+                                                 None if first.grad is None else parts.patch_rows(first.grad))
             return out
 
         leaves = [embeds] if pixel_leaf is None else [embeds, pixel_leaf]

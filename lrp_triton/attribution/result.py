@@ -115,7 +115,7 @@ class Attribution:
 
 @dataclass
 class VisionLanguageAttribution(Attribution):
-    """What `lrp_triton.attribute` returns for a vision-language model (Qwen2-VL, Qwen2.5-VL).
+    """What `lrp_triton.attribute` returns for a vision-language model (Qwen2-VL, Qwen2.5-VL, LLaVA).
 
     `relevance` [B, N] is over the merged sequence the decoder reads: at a text token its word
     embedding's relevance, at an image token that of the image embedding put there (the vision
@@ -124,11 +124,12 @@ class VisionLanguageAttribution(Attribution):
     Attributes (besides Attribution's):
         text_relevance: [B, N], the word embeddings' relevance (0 at image tokens).
         image_mask: bool [B, N], True at image tokens.
-        image_rows: the batch row of each image, in the order of `image_grid_thw`.
+        image_rows: the batch row of each image, images in order (of `image_grid_thw` / `pixel_values`).
         image_pixel_relevance: per image [H, W] ([P, H, W]): relevance at the pixel values, summed over
             channels (and the temporal patch's copies of the image), in the resized image's layout.
-        image_patch_relevance: per image [grid_h, grid_w]: at the patch embeddings (the Conv3d output).
-        image_token_relevance: per image [grid_h / m, grid_w / m]: at the image tokens (merged patches).
+        image_patch_relevance: per image [grid_h, grid_w]: at the patch embeddings (the patch convolution's output).
+        image_token_relevance: per image [grid_h / m, grid_w / m]: at the image tokens (merged patches;
+            LLaVA: m = 1, and a "full" image's CLS token is left out of the map).
         image_total, text_total: [B] sums of `relevance` over image tokens and over text tokens; their sum
             is the total (`relevance.sum(-1)`).
     """
