@@ -92,6 +92,7 @@ def image_rows(attribution, images=None) -> list[ImageRow]:
             total = float(token_map[j].sum() if several else token_map.sum())
             image = None if images[k] is None else fitted(images[k], tuple(pixel.shape))
             panels.append(Panel(k, pixel, image, total, total / total_row if total_row else float("nan")))
-        shown = [(k, [i for i in ids if i in set(row.indices)]) for k, ids in groups]
+        present = set(row.indices)
+        shown = [(k, [i for i in ids if i in present]) for k, ids in groups]
         out.append(ImageRow(_collapsed(row, shown) if groups else row, panels))
     return out
