@@ -238,3 +238,29 @@ def test_explain_image_errors_are_one_line(model_dir, tmp_path, capsys):
         assert cli.main(["explain", *args, "--prompt", "w5", "--device", "cpu"]) == 2
         err = capsys.readouterr().err.strip().splitlines()[-1]
         assert err.startswith("lrp-triton: error:") and message in err, err
+
+
+def test_inputs_from_the_image_processor_equal_the_qwen2_vl_processors(model, model_dir):
+    """The CLI's inputs without a processor (Qwen2-VL's needs torchvision for its video processor) equal
+    those of `Qwen2VLProcessor.__call__` (the instance made without __init__, which would build that)."""
+    import transformers
+    from PIL import Image
+
+    from lrp_triton.cli import CLIError
+    from lrp_triton.cli_vision import build_inputs
+    from lrp_triton.models import ADAPTERS
+
+    tokenizer, images = tiny_tokenizer(), [Image.open(model_dir / "picture.png").convert("RGB")] * 2
+    processor = transformers.Qwen2VLProcessor.__new__(transformers.Qwen2VLProcessor)
+    processor.tokenizer, processor.image_processor, processor.video_processor = tokenizer, image_processor(), None
+    processor.chat_template, processor.image_token, processor.image_token_id = None, "<|image_pad|>", IMAGE_TOKEN
+    processor.video_token, processor.video_token_id = "<|video_pad|>", 91
+    parts = ADAPTERS["qwen2_vl"].vision_language_of(model)
+    for prompt in ("w5 w6", "w5 <|image_pad|> w7 <|image_pad|>"):  # the images put first, or where the prompt says
+        real = build_inputs(processor, None, tokenizer, parts, model.config, images, prompt)
+        built = build_inputs(None, image_processor(), tokenizer, parts, model.config, images, prompt)
+        assert sorted(real) == sorted(built) and int((real["input_ids"] == IMAGE_TOKEN).sum()) == 24
+        for key in real:
+            torch.testing.assert_close(built[key], real[key], rtol=0, atol=0, msg=key)
+    with pytest.raises(CLIError, match="holds 1 image placeholder"):
+        build_inputs(None, image_processor(), tokenizer, parts, model.config, images, "w5 <|image_pad|>")
