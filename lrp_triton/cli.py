@@ -51,6 +51,8 @@ def parser() -> argparse.ArgumentParser:
                                     "token '12' when that is one token (stderr notes it), else an error; token "
                                     "id 12 is id:12. Default: the model's own next-token prediction")
     p.add_argument("--contrast", help="explain target minus this token's logit (same forms as --target)")
+    p.add_argument("--image", action="append", default=[], type=Path, metavar="FILE",
+                   help="a PNG / JPEG image for a vision-language model (repeatable; lrp_triton.cli_vision)")
     p.add_argument("--position", type=int, default=-1,
                    help="the prompt position whose next token is explained (default -1: the last)")
     p.add_argument("--mode", choices=MODES, default="attnlrp",
@@ -204,10 +206,10 @@ def _load_config(source: _Source):
     config = source.load(transformers.AutoConfig.from_pretrained, "config",
                          "check the model id and your network connection, or pass a local model directory")
     adapter = ADAPTERS.get(config.model_type)
-    if adapter is None or adapter.kind != "causal_lm":
+    if adapter is None or adapter.kind not in ("causal_lm", "vision_language"):
         raise CLIError(f"--model {source.shown}: model type {config.model_type!r} cannot be explained by "
                        f"`lrp-triton explain`; it supports causal language models of type "
-                       f"{', '.join(supported_model_types('causal_lm'))}")
+                       f"{', '.join(supported_model_types('causal_lm') + supported_model_types('vision_language'))}")
     return config, adapter
 
 
@@ -242,7 +244,7 @@ def _prompt(args, is_demo: bool) -> str:
     return text
 
 
-def _token_id(tokenizer, text: str, flag: str, vocab_size: int) -> int:
+def token_id(tokenizer, text: str, flag: str, vocab_size: int) -> int:
     """A token id from a --target / --contrast value: `id:N` is token id N, anything else is text that
     must be one token (see the --target help). A bare number is text too; stderr notes how it was read."""
     from lrp_triton.render import clean_tokens
@@ -343,6 +345,10 @@ def explain(args) -> int:
     status = Status()
     status.set(f"Loading {shown}: config and tokenizer ...")
     config, adapter = _load_config(source)
+    if args.image or adapter.kind == "vision_language":  # images and a processor: lrp_triton.cli_vision
+        from lrp_triton.cli_vision import explain_vision
+
+        return explain_vision(args, source, config, adapter, device, dtype, prompt, status)
     tokenizer = _load_tokenizer(source)
 
     import torch
@@ -365,8 +371,8 @@ def explain(args) -> int:
                        f"use -{n_prompt} to {n_prompt - 1}")
     vocab_size = config.get_text_config().vocab_size if hasattr(config, "get_text_config") else config.vocab_size
     status.clear()
-    target = None if args.target is None else _token_id(tokenizer, args.target, "--target", vocab_size)
-    contrast = None if args.contrast is None else _token_id(tokenizer, args.contrast, "--contrast", vocab_size)
+    target = None if args.target is None else token_id(tokenizer, args.target, "--target", vocab_size)
+    contrast = None if args.contrast is None else token_id(tokenizer, args.contrast, "--contrast", vocab_size)
     if args.backend == "triton" and device.type == "cpu":
         os.environ.setdefault("TRITON_INTERPRET", "1")  # read when triton is first imported
 
@@ -399,6 +405,12 @@ def explain(args) -> int:
                            mode=args.mode, checkpoint=args.checkpoint, backend=args.backend, tokenizer=tokenizer)
         status.clear()
     result = dataclasses.replace(result, model_name=shown)  # the token style comes with it (attribute's tokenizer=)
+    return report(result, args)
+
+
+def report(result, args) -> int:
+    """Prints the heatmap and the --top list, writes the --out files; 0."""
+    from lrp_triton import render
 
     color = {"always": True, "never": False}.get(args.color)
     print(render.terminal_text(result, color=color))
@@ -407,7 +419,7 @@ def explain(args) -> int:
     for out in args.out:
         path = Path(out).expanduser()
         try:
-            getattr(result, f"to_{OUT_FORMATS[path.suffix.lower()]}")(path)
+            getattr(result, f"to_{OUT_FORMATS[path.suffix.lower()]}")(path)  # images: the result's own
         except OSError as exc:  # checked before the work; this is a change since, or a full disk
             raise CLIError(f"--out {out}: could not write it ({exc.strerror or exc}); pass another file") from None
         print(f"wrote {out}", file=sys.stderr)

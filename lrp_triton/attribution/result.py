@@ -86,11 +86,11 @@ class Attribution:
 
         render.show(self, color)
 
-    def to_html(self, path=None) -> str:
+    def to_html(self, path=None, **kwargs) -> str:
         """One self-contained HTML page (written to `path` when given); returns it."""
         from lrp_triton import render
 
-        return render.to_html(self, path)
+        return render.to_html(self, path, **kwargs)
 
     def to_png(self, path, **kwargs) -> None:
         """A PNG heatmap at `path` (needs matplotlib: `pip install 'lrp_triton[plot]'`)."""
@@ -132,6 +132,13 @@ class VisionLanguageAttribution(Attribution):
             LLaVA: m = 1, and a "full" image's CLS token is left out of the map).
         image_total, text_total: [B] sums of `relevance` over image tokens and over text tokens; their sum
             is the total (`relevance.sum(-1)`).
+        images: optional, display only: the images as given to the processor (PIL images, arrays or
+            tensors; one per image), which `to_png` / `to_html` draw the relevance on (the CLI sets them).
+
+    `to_png(path, images=None, alpha=0.6, scale=None, width=80, dpi=150)` and `to_html(path, images=None,
+    alpha=0.6, scale=None)` show, per explained row, each image of that row with its pixel relevance
+    overlaid (a colour bar beside it) above the text heatmap, where each image's tokens are one
+    `[image k]` token; `images` defaults to `self.images` (none: the maps drawn on white).
     """
 
     text_relevance: torch.Tensor | None = None
@@ -142,6 +149,7 @@ class VisionLanguageAttribution(Attribution):
     image_token_relevance: list[torch.Tensor] = field(default_factory=list)
     image_total: torch.Tensor | None = None
     text_total: torch.Tensor | None = None
+    images: list | None = None
 
     @property
     def image_share(self) -> torch.Tensor:

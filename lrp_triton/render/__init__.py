@@ -63,7 +63,20 @@ def terminal_text(attribution, color: bool | None = None) -> str:
     """The heatmap as terminal text (ANSI colours when `color`, default: when stdout is a terminal)."""
     _check_color(color)
     color = _terminal.color_wanted() if color is None else color
-    return _terminal.render(display_rows(attribution), color, title(attribution))
+    return _terminal.render(_text_rows(attribution), color, title(attribution))
+
+
+def _is_vision_language(attribution) -> bool:
+    return getattr(attribution, "image_mask", None) is not None
+
+
+def _text_rows(attribution) -> list[Row]:
+    """The rows the heatmaps show: a vision-language attribution's with each image as one token (`vl_rows`)."""
+    if not _is_vision_language(attribution):
+        return display_rows(attribution)
+    from lrp_triton.render.vl_rows import image_rows
+
+    return [item.row for item in image_rows(attribution, [None] * len(attribution.image_pixel_relevance))]
 
 
 def _check_color(color) -> None:
@@ -78,21 +91,40 @@ def show(attribution, color: bool | None = None) -> None:
     if color is None and _in_notebook():
         from IPython.display import HTML, display
 
-        display(HTML(_html.fragment(display_rows(attribution), title(attribution))))
+        if _is_vision_language(attribution):
+            from lrp_triton.render.vl_html import fragment
+
+            display(HTML(fragment(attribution, title(attribution))))
+        else:
+            display(HTML(_html.fragment(display_rows(attribution), title(attribution))))
         return
     print(terminal_text(attribution, color))
 
 
-def to_html(attribution, path=None) -> str:
-    """One self-contained HTML page; written to `path` when given. Returns the page."""
-    text = _html.page(display_rows(attribution), title(attribution))
+def to_html(attribution, path=None, **kwargs) -> str:
+    """One self-contained HTML page; written to `path` when given. Returns the page. A vision-language
+    attribution's shows each image with its relevance overlaid (kwargs: images, alpha, scale; `vl_html`)."""
+    if _is_vision_language(attribution):
+        from lrp_triton.render.vl_html import fragment
+
+        text = _html.document(fragment(attribution, title(attribution), **kwargs), title(attribution))
+    elif kwargs:
+        raise TypeError(f"to_html: {', '.join(kwargs)} only apply to vision-language attributions")
+    else:
+        text = _html.page(display_rows(attribution), title(attribution))
     if path is not None:
         Path(path).write_text(text, encoding="utf-8")
     return text
 
 
 def to_png(attribution, path, **kwargs) -> None:
-    """A PNG image of the heatmap (needs matplotlib)."""
+    """A PNG image of the heatmap (needs matplotlib). A vision-language attribution's shows each image with
+    its relevance overlaid above the text (kwargs also: images, alpha, scale; `vl_png`)."""
+    if _is_vision_language(attribution):
+        from lrp_triton.render import vl_png
+
+        vl_png.save(attribution, path, title(attribution), **kwargs)
+        return
     from lrp_triton.render import png
 
     png.save(display_rows(attribution), path, title(attribution), **kwargs)

@@ -36,19 +36,33 @@ def fragment(rows: list[Row], title: str = "") -> str:
     if title:
         parts.append(f"<h1>{html.escape(title)}</h1>")
     for row in rows:
-        parts.append(f'<div class="lrp-row"><div class="lrp-label">{html.escape(row.label)}</div>')
-        tokens = html.escape(row.separator).join(
-            _token(t, r, n, i) for t, r, n, i in zip(row.tokens, row.relevance, row.normalized, row.indices))
-        parts.append(f'<div class="lrp-tokens">{tokens}</div></div>')
+        parts.append(row_html(row))
+    parts.append(legend_html() + "</div>")
+    return "\n".join(parts)
+
+
+def row_html(row: Row, before: str = "") -> str:
+    """One row: its label, then `before` (markup, e.g. image panels), then its tokens."""
+    tokens = html.escape(row.separator).join(
+        _token(t, r, n, i) for t, r, n, i in zip(row.tokens, row.relevance, row.normalized, row.indices))
+    return (f'<div class="lrp-row"><div class="lrp-label">{html.escape(row.label)}</div>{before}'
+            f'<div class="lrp-tokens">{tokens}</div></div>')
+
+
+def legend_html() -> str:
     legend = "".join(f'<span class="lrp-tok" style="background:{css(background(v))};color:{css(foreground(v))}">'
                      f' {v:+.1f} </span>' for v in (-1.0, -0.5, 0.0, 0.5, 1.0))
-    parts.append(f'<div class="lrp-legend">red: positive relevance, blue: negative; normalised per row '
-                 f'{legend}. Hover a token for its raw value.</div></div>')
-    return "\n".join(parts)
+    return (f'<div class="lrp-legend">red: positive relevance, blue: negative; normalised per row '
+            f'{legend}. Hover a token for its raw value.</div>')
 
 
 def page(rows: list[Row], title: str = "") -> str:
     """A complete, self-contained HTML document."""
+    return document(fragment(rows, title), title)
+
+
+def document(body: str, title: str = "") -> str:
+    """`body` (a fragment) as a complete HTML document."""
     return ("<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n"
             f"<title>{html.escape(title or 'lrp_triton heatmap')}</title>\n</head>\n<body>\n"
-            f"{fragment(rows, title)}\n</body>\n</html>\n")
+            f"{body}\n</body>\n</html>\n")

@@ -5,9 +5,16 @@ the shared diverging scale of `lrp_triton.render.colors` (red positive, blue neg
 over the image shown in grey: out = (1 - a) * grey + a * colour, a = alpha * |v| (irrelevant pixels
 keep the image). The overlay is written pixel for pixel (each image pixel a `scale` x `scale`
 block, at the top left of the PNG), with a colour bar of the relevance to its right.
+
+`fitted` brings an image as given (a PIL image, an array or a tensor, of any size) to the map's size
+(bilinear, antialiased: right for processors that resize the whole image, as Qwen2-VL's does);
+`png_bytes` encodes an RGB array as a PNG without any image library (the HTML page embeds it).
 """
 
 from __future__ import annotations
+
+import struct
+import zlib
 
 import torch
 
@@ -67,3 +74,35 @@ def save_overlay(relevance: torch.Tensor, path, image=None, alpha: float = 0.7, 
     fig.colorbar(ScalarMappable(Normalize(-top, top), cmap), cax=bar)
     bar.tick_params(labelsize=6)
     fig.savefig(path, format="png", dpi=dpi, facecolor="white")
+
+
+def fitted(image, shape) -> torch.Tensor:
+    """float [C, H, W] of `image` (a PIL image, or an array / tensor [H, W], [C, H, W] or [H, W, C]) resized
+    to `shape` = (H, W) when it differs."""
+    if hasattr(image, "convert") and hasattr(image, "size"):  # a PIL image
+        import numpy
+
+        image = numpy.array(image.convert("RGB"))
+    img = torch.as_tensor(image).detach().cpu().double()
+    if img.dim() == 2:
+        img = img[None]
+    elif img.dim() == 3 and not (img.shape[0] in (1, 3) and img.shape[-1] not in (1, 3)):
+        img = img.permute(2, 0, 1)  # [H, W, C] -> [C, H, W]
+    if img.dim() != 3 or img.shape[1] == 0 or img.shape[2] == 0:
+        raise ValueError(f"overlay: an image must be [H, W], [C, H, W] or [H, W, C], got {tuple(img.shape)}")
+    if tuple(img.shape[1:]) != tuple(shape):
+        img = torch.nn.functional.interpolate(img[None], size=tuple(shape), mode="bilinear", antialias=True,
+                                              align_corners=False)[0]
+    return img
+
+
+def png_bytes(rgb: torch.Tensor) -> bytes:
+    """A PNG file (8-bit RGB, no filter) of uint8 [H, W, 3]."""
+    h, w, _ = rgb.shape
+    rows = torch.cat([torch.zeros(h, 1, dtype=torch.uint8), rgb.reshape(h, w * 3)], 1)  # filter byte 0 per row
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 8, 2, 0, 0, 0))
+            + chunk(b"IDAT", zlib.compress(rows.numpy().tobytes(), 6)) + chunk(b"IEND", b""))
