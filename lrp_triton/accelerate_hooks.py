@@ -1,0 +1,78 @@
+"""A model dispatched by accelerate (`device_map`, `dispatch_model`, `cpu_offload`, `disk_offload`):
+its hooks carried over to the lrp_triton layers that `apply` puts in.
+
+accelerate runs such a model through a hook on each module (`module._hf_hook`, installed by
+`accelerate.hooks.add_hook_to_module`, which wraps `module.forward`): before the forward it moves
+the inputs to the module's execution device and, for an offloaded module, loads the module's own
+tensors (kept on the meta device in between) from their CPU or disk copy by name; after it, it
+puts them back on meta. The layer replacing such a module holds the same tensors under the same
+names (`weight`, `bias`, ...), so it gets a hook that runs the very same hook object: its tensors
+are loaded into the replacement for its forward, exactly as into the original. The autograd graph
+keeps the loaded tensors the backward pass needs, so relevance flows as in the plain model.
+
+The original module keeps its own hook untouched: `remove()` puts it back as it was. Nothing here
+imports accelerate unless a module carries one of its hooks.
+"""
+
+from __future__ import annotations
+
+from torch import nn
+
+
+class ForwardedHook:
+    """An accelerate hook for a replacement layer: runs the replaced module's `hook` around its forward.
+
+    `init_hook` and `detach_hook` leave the module alone: `hook` was set up on the original (whose
+    tensors it offloaded) and is detached from there, not from the replacement."""
+
+    def __init__(self, hook):
+        self.hook = hook
+
+    @property
+    def no_grad(self) -> bool:
+        return self.hook.no_grad
+
+    def init_hook(self, module: nn.Module) -> nn.Module:
+        return module
+
+    def pre_forward(self, module: nn.Module, *args, **kwargs):
+        return self.hook.pre_forward(module, *args, **kwargs)
+
+    def post_forward(self, module: nn.Module, output):
+        return self.hook.post_forward(module, output)
+
+    def detach_hook(self, module: nn.Module) -> nn.Module:
+        return module
+
+
+def tensor_names(module: nn.Module, recurse: bool, buffers: bool) -> set[str]:
+    names = {name for name, _ in module.named_parameters(recurse=recurse)}
+    if buffers:
+        names |= {name for name, _ in module.named_buffers(recurse=recurse)}
+    return names
+
+
+def check_offloaded_names(original: nn.Module, replacement: nn.Module, hook) -> None:
+    """An offloading hook loads the replacement's tensors by name from the original's weights: every
+    tensor the replacement holds must be one the original holds under that name."""
+    for h in getattr(hook, "hooks", (hook,)):  # a SequentialHook holds several
+        if not getattr(h, "offload", False):
+            continue
+        recurse, buffers = bool(getattr(h, "place_submodules", False)), bool(getattr(h, "offload_buffers", False))
+        missing = tensor_names(replacement, recurse, buffers) - tensor_names(original, recurse, buffers)
+        if missing:
+            raise NotImplementedError(
+                f"lrp_triton.apply: {type(original).__name__} is offloaded by accelerate, and its LRP layer "
+                f"{type(replacement).__name__} holds tensors it does not ({', '.join(sorted(missing))}); keep this "
+                "module on a device (device_map) to explain the model")
+
+
+def carry_hook(original: nn.Module, replacement: nn.Module) -> None:
+    """Gives `replacement` a hook running the accelerate hook of `original`, if it has one."""
+    hook = getattr(original, "_hf_hook", None)
+    if hook is None:
+        return
+    check_offloaded_names(original, replacement, hook)
+    from accelerate.hooks import add_hook_to_module  # only a model dispatched by accelerate gets here
+
+    add_hook_to_module(replacement, ForwardedHook(hook))
