@@ -76,3 +76,37 @@ def carry_hook(original: nn.Module, replacement: nn.Module) -> None:
     from accelerate.hooks import add_hook_to_module  # only a model dispatched by accelerate gets here
 
     add_hook_to_module(replacement, ForwardedHook(hook))
+
+
+def loads_submodules(module: nn.Module) -> bool:
+    """Whether the accelerate hook on `module` loads the tensors of its whole subtree (`place_submodules`:
+    `preload_module_classes`, a block placed as one)."""
+    hook = getattr(module, "_hf_hook", None)
+    hooks = [getattr(h, "hook", h) for h in getattr(hook, "hooks", (hook,))]  # a ForwardedHook runs h.hook
+    return any(getattr(h, "place_submodules", False) for h in hooks)
+
+
+def carry_hooks(original: nn.Module, replacement: nn.Module, ancestors: list[nn.Module] = ()) -> None:
+    """`carry_hook` for the replacement and each new layer it built inside (an MoE block's LRP experts),
+    from the original's module of the same name; the original's modules it reuses keep their own hooks.
+    Then a layer of the replacement that still holds a tensor on the meta device with no hook to load
+    it is refused: it would compute with no weights (unless the hook of one of its `ancestors` in the
+    model, or of one of its own enclosing layers, loads the whole subtree)."""
+    originals = dict(original.named_modules())
+    for name, module in replacement.named_modules():
+        old = originals.get(name)
+        if old is not None and old is not module and not hasattr(module, "_hf_hook"):
+            carry_hook(old, module)
+    if any(loads_submodules(m) for m in ancestors):
+        return
+    covered = [name for name, module in replacement.named_modules() if loads_submodules(module)]
+    for name, module in replacement.named_modules():
+        if hasattr(module, "_hf_hook") or any(name.startswith(c + "." if c else "") for c in covered):
+            continue
+        meta = [n for n, t in [*module.named_parameters(recurse=False), *module.named_buffers(recurse=False)]
+                if t.device.type == "meta"]
+        if meta:
+            raise NotImplementedError(
+                f"lrp_triton.apply: {type(module).__name__} ({name or 'the LRP layer'} of {type(original).__name__}) "
+                f"holds {', '.join(meta)} on the meta device (offloaded by accelerate) with no hook to load it; keep "
+                "this module on a device (device_map) to explain the model")

@@ -24,7 +24,7 @@ from typing import NamedTuple
 from torch import nn
 
 from lrp_triton import attention_interface
-from lrp_triton.accelerate_hooks import carry_hook
+from lrp_triton.accelerate_hooks import carry_hooks
 from lrp_triton.models import adapter_for
 from lrp_triton.models.base import Adapter
 from lrp_triton.modules.gamma import gamma_replacement
@@ -105,7 +105,8 @@ class LRPHandle:
             for table in _HOOK_TABLES:
                 if hasattr(module, table):
                     setattr(new, table, getattr(module, table))
-            carry_hook(module, new)
+            parts = name.split(".")
+            carry_hooks(module, new, [modules[".".join(parts[:i])] for i in range(len(parts))])
             parent_name, _, attr = name.rpartition(".")
             parent = modules[parent_name] if parent_name else root
             self._swaps.append(_Swap(parent, attr, module, new))

@@ -84,6 +84,28 @@ def test_cpu_and_disk_offloaded_layers_give_the_plain_relevance_and_apply_undoes
         torch.testing.assert_close(model(ids, attention_mask=mask).logits, logits)
 
 
+@pytest.mark.parametrize("family, preload", [("qwen2_moe", None), ("llama", ["LlamaDecoderLayer"])])
+def test_layers_built_inside_a_replacement_and_preloaded_blocks_load_their_offloaded_weights(family, preload):
+    # qwen2_moe: the LRP MoE block builds its own LRP experts, which must run the HF experts' hook;
+    # preload: the decoder layer's hook loads the tensors of its whole subtree, LRP norms included
+    plain = tiny_model(family)
+    model = copy.deepcopy(plain)
+    accelerate.cpu_offload(model, execution_device="cpu", preload_module_classes=preload)
+    assert all(p.device.type == "meta" for p in model.parameters())
+    ids, mask = inputs(plain.config.vocab_size)
+    assert_same_relevance(lrp_triton.attribute(model, ids, attention_mask=mask),
+                          lrp_triton.attribute(plain, ids, attention_mask=mask))
+
+
+def test_an_lrp_layer_left_with_meta_weights_is_refused():
+    model = tiny_model("llama")
+    norm = model.model.layers[0].input_layernorm
+    norm.weight = nn.Parameter(torch.empty_like(norm.weight, device="meta"))  # no hook would load it
+    with pytest.raises(NotImplementedError, match="LRPRMSNorm .*holds weight on the meta device"):
+        lrp_triton.apply(model)
+    assert model.model.layers[0].input_layernorm is norm  # nothing stays applied
+
+
 def test_an_offloaded_module_whose_lrp_layer_holds_other_tensors_is_refused():
     class Hook:  # what an offloading AlignDevicesHook exposes
         offload, place_submodules, offload_buffers = True, False, False
