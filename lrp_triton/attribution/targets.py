@@ -257,7 +257,7 @@ def output_scores(outputs, target: int | torch.Tensor | Callable | None, positio
                              "needs the explained position")
         positions, several = explained_positions(position, attention_mask)
         rows = torch.arange(logits.shape[0], device=logits.device)[:, None]
-        selected = logits[rows, positions]  # [B, P, V]
+        selected = logits[rows, positions.to(logits.device)]  # [B, P, V]
         targets = ids_per_position(target, "target", positions, several, logits.shape[-1])
         scores, targets = logit_scores(selected, targets)
         return HeadScores(scores, targets, positions, several)
