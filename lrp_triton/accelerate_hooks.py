@@ -87,16 +87,26 @@ def loads_submodules(module: nn.Module) -> bool:
 
 
 def carry_hooks(original: nn.Module, replacement: nn.Module, ancestors: list[nn.Module] = ()) -> None:
-    """`carry_hook` for the replacement and each new layer it built inside (an MoE block's LRP experts),
-    from the original's module of the same name; the original's modules it reuses keep their own hooks.
-    Then a layer of the replacement that still holds a tensor on the meta device with no hook to load
-    it is refused: it would compute with no weights (unless the hook of one of its `ancestors` in the
-    model, or of one of its own enclosing layers, loads the whole subtree)."""
-    originals = dict(original.named_modules())
-    for name, module in replacement.named_modules():
-        old = originals.get(name)
-        if old is not None and old is not module and not hasattr(module, "_hf_hook"):
-            carry_hook(old, module)
+    """`carry_hook` for the replacement and each new layer it built inside (an MoE block's LRP experts,
+    a prediction head's LRP norm), from the original's module whose tensors it holds (the very same
+    Parameters); the original's modules it reuses keep their own hooks. Then a layer of the
+    replacement that still holds a tensor on the meta device with no hook to load it is refused: it
+    would compute with no weights (unless the hook of one of its `ancestors` in the model, or of one
+    of its own enclosing layers, loads the whole subtree)."""
+    owner = {}  # id(tensor) -> the original's module holding it directly
+    for module in original.modules():
+        for _, t in [*module.named_parameters(recurse=False), *module.named_buffers(recurse=False)]:
+            owner.setdefault(id(t), module)
+    reused = {id(m) for m in original.modules()}
+    for module in replacement.modules():
+        if id(module) in reused or hasattr(module, "_hf_hook"):
+            continue
+        held = [t for _, t in [*module.named_parameters(recurse=False), *module.named_buffers(recurse=False)]]
+        olds = {id(owner[id(t)]): owner[id(t)] for t in held if id(t) in owner}
+        if module is replacement:
+            olds = {id(original): original}
+        if len(olds) == 1:
+            carry_hook(next(iter(olds.values())), module)
     if any(loads_submodules(m) for m in ancestors):
         return
     covered = [name for name, module in replacement.named_modules() if loads_submodules(module)]

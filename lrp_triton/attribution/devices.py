@@ -32,8 +32,12 @@ def execution_device(model: nn.Module) -> torch.device:
     if device is None and callable(getattr(model, "get_input_embeddings", None)):
         try:
             device = hook_device(model.get_input_embeddings())
-        except NotImplementedError:  # a model without input embeddings (a vision tower)
+        except NotImplementedError:  # a model without input embeddings
             device = None
+    for module in () if device is not None else model.modules():  # the first hooked layer (cpu_offload)
+        device = hook_device(module)
+        if device is not None:
+            break
     if device is not None:
         return device
     first = None
