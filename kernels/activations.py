@@ -33,7 +33,7 @@ import triton.language as tl
 
 from lrp_triton.kernels import activations_torch, buffers
 from lrp_triton.kernels.activations_torch import ACTIVATION_IDS, QUICK_GELU_SLOPE
-from lrp_triton.kernels.triton_setup import autotune_configs
+from lrp_triton.kernels.triton_setup import autotune_configs, on_tensor_device
 
 _SQRT1_2 = tl.constexpr(0.7071067811865476)
 _TWO_SQRT_2_OVER_PI = tl.constexpr(1.5957691216057308)  # 2 * sqrt(2 / pi)
@@ -152,6 +152,7 @@ def _grid(numel):
     return lambda META: (triton.cdiv(numel, META["BLOCK"]),)
 
 
+@on_tensor_device
 def activation_forward(x, *, activation):
     """y = act(x) in x's dtype."""
     x = x.contiguous()
@@ -161,6 +162,7 @@ def activation_forward(x, *, activation):
     return y
 
 
+@on_tensor_device
 def activation_backward(grad_out, x, *, activation):
     """Identity rule: g_x = g * act(x)/x, in x's dtype."""
     x = x.contiguous()
@@ -171,6 +173,7 @@ def activation_backward(grad_out, x, *, activation):
     return dx
 
 
+@on_tensor_device
 def glu_forward(gate, up, *, activation):
     """y = act(gate) * up in the input dtype."""
     gate = gate.contiguous()
@@ -181,6 +184,7 @@ def glu_forward(gate, up, *, activation):
     return y
 
 
+@on_tensor_device
 def glu_backward(grad_out, gate, up, *, activation):
     """(g_gate, g_up) = (g * up * ratio(gate) / 2, g * act(gate) / 2) in the input dtype."""
     gate = gate.contiguous()

@@ -46,7 +46,7 @@ from lrp_triton.kernels import buffers
 from lrp_triton.kernels.attention_backward import attn_bwd_delta, attn_bwd_dkdv, attn_bwd_dq
 from lrp_triton.kernels.attention_tiles import (FWD_CONFIGS, FWD_HOPPER, LOG2E, NEG_INF, TUNE_CAP, TUNE_KEY,
                                              interior_keys, key_range, load_rows, pruner, tile_scores, visible)
-from lrp_triton.kernels.triton_setup import INTERPRETING
+from lrp_triton.kernels.triton_setup import INTERPRETING, on_tensor_device
 from lrp_triton.rules import ATTENTION_RULES
 
 # ----------------------------------------------------------------------------------------------
@@ -227,6 +227,7 @@ def _value_dims(v):
     return dict(HEAD_DV=v.shape[3], BLOCK_DV=max(16, triton.next_power_of_2(v.shape[3])))
 
 
+@on_tensor_device
 def attention_forward(q, k, v, *, causal, scale, key_padding_mask=None, sliding_window=None,
                       softcap=None, bias=None, relative_bias=None, sinks=None):
     """Exact attention. Returns (out [B, H, N, D_v] in q's dtype, lse [B, H, N] float32, log2 units);
@@ -246,6 +247,7 @@ def attention_forward(q, k, v, *, causal, scale, key_padding_mask=None, sliding_
     return out, lse
 
 
+@on_tensor_device
 def attention_backward(do, q, k, v, out, lse, *, causal, scale, mode, key_padding_mask=None,
                        sliding_window=None, softcap=None, bias=None, relative_bias=None):
     """The mode's gradient form (module docstring) for (q, k, v), each in its input's dtype.

@@ -27,6 +27,7 @@ import triton.language as tl
 
 from lrp_triton.kernels import buffers, layer_norm_torch
 from lrp_triton.kernels.rms_norm import ROW_CONFIGS, blocks
+from lrp_triton.kernels.triton_setup import on_tensor_device
 
 
 @triton.autotune(configs=ROW_CONFIGS, key=["BLOCK_M", "BLOCK_N", "SINGLE", "HAS_W", "HAS_B"])
@@ -121,6 +122,7 @@ def _layer_norm_bwd(DY, W, RSTD, DX, n_rows, N,
             tl.store(DX + base + c[None, :], dx.to(DX.dtype.element_ty), mask=ok)
 
 
+@on_tensor_device
 def layer_norm_forward(x, weight, bias, *, eps):
     """Returns (y, rstd): y = F.layer_norm(x, ...) in x's dtype, rstd float32 of shape x.shape[:-1]."""
     n = x.shape[-1]
@@ -138,6 +140,7 @@ def layer_norm_forward(x, weight, bias, *, eps):
     return y, rstd
 
 
+@on_tensor_device
 def layer_norm_backward(grad_out, weight, rstd, *, dtype):
     """std held constant: g_x = (g_y*w - mean(g_y*w)) * rstd, in `dtype` (the input's)."""
     n = grad_out.shape[-1]

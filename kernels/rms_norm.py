@@ -25,7 +25,7 @@ import triton.language as tl
 
 from lrp_triton.kernels import buffers, rms_norm_torch
 from lrp_triton.kernels.rms_norm_torch import rms_norm_output_dtype
-from lrp_triton.kernels.triton_setup import autotune_configs
+from lrp_triton.kernels.triton_setup import autotune_configs, on_tensor_device
 
 MAX_BLOCK_N = 4096  # columns of a row one program holds at a time
 _TILE = 4096  # elements of one [BLOCK_M, BLOCK_N] tile (rows are batched when they are short)
@@ -109,6 +109,7 @@ def _rms_norm_bwd(DY, W, RSTD, DX, n_rows, N, offset, BLOCK_M: tl.constexpr, BLO
         tl.store(DX + base + c[None, :], dx.to(DX.dtype.element_ty), mask=ok)
 
 
+@on_tensor_device
 def rms_norm_forward(x, weight, *, eps, offset):
     """Returns (y, rstd): y as HuggingFace computes it, rstd float32 of shape x.shape[:-1]."""
     n = x.shape[-1]
@@ -124,6 +125,7 @@ def rms_norm_forward(x, weight, *, eps, offset):
     return y, rstd
 
 
+@on_tensor_device
 def rms_norm_backward(grad_out, weight, rstd, *, offset, dtype):
     """Identity rule: g_x = g_y * (offset + w) * rstd, in `dtype` (the input's)."""
     n = grad_out.shape[-1]

@@ -5,6 +5,9 @@ compiled. This module is imported by each kernel module before its kernels are d
 `INTERPRETING` tells how they were built.
 """
 
+import functools
+
+import torch
 import triton
 
 from lrp_triton.backend import interpreter_requested
@@ -26,4 +29,20 @@ def check_can_run_on_cpu() -> None:
             "or use backend='torch'")
 
 
-__all__ = ["INTERPRETING", "autotune_configs", "check_can_run_on_cpu", "triton"]
+def on_tensor_device(launch):
+    """Runs a kernel-launching function with its first tensor argument's CUDA device current: Triton
+    launches on the current device, and a model dispatched over several GPUs (accelerate's device_map)
+    runs its forward with cuda:0 current whatever device a layer's tensors are on."""
+
+    @functools.wraps(launch)
+    def run(*args, **kwargs):
+        first = next((a for a in (*args, *kwargs.values()) if isinstance(a, torch.Tensor)), None)
+        if first is not None and first.is_cuda and first.device.index != torch.cuda.current_device():
+            with torch.cuda.device(first.device):
+                return launch(*args, **kwargs)
+        return launch(*args, **kwargs)
+
+    return run
+
+
+__all__ = ["INTERPRETING", "autotune_configs", "check_can_run_on_cpu", "on_tensor_device", "triton"]

@@ -24,6 +24,7 @@ from typing import NamedTuple
 from torch import nn
 
 from lrp_triton import attention_interface
+from lrp_triton.accelerate_hooks import carry_hooks
 from lrp_triton.models import adapter_for
 from lrp_triton.models.base import Adapter
 from lrp_triton.modules.gamma import gamma_replacement
@@ -94,7 +95,8 @@ class LRPHandle:
 
     def _swap(self, root: nn.Module, replacement_for) -> None:
         """Replaces each module of `root` for which replacement_for(module) gives a new one; the new
-        module shares the old one's hook tables, so the user's hooks keep running."""
+        module shares the old one's hook tables, so the user's hooks keep running, and runs the old
+        one's accelerate hook (`lrp_triton.accelerate_hooks`), so a dispatched or offloaded model runs."""
         modules = dict(root.named_modules())
         for name, module in list(modules.items()):
             new = replacement_for(module)
@@ -103,6 +105,8 @@ class LRPHandle:
             for table in _HOOK_TABLES:
                 if hasattr(module, table):
                     setattr(new, table, getattr(module, table))
+            parts = name.split(".")
+            carry_hooks(module, new, [modules[".".join(parts[:i])] for i in range(len(parts))])
             parent_name, _, attr = name.rpartition(".")
             parent = modules[parent_name] if parent_name else root
             self._swaps.append(_Swap(parent, attr, module, new))

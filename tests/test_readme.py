@@ -72,6 +72,9 @@ def test_python_snippet_runs_as_written(heading, code, tmp_path, monkeypatch):
         if re.search(rf"^(import|from) {frontend}\b", code, flags=re.M):
             pytest.importorskip(frontend)
     namespace, printed = run_block(code, tmp_path, monkeypatch)
+    if heading == "Models larger than one device":  # what its comment says: the plain model's relevance
+        assert torch.equal(namespace["result"].relevance, namespace["plain"].relevance)
+        assert printed.strip() == "tensor(0.)"
     if heading == "Explaining a HuggingFace model":
         # what the snippet's comments say: the demo model answers 3, and the "3" after "k=" is the most relevant
         result = namespace["result"]

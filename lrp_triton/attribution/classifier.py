@@ -84,7 +84,8 @@ def explain_decoder_classifier(model, adapter, options, *, input_ids, inputs_emb
         with torch.enable_grad():
             hidden = adapter.base_model(model)(inputs_embeds=embeds, attention_mask=mask, use_cache=False,
                                                position_ids=adapter.position_ids(model.config, mask))[0]
-            logits = head(hidden[torch.arange(mask.shape[0], device=mask.device)[:, None], positions])  # [B, 1, C]
+            rows = torch.arange(mask.shape[0], device=hidden.device)[:, None]
+            logits = head(hidden[rows, positions.to(hidden.device)])  # [B, 1, C]
             scores, targets = logit_scores(logits, targets)
 
         def read():

@@ -18,6 +18,7 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint as torch_checkpoint
 
 from lrp_triton.apply import LRPHandle, active_handle, apply_options, model_lock
+from lrp_triton.attribution.devices import execution_device, input_device, on_device
 from lrp_triton.attribution.targets import check_finite_relevance
 from lrp_triton.backend import upcast
 from lrp_triton.options import LRPOptions
@@ -33,15 +34,18 @@ def frozen_eval(model: nn.Module):
     """Eval mode (no dropout) and frozen parameters for the call; afterwards every module's own
     training flag and every parameter's own requires_grad flag as they were."""
     modes = [(m, m.training) for m in model.modules()]
-    flags = [(p, p.requires_grad) for p in model.parameters()]
+    # each Parameter, and the one now at its module and name: an offloading hook (accelerate) puts a new
+    # Parameter there at each forward, taking over the flag of the one it replaces
+    flags = [(m, name, p, p.requires_grad) for m in model.modules() for name, p in m.named_parameters(recurse=False)]
     model.eval()
-    for p, _ in flags:
+    for _, _, p, _ in flags:
         p.requires_grad_(False)
     try:
         yield
     finally:
-        for p, flag in flags:
+        for m, name, p, flag in flags:
             p.requires_grad_(flag)
+            getattr(m, name).requires_grad_(flag)
         for m, training in modes:
             m.training = training
 
@@ -57,7 +61,9 @@ def attribution_call(fn: Callable) -> Callable:
     """Wraps an attribution entry point `fn(model, ...)`: one call at a time per model instance
     (other threads wait), gradients on whatever the caller's grad mode (`torch.no_grad`,
     `torch.inference_mode`), inputs made under inference mode copied into normal tensors, and the
-    transformers model inside a known wrapper explained (`lrp_triton.wrappers.unwrap`)."""
+    transformers model inside a known wrapper explained (`lrp_triton.wrappers.unwrap`); the result's
+    tensors on the device of the tensor input (else the model's input device, `devices.on_device`),
+    wherever the model's layers are."""
 
     @functools.wraps(fn)
     def call(model, *args, **kwargs):
@@ -66,7 +72,8 @@ def attribution_call(fn: Callable) -> Callable:
             if any(p.is_inference() for p in model.parameters()):
                 raise RuntimeError("attribute: the model's parameters were created under torch.inference_mode, so "
                                    "autograd cannot use them; load or build the model outside inference_mode")
-            return fn(model, *(_usable(a) for a in args), **{k: _usable(v) for k, v in kwargs.items()})
+            result = fn(model, *(_usable(a) for a in args), **{k: _usable(v) for k, v in kwargs.items()})
+        return on_device(result, input_device(args, kwargs) or execution_device(model))
 
     return call
 

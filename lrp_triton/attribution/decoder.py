@@ -26,7 +26,7 @@ def explained_scores(model, adapter, options, head, hidden, positions, targets, 
     """The final hidden states [B, N, hidden] -> (scores [B, P], targets [B, P]): the language-model head
     only at the explained positions (with the family's output scale and final soft-cap), then the
     target logit (minus the contrast logit)."""
-    hidden = hidden[torch.arange(hidden.shape[0], device=hidden.device)[:, None], positions]
+    hidden = hidden[torch.arange(hidden.shape[0], device=hidden.device)[:, None], positions.to(hidden.device)]
     scale = adapter.output_scale(model.config)
     logits = head(hidden if scale is None else hidden * scale)  # [B, P, vocab]: only where explained
     cap = adapter.final_logit_softcap(model.config)

@@ -99,7 +99,7 @@ def explain_encoder(model, adapter, options, *, input_ids, inputs_embeds, attent
 def token_scores(logits: torch.Tensor, position, mask: torch.Tensor) -> HeadScores:
     """A one-logit-per-token head's logits [B, N] at `position` (counted over real tokens): [B, P]."""
     positions, several = explained_positions(position, mask)
-    scores = logits[torch.arange(logits.shape[0], device=logits.device)[:, None], positions]
+    scores = logits[torch.arange(logits.shape[0], device=logits.device)[:, None], positions.to(logits.device)]
     check_finite_scores(scores, "the explained token logit")
     return HeadScores(scores, None, positions, several)
 

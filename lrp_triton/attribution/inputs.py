@@ -15,9 +15,12 @@ from typing import NamedTuple
 
 import torch
 
+from lrp_triton.attribution.devices import execution_device
+
 
 def model_device(model) -> torch.device:
-    return next(model.parameters()).device
+    """Where the inputs go: the execution device of a dispatched model (`devices.execution_device`)."""
+    return execution_device(model)
 
 
 def model_dtype(model) -> torch.dtype:

@@ -58,7 +58,7 @@ def explain_seq2seq(model, adapter, options, *, input_ids, attention_mask, decod
             decoded = model.get_decoder()(inputs_embeds=dec_emb, attention_mask=decoder_attention_mask,
                                           encoder_hidden_states=encoded, encoder_attention_mask=attention_mask,
                                           use_cache=False)[0]
-            hidden = decoded[torch.arange(batch, device=device)[:, None], positions]
+            hidden = decoded[torch.arange(batch, device=decoded.device)[:, None], positions.to(decoded.device)]
             scale = adapter.output_scale(model.config)
             logits = head(hidden if scale is None else hidden * scale)  # [B, P, vocab]: only where explained
             bias = adapter.output_bias(model)

@@ -152,6 +152,10 @@ def logit_scores(logits: torch.Tensor, targets: torch.Tensor | None,
     """logits [B, P, V] -> (scores [B, P], targets [B, P]): the target logit (the predicted token where
     the target is missing or -1), minus the contrast logit when contrasts are given."""
     predicted = logits.detach().argmax(-1)
+    if targets is not None:  # the head may sit on another device than the inputs (a dispatched model)
+        targets = targets.to(logits.device)
+    if contrasts is not None:
+        contrasts = contrasts.to(logits.device)
     targets = predicted if targets is None else torch.where(targets < 0, predicted, targets)
     scores = logits.gather(-1, targets[..., None])[..., 0]
     if contrasts is not None:
@@ -253,7 +257,7 @@ def output_scores(outputs, target: int | torch.Tensor | Callable | None, positio
                              "needs the explained position")
         positions, several = explained_positions(position, attention_mask)
         rows = torch.arange(logits.shape[0], device=logits.device)[:, None]
-        selected = logits[rows, positions]  # [B, P, V]
+        selected = logits[rows, positions.to(logits.device)]  # [B, P, V]
         targets = ids_per_position(target, "target", positions, several, logits.shape[-1])
         scores, targets = logit_scores(selected, targets)
         return HeadScores(scores, targets, positions, several)

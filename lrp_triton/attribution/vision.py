@@ -50,6 +50,11 @@ def explain_vision(model, adapter, options, *, pixel_values, target, latent, pro
     """See `lrp_triton.attribute` for the arguments."""
     pixels = leaf(check_pixels(model, pixel_values))
     embeddings = adapter.embeddings(model)
+    held = [embeddings.position, *embeddings.prefix, embeddings.registers]
+    if any(t is not None and t.device.type == "meta" for t in held):  # read after the forward, not in a layer
+        raise NotImplementedError("attribute: the position / class-token embeddings of this vision model are "
+                                  "offloaded by accelerate (on the meta device); keep the embeddings on a device "
+                                  "(device_map) to explain it")
     with frozen_eval(model), applied_for_call(model, options) as handle, \
             OutputTap(embeddings.patches, as_leaf=False, retain=False) as patches, \
             OutputTap(embeddings.summed, as_leaf=False) as summed, \

@@ -1,0 +1,122 @@
+"""A model dispatched by accelerate (`device_map`, `dispatch_model`, `cpu_offload`, `disk_offload`):
+its hooks carried over to the lrp_triton layers that `apply` puts in.
+
+accelerate runs such a model through a hook on each module (`module._hf_hook`, installed by
+`accelerate.hooks.add_hook_to_module`, which wraps `module.forward`): before the forward it moves
+the inputs to the module's execution device and, for an offloaded module, loads the module's own
+tensors (kept on the meta device in between) from their CPU or disk copy by name; after it, it
+puts them back on meta. The layer replacing such a module holds the same tensors under the same
+names (`weight`, `bias`, ...), so it gets a hook that runs the very same hook object: its tensors
+are loaded into the replacement for its forward, exactly as into the original. The autograd graph
+keeps the loaded tensors the backward pass needs, so relevance flows as in the plain model.
+
+The original module keeps its own hook untouched: `remove()` puts it back as it was. Nothing here
+imports accelerate unless a module carries one of its hooks.
+"""
+
+from __future__ import annotations
+
+from torch import nn
+
+
+class ForwardedHook:
+    """An accelerate hook for a replacement layer: runs the replaced module's `hook` around its forward.
+
+    `init_hook` and `detach_hook` leave the module alone: `hook` was set up on the original (whose
+    tensors it offloaded) and is detached from there, not from the replacement."""
+
+    def __init__(self, hook):
+        self.hook = hook
+
+    @property
+    def no_grad(self) -> bool:
+        return self.hook.no_grad
+
+    def init_hook(self, module: nn.Module) -> nn.Module:
+        return module
+
+    def pre_forward(self, module: nn.Module, *args, **kwargs):
+        return self.hook.pre_forward(module, *args, **kwargs)
+
+    def post_forward(self, module: nn.Module, output):
+        return self.hook.post_forward(module, output)
+
+    def detach_hook(self, module: nn.Module) -> nn.Module:
+        return module
+
+
+def tensor_names(module: nn.Module, recurse: bool, buffers: bool) -> set[str]:
+    names = {name for name, _ in module.named_parameters(recurse=recurse)}
+    if buffers:
+        names |= {name for name, _ in module.named_buffers(recurse=recurse)}
+    return names
+
+
+def check_offloaded_names(original: nn.Module, replacement: nn.Module, hook) -> None:
+    """An offloading hook loads the replacement's tensors by name from the original's weights: every
+    tensor the replacement holds must be one the original holds under that name."""
+    for h in getattr(hook, "hooks", (hook,)):  # a SequentialHook holds several
+        if not getattr(h, "offload", False):
+            continue
+        recurse, buffers = bool(getattr(h, "place_submodules", False)), bool(getattr(h, "offload_buffers", False))
+        missing = tensor_names(replacement, recurse, buffers) - tensor_names(original, recurse, buffers)
+        if missing:
+            raise NotImplementedError(
+                f"lrp_triton.apply: {type(original).__name__} is offloaded by accelerate, and its LRP layer "
+                f"{type(replacement).__name__} holds tensors it does not ({', '.join(sorted(missing))}); keep this "
+                "module on a device (device_map) to explain the model")
+
+
+def carry_hook(original: nn.Module, replacement: nn.Module) -> None:
+    """Gives `replacement` a hook running the accelerate hook of `original`, if it has one."""
+    hook = getattr(original, "_hf_hook", None)
+    if hook is None:
+        return
+    check_offloaded_names(original, replacement, hook)
+    from accelerate.hooks import add_hook_to_module  # only a model dispatched by accelerate gets here
+
+    add_hook_to_module(replacement, ForwardedHook(hook))
+
+
+def loads_submodules(module: nn.Module) -> bool:
+    """Whether the accelerate hook on `module` loads the tensors of its whole subtree (`place_submodules`:
+    `preload_module_classes`, a block placed as one)."""
+    hook = getattr(module, "_hf_hook", None)
+    hooks = [getattr(h, "hook", h) for h in getattr(hook, "hooks", (hook,))]  # a ForwardedHook runs h.hook
+    return any(getattr(h, "place_submodules", False) for h in hooks)
+
+
+def carry_hooks(original: nn.Module, replacement: nn.Module, ancestors: list[nn.Module] = ()) -> None:
+    """`carry_hook` for the replacement and each new layer it built inside (an MoE block's LRP experts,
+    a prediction head's LRP norm), from the original's module whose tensors it holds (the very same
+    Parameters); the original's modules it reuses keep their own hooks. Then a layer of the
+    replacement that still holds a tensor on the meta device with no hook to load it is refused: it
+    would compute with no weights (unless the hook of one of its `ancestors` in the model, or of one
+    of its own enclosing layers, loads the whole subtree)."""
+    owner = {}  # id(tensor) -> the original's module holding it directly
+    for module in original.modules():
+        for _, t in [*module.named_parameters(recurse=False), *module.named_buffers(recurse=False)]:
+            owner.setdefault(id(t), module)
+    reused = {id(m) for m in original.modules()}
+    for module in replacement.modules():
+        if id(module) in reused or hasattr(module, "_hf_hook"):
+            continue
+        held = [t for _, t in [*module.named_parameters(recurse=False), *module.named_buffers(recurse=False)]]
+        olds = {id(owner[id(t)]): owner[id(t)] for t in held if id(t) in owner}
+        if module is replacement:
+            olds = {id(original): original}
+        if len(olds) == 1:
+            carry_hook(next(iter(olds.values())), module)
+    if any(loads_submodules(m) for m in ancestors):
+        return
+    covered = [name for name, module in replacement.named_modules() if loads_submodules(module)]
+    for name, module in replacement.named_modules():
+        if hasattr(module, "_hf_hook") or any(name.startswith(c + "." if c else "") for c in covered):
+            continue
+        meta = [n for n, t in [*module.named_parameters(recurse=False), *module.named_buffers(recurse=False)]
+                if t.device.type == "meta"]
+        if meta:
+            raise NotImplementedError(
+                f"lrp_triton.apply: {type(module).__name__} ({name or 'the LRP layer'} of {type(original).__name__}) "
+                f"holds {', '.join(meta)} on the meta device (offloaded by accelerate) with no hook to load it; keep "
+                "this module on a device (device_map) to explain the model")

@@ -1,0 +1,144 @@
+"""A model dispatched by accelerate (`device_map`, `cpu_offload`, `disk_offload`, `dispatch_model`) with
+half its layers offloaded to the CPU or disk: the same relevance as the plain model, returned on the
+input's device, and `apply` + `remove` leave the offloaded model as it was (hooks, meta weights,
+outputs). The GPU tests run the layers on CUDA devices with inputs on the CPU."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+from torch import nn
+
+import lrp_triton
+from lrp_triton.accelerate_hooks import ForwardedHook, check_offloaded_names
+from lrp_triton.modules.norms import LRPRMSNorm
+from model_zoo import tiny_model
+
+accelerate = pytest.importorskip("accelerate")
+transformers = pytest.importorskip("transformers")
+
+
+def inputs(vocab: int):
+    ids = torch.randint(0, vocab, (2, 9))
+    mask = torch.ones_like(ids)
+    mask[0, :3] = 0  # left padding
+    return ids, mask
+
+
+def assert_same_relevance(out, ref):
+    torch.testing.assert_close(out.relevance, ref.relevance, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(out.logit, ref.logit, atol=1e-5, rtol=1e-5)
+    assert torch.equal(out.target, ref.target)
+
+
+def test_from_pretrained_with_half_the_layers_on_disk_gives_the_plain_relevance(tmp_path):
+    plain = tiny_model("llama")
+    plain.save_pretrained(tmp_path / "model")
+    device_map = {"model.embed_tokens": "disk", "model.rotary_emb": "cpu", "model.layers.0": "cpu",
+                  "model.layers.1": "disk", "model.norm": "disk", "lm_head": "cpu"}
+    model = transformers.AutoModelForCausalLM.from_pretrained(tmp_path / "model", device_map=device_map,
+                                                             offload_folder=tmp_path / "offload").eval()
+    norm = model.model.layers[1].input_layernorm
+    assert norm.weight.device.type == "meta" and model.model.embed_tokens.weight.device.type == "meta"
+    ids, mask = inputs(plain.config.vocab_size)
+    ref = lrp_triton.attribute(plain, ids, attention_mask=mask, position=[-1, -3], contrast=[[5], [7]])
+    out = lrp_triton.attribute(model, ids, attention_mask=mask, position=[-1, -3], contrast=[[5], [7]])
+    assert_same_relevance(out, ref)
+    assert out.relevance.device == ids.device
+    assert out.relevance[0, :, :3].abs().max() == 0  # padding takes none
+    assert norm.weight.device.type == "meta"  # offloaded again after the call
+
+
+def test_cpu_and_disk_offloaded_layers_give_the_plain_relevance_and_apply_undoes(tmp_path):
+    plain = tiny_model("llama")
+    model = copy.deepcopy(plain)
+    accelerate.cpu_offload(model.model.layers[0], execution_device="cpu")
+    accelerate.disk_offload(model.model.layers[1], tmp_path / "offload", execution_device="cpu")
+    originals = {name: m for name, m in model.named_modules()}
+    hooks = {name: m._hf_hook for name, m in originals.items() if hasattr(m, "_hf_hook")}
+    flags = {name: p.requires_grad for name, p in model.named_parameters()}
+    ids, mask = inputs(plain.config.vocab_size)
+    with torch.no_grad():
+        logits = plain(ids, attention_mask=mask).logits
+    for mode in ("attnlrp", "cp-lrp"):
+        assert_same_relevance(lrp_triton.attribute(model, ids.tolist(), attention_mask=mask, mode=mode),
+                              lrp_triton.attribute(plain, ids, attention_mask=mask, mode=mode))
+
+    ref = lrp_triton.attribute(plain, ids, attention_mask=mask, latent=True)
+    with lrp_triton.apply(model):
+        norm = model.model.layers[1].post_attention_layernorm
+        assert isinstance(norm, LRPRMSNorm) and isinstance(norm._hf_hook, ForwardedHook)
+        assert norm._hf_hook.hook is hooks["model.layers.1.post_attention_layernorm"]
+        out = lrp_triton.attribute(model, ids, attention_mask=mask, latent=True)
+        assert norm.weight.device.type == "meta"
+    assert_same_relevance(out, ref)
+    for a, b in zip(out.latent["neurons"], ref.latent["neurons"]):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
+    assert {name: m for name, m in model.named_modules()} == originals  # the very same modules ...
+    assert {name: m._hf_hook for name, m in originals.items() if hasattr(m, "_hf_hook")} == hooks  # ... and hooks
+    assert all(p.device.type == "meta" for p in model.model.layers.parameters())  # still offloaded
+    assert {name: p.requires_grad for name, p in model.named_parameters()} == flags
+    with torch.no_grad():
+        torch.testing.assert_close(model(ids, attention_mask=mask).logits, logits)
+
+
+@pytest.mark.parametrize("family, preload", [("qwen2_moe", None), ("llama", ["LlamaDecoderLayer"])])
+def test_layers_built_inside_a_replacement_and_preloaded_blocks_load_their_offloaded_weights(family, preload):
+    # qwen2_moe: the LRP MoE block builds its own LRP experts, which must run the HF experts' hook;
+    # preload: the decoder layer's hook loads the tensors of its whole subtree, LRP norms included
+    plain = tiny_model(family)
+    model = copy.deepcopy(plain)
+    accelerate.cpu_offload(model, execution_device="cpu", preload_module_classes=preload)
+    assert all(p.device.type == "meta" for p in model.parameters())
+    ids, mask = inputs(plain.config.vocab_size)
+    assert_same_relevance(lrp_triton.attribute(model, ids, attention_mask=mask),
+                          lrp_triton.attribute(plain, ids, attention_mask=mask))
+
+
+def test_an_lrp_layer_left_with_meta_weights_is_refused():
+    model = tiny_model("llama")
+    norm = model.model.layers[0].input_layernorm
+    norm.weight = nn.Parameter(torch.empty_like(norm.weight, device="meta"))  # no hook would load it
+    with pytest.raises(NotImplementedError, match="LRPRMSNorm .*holds weight on the meta device"):
+        lrp_triton.apply(model)
+    assert model.model.layers[0].input_layernorm is norm  # nothing stays applied
+
+
+def test_an_offloaded_module_whose_lrp_layer_holds_other_tensors_is_refused():
+    class Hook:  # what an offloading AlignDevicesHook exposes
+        offload, place_submodules, offload_buffers = True, False, False
+
+    original, replacement = nn.Linear(3, 3), nn.Module()
+    replacement.scale = nn.Parameter(torch.ones(3))
+    with pytest.raises(NotImplementedError, match="Linear is offloaded by accelerate.*scale"):
+        check_offloaded_names(original, replacement, Hook())
+    replacement = nn.Module()
+    replacement.weight = nn.Parameter(torch.ones(3, 3))
+    check_offloaded_names(original, replacement, Hook())  # a subset of the original's names is fine
+
+
+def gpu_case(device_map, devices: int):
+    if torch.cuda.device_count() < devices:
+        pytest.skip(f"needs {devices} CUDA devices")
+    plain = tiny_model("llama")
+    ids, mask = inputs(plain.config.vocab_size)
+    ref = lrp_triton.attribute(copy.deepcopy(plain).cuda(), ids.cuda(), attention_mask=mask.cuda(), backend="triton")
+    model = accelerate.dispatch_model(plain, device_map)
+    out = lrp_triton.attribute(model, ids, attention_mask=mask, backend="triton")
+    assert out.relevance.device == ids.device and out.logit.device == ids.device
+    torch.testing.assert_close(out.relevance, ref.relevance.cpu(), atol=2e-4, rtol=2e-4)
+    torch.testing.assert_close(out.logit, ref.logit.cpu(), atol=2e-4, rtol=2e-4)
+
+
+@pytest.mark.gpu
+def test_layers_offloaded_to_the_cpu_run_on_the_gpu_and_relevance_comes_back_to_the_cpu():
+    gpu_case({"model.embed_tokens": 0, "model.rotary_emb": 0, "model.layers.0": "cpu", "model.layers.1": 0,
+              "model.norm": "cpu", "lm_head": 0}, devices=1)
+
+
+@pytest.mark.gpu
+def test_layers_on_two_gpus_give_the_one_gpu_relevance():
+    gpu_case({"model.embed_tokens": 0, "model.rotary_emb": 0, "model.layers.0": 0, "model.layers.1": 1,
+              "model.norm": 1, "lm_head": 1}, devices=2)
