@@ -15,15 +15,17 @@ pytestmark = pytest.mark.usefixtures("poisoned_outputs")  # conftest: NaN-filled
 
 
 def make_case(name):
-    """(q, k, v, grad_out, kwargs), float32, fresh draws. "gqa_causal": 2 query heads on 1 kv head, queries the
-    last 33 of 48 positions (several tiles: the unmasked interior runs, the dK-dV loop stepping heads), D_qk 16 / D_v 24 (tiles wider than the head dim: zero-filled by TMA), q, k, v
-    in the [B, N, H, D] layout seen through a transpose, left padding in one row. "cross": not causal, MQA, N 19 < M 35, D 24, scattered padding. "odd_dim": D 18 (72-byte rows, not 16-byte aligned): only
-    pointer loads are possible."""
+    """(q, k, v, grad_out, kwargs), float32, fresh draws. "gqa_causal": 2 query heads on 1 kv head, queries
+    the last 33 of 48 positions (several tiles: the unmasked interior runs, the dK-dV loop stepping heads),
+    D_qk 16 / D_v 24 (tiles wider than the head dim: zero-filled by TMA), q, k, v in the [B, N, H, D] layout
+    seen through a transpose, left padding in one row. "cross": not causal, MQA, N 19 < M 35, D 24,
+    scattered padding. "odd_dim": D 18 (72-byte rows, not 16-byte aligned): only pointer loads are possible."""
     b, h, hkv, n, m, d, dv, causal = dict(gqa_causal=(1, 2, 1, 33, 48, 16, 24, True),
                                           cross=(2, 2, 1, 19, 35, 24, 24, False),
                                           odd_dim=(1, 2, 1, 13, 22, 18, 18, True))[name]
     if name == "gqa_causal":
-        q, k, v = (torch.randn(b, s, heads, dim).transpose(1, 2) for s, heads, dim in ((n, h, d), (m, hkv, d), (m, hkv, dv)))
+        q, k, v = (torch.randn(b, s, heads, dim).transpose(1, 2)
+                   for s, heads, dim in ((n, h, d), (m, hkv, d), (m, hkv, dv)))
     else:
         q, k, v = torch.randn(b, h, n, d), torch.randn(b, hkv, m, d), torch.randn(b, hkv, m, dv)
     mask = torch.ones(b, m, dtype=torch.bool)
