@@ -23,26 +23,9 @@ os.environ.pop("TRITON_INTERPRET", None)  # compiling needs the real triton.jit 
 # the kernels' own pruning as on sm_90 (lrp_triton.kernels.attention_tiles.target_arch); --all-configs: every config
 os.environ["LRP_TRITON_TARGET_ARCH"] = "0" if "--all-configs" in __import__("sys").argv else "90"
 
-import argparse  # noqa: E402
-import collections  # noqa: E402
+import argparse, collections, contextlib, datetime, gzip, hashlib, importlib, io, json  # noqa: E401,E402
+import math, multiprocessing, pkgutil, platform, re, subprocess, sys, tempfile, time, warnings  # noqa: E401,E402
 import concurrent.futures as cf  # noqa: E402
-import contextlib  # noqa: E402
-import datetime  # noqa: E402
-import gzip  # noqa: E402
-import hashlib  # noqa: E402
-import importlib  # noqa: E402
-import io  # noqa: E402
-import json  # noqa: E402
-import math  # noqa: E402
-import multiprocessing  # noqa: E402
-import pkgutil  # noqa: E402
-import platform  # noqa: E402
-import re  # noqa: E402
-import subprocess  # noqa: E402
-import sys  # noqa: E402
-import tempfile  # noqa: E402
-import time  # noqa: E402
-import warnings  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 KIND = "static, sm_90a, no GPU"
@@ -213,7 +196,8 @@ def bind(fn, args, kwargs):
     names = [p.name for p in fn.params]
     spec_summary = dict(
         ints_equal_1=[names[i[0]] for i in constexprs if not fn.params[i[0]].is_constexpr],
-        divisible_16=[names[i[0]] for i, a in attrs.items() if any(x[0] == "tt.divisibility" for x in a)])
+        divisible_16=[names[i[0]] for i, a in attrs.items() if any(x[0] == "tt.divisibility" for x in a)],
+        use_tma=bool(kwargs.get("USE_TMA")))  # the launcher's choice: TMA tensor descriptors or pointer loads
     # the compile key: Triton's front-end IR (constexprs folded) + options, so that configs whose constexprs
     # differ without changing the code (SOFTCAP_IDENTITY without softcap: attnlrp and gradient) compile once
     from triton._C.libtriton import ir
@@ -433,6 +417,7 @@ def cfg_label(r):
     parts = [f"{cfg['BLOCK_M']}x{cfg['BLOCK_N']}"] if "BLOCK_M" in cfg else []
     parts += [f"BLOCK {cfg['BLOCK']}"] if "BLOCK" in cfg else []
     parts += ["plain"] if cfg.get("plain launch") else []
+    parts += ["TMA"] if r.get("specialisation", {}).get("use_tma") else []
     parts += [f"w{res.get('num_warps', cfg.get('num_warps'))}", f"s{res.get('num_stages', cfg.get('num_stages'))}"]
     return " ".join(parts)
 
@@ -569,6 +554,8 @@ def conventions():
                       "num_warps*32 <= the threads the register count allows (65536 registers per SM, allocated "
                       "per warp in units of 256); Triton raises OutOfResources at launch otherwise",
         "ctas_per_sm": "resident blocks per SM from registers, shared memory (+1 KiB reserved per block), warps",
+        "TMA": "config label 'TMA': the launcher chose TMA tensor descriptors (tl.make_tensor_descriptor) for the Q / "
+               "K / V / dO tiles, as on sm_90 (lrp_triton.kernels.attention_tiles.tma_allowed); pointer loads otherwise",
         "MMA kind": "HGMMA in the SASS = Hopper warpgroup MMA (wgmma); HMMA = mma.sync; PTX counts recorded too",
         "loops": "backward branches in cuobjdump -sass (branch target <= branch address); a loop's counts are its "
                  "static instructions from target to branch, nested loops excluded, every instruction once; "

@@ -31,6 +31,10 @@ D = rowsum(dO * O):
 The value head dim D_v (V, O, dO, dV: its own tile width BLOCK_DV) may differ from the query/key head
 dim D (multi-head latent attention, DeepSeek-V2/V3: 128 against 192); the rule does not change.
 
+Tiles of Q, K, V and dO arrive by TMA tensor descriptors (tl.make_tensor_descriptor, zero-filled past the
+tensor's rows and head dim) on sm_90+ where the strides allow and the static report shows it pays
+(`tma_allowed`, flag USE_TMA), by masked pointer loads otherwise: the same values either way.
+
 AttnLRP folds its constant factors into the epilogue (dqk = 1/4, dv = 1/2); CP-LRP skips dQ and
 dK (dqk = 0). Grouped-query attention maps query head h to kv head h // (H / Hkv) in the kernel;
 repeated keys are never materialised.
@@ -45,19 +49,21 @@ import triton.language as tl
 from lrp_triton.kernels import buffers
 from lrp_triton.kernels.attention_backward import attn_bwd_delta, attn_bwd_dkdv, attn_bwd_dq
 from lrp_triton.kernels.attention_tiles import (FWD_CONFIGS, FWD_HOPPER, LOG2E, NEG_INF, TUNE_CAP, TUNE_KEY,
-                                             interior_keys, key_range, load_rows, pruner, tile_scores, visible)
-from lrp_triton.kernels.triton_setup import INTERPRETING, on_tensor_device
+                                             interior_keys, key_range, load_tile, pruner, tile_scores, tile_src,
+                                             tma_allowed, visible)
+from lrp_triton.kernels.triton_setup import INTERPRETING, ensure_allocator, on_tensor_device
 from lrp_triton.rules import ATTENTION_RULES
 
 # ----------------------------------------------------------------------------------------------
 # Forward
 # ----------------------------------------------------------------------------------------------
 @triton.jit
-def _fwd_tile(acc, m_i, l_i, q, k_ptrs, v_ptrs, offs_m, start_n, d_ok, dv_ok, kpm_base, bias_base, stride_bn, stride_bm,
+def _fwd_tile(acc, m_i, l_i, q, k_src, v_src, offs_m, start_n, d_ok, dv_ok, kpm_base, bias_base, stride_bn, stride_bm,
               rel_base, stride_rm, N, M, scale, qk_scale, softcap, window,
               MASKED: tl.constexpr, CAUSAL: tl.constexpr, HAS_WINDOW: tl.constexpr, HAS_SOFTCAP: tl.constexpr,
               HAS_KPM: tl.constexpr, HAS_BIAS: tl.constexpr, HAS_REL: tl.constexpr, EVEN_D: tl.constexpr,
-              EVEN_DV: tl.constexpr, DOT_F32: tl.constexpr, PRECISION: tl.constexpr, BLOCK_N: tl.constexpr):
+              EVEN_DV: tl.constexpr, DOT_F32: tl.constexpr, PRECISION: tl.constexpr, BLOCK_N: tl.constexpr,
+              USE_TMA: tl.constexpr):
     """One key tile of the online softmax: (acc, m, l) after the keys [start_n, start_n + BLOCK_N).
 
     Interior tiles (MASKED False: every key visible to every query of the block) load without masks
@@ -65,8 +71,10 @@ def _fwd_tile(acc, m_i, l_i, q, k_ptrs, v_ptrs, offs_m, start_n, d_ok, dv_ok, kp
     score: exp2(qk * scale * log2(e) - m)."""
     offs_n = start_n + tl.arange(0, BLOCK_N)
     n_ok = offs_n < M
-    k_t = load_rows(k_ptrs, n_ok[None, :], d_ok[:, None], MASKED, not EVEN_D)  # K^T tile [BLOCK_D, BLOCK_N]
-    v = load_rows(v_ptrs, n_ok[:, None], dv_ok[None, :], MASKED, not EVEN_DV)  # V tile [BLOCK_N, BLOCK_DV]
+    k_t = load_tile(k_src, 0, start_n, n_ok[None, :], d_ok[:, None], MASKED, not EVEN_D, USE_TMA, False, True,
+                    BLOCK_N, BLOCK_N)  # K^T tile [BLOCK_D, BLOCK_N]
+    v = load_tile(v_src, 0, start_n, n_ok[:, None], dv_ok[None, :], MASKED, not EVEN_DV, USE_TMA, False, False,
+                  BLOCK_N, BLOCK_N)  # V tile [BLOCK_N, BLOCK_DV]
     if DOT_F32:
         k_t = k_t.to(tl.float32)
         v = v.to(tl.float32)
@@ -114,7 +122,7 @@ def _attn_fwd(
     CAUSAL: tl.constexpr, HAS_WINDOW: tl.constexpr,
     HAS_SOFTCAP: tl.constexpr, HAS_KPM: tl.constexpr, HAS_BIAS: tl.constexpr, HAS_REL: tl.constexpr,
     DOT_F32: tl.constexpr, PRECISION: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
-    HAS_SINKS: tl.constexpr,
+    HAS_SINKS: tl.constexpr, USE_TMA: tl.constexpr,
 ):
     # causal: the last query blocks see the most keys; they start first (heaviest first)
     pid_m = tl.num_programs(0) - 1 - tl.program_id(0) if CAUSAL else tl.program_id(0)
@@ -131,12 +139,18 @@ def _attn_fwd(
     d_ok = offs_d < HEAD_DIM
     offs_dv = tl.arange(0, BLOCK_DV)  # the value head dim (V, O) may differ from the query/key one
     dv_ok = offs_dv < HEAD_DV
-    q = tl.load(Q + b * stride_qb + h * stride_qh + offs_m[:, None].to(tl.int64) * stride_qn + offs_d[None, :] * stride_qd,
-                mask=(offs_m[:, None] < N) & d_ok[None, :], other=0.0)
-    if DOT_F32:
-        q = q.to(tl.float32)
     k_base = K + b * stride_kb + hk * stride_kh
     v_base = V + b * stride_vb + hk * stride_vh
+    if USE_TMA:  # TMA tensor descriptors of this head's [rows, head dim] slices (tiles zero-filled past the edges)
+        q = tl.make_tensor_descriptor(Q + b * stride_qb + h * stride_qh, [N, HEAD_DIM], [stride_qn, 1],
+                                      [BLOCK_M, BLOCK_D]).load([m0, 0])
+        k_base = tl.make_tensor_descriptor(k_base, [M, HEAD_DIM], [stride_kn, 1], [BLOCK_N, BLOCK_D])
+        v_base = tl.make_tensor_descriptor(v_base, [M, HEAD_DV], [stride_vn, 1], [BLOCK_N, BLOCK_DV])
+    else:
+        q = tl.load(Q + b * stride_qb + h * stride_qh + offs_m[:, None].to(tl.int64) * stride_qn
+                    + offs_d[None, :] * stride_qd, mask=(offs_m[:, None] < N) & d_ok[None, :], other=0.0)
+    if DOT_F32:
+        q = q.to(tl.float32)
     kpm_base = KPM + b * stride_kpm_b
     bias_base = BIAS + b * stride_bb + h * stride_bh
     rel_base = REL + h * stride_rh
@@ -157,18 +171,18 @@ def _attn_fwd(
     for t in range(0, n_lo + tl.cdiv(hi - b_int, BLOCK_N)):
         start_n = lo + t * BLOCK_N + (t >= n_lo).to(tl.int32) * (b_int - lo - n_lo * BLOCK_N)
         row0 = tl.cast(start_n, tl.int64)
-        acc, m_i, l_i = _fwd_tile(acc, m_i, l_i, q, k_base + row0 * stride_kn + kt_off,
-                                  v_base + row0 * stride_vn + v_off, offs_m, start_n, d_ok, dv_ok, kpm_base, bias_base,
+        acc, m_i, l_i = _fwd_tile(acc, m_i, l_i, q, tile_src(k_base, row0, stride_kn, kt_off, USE_TMA),
+                                  tile_src(v_base, row0, stride_vn, v_off, USE_TMA), offs_m, start_n, d_ok, dv_ok, kpm_base, bias_base,
                                   stride_bn, stride_bm, rel_base, stride_rm, N, M, scale, qk_scale, softcap, window,
                                   True, CAUSAL, HAS_WINDOW, HAS_SOFTCAP, HAS_KPM, HAS_BIAS, HAS_REL, EVEN_D,
-                                  EVEN_DV, DOT_F32, PRECISION, BLOCK_N)
+                                  EVEN_DV, DOT_F32, PRECISION, BLOCK_N, USE_TMA)
     for start_n in range(a, b_int, BLOCK_N):
         row0 = tl.cast(start_n, tl.int64)
-        acc, m_i, l_i = _fwd_tile(acc, m_i, l_i, q, k_base + row0 * stride_kn + kt_off,
-                                  v_base + row0 * stride_vn + v_off, offs_m, start_n, d_ok, dv_ok, kpm_base, bias_base,
+        acc, m_i, l_i = _fwd_tile(acc, m_i, l_i, q, tile_src(k_base, row0, stride_kn, kt_off, USE_TMA),
+                                  tile_src(v_base, row0, stride_vn, v_off, USE_TMA), offs_m, start_n, d_ok, dv_ok, kpm_base, bias_base,
                                   stride_bn, stride_bm, rel_base, stride_rm, N, M, scale, qk_scale, softcap, window,
                                   False, CAUSAL, HAS_WINDOW, HAS_SOFTCAP, HAS_KPM, HAS_BIAS, HAS_REL, EVEN_D,
-                                  EVEN_DV, DOT_F32, PRECISION, BLOCK_N)
+                                  EVEN_DV, DOT_F32, PRECISION, BLOCK_N, USE_TMA)
 
     if HAS_SINKS:  # the head's sink logit joins the running max and sum; it adds nothing to acc (no value)
         sink = tl.load(SINKS + h).to(tl.float32) * LOG2E
@@ -240,10 +254,13 @@ def attention_forward(q, k, v, *, causal, scale, key_padding_mask=None, sliding_
         q, k, key_padding_mask, bias, relative_bias, sliding_window, softcap)
     meta.update(_value_dims(v))
     grid = lambda META: (triton.cdiv(n, META["BLOCK_M"]), b * h)  # noqa: E731
+    tma = tma_allowed("fwd", q, k, v)
+    if tma:
+        ensure_allocator(q.device)
     _attn_fwd[grid](
         q, k, v, out, lse, kpm, *biases, q if sinks is None else sinks, *q.stride(), *k.stride(), *v.stride(),
         *out.stride(), kpm_stride, *bias_strides, h, h // hkv, n, m, float(scale), CAUSAL=bool(causal),
-        HAS_SINKS=sinks is not None, **scalars, **meta)
+        HAS_SINKS=sinks is not None, USE_TMA=tma, **scalars, **meta)
     return out, lse
 
 
@@ -271,6 +288,9 @@ def attention_backward(do, q, k, v, out, lse, *, causal, scale, mode, key_paddin
     meta.update(_value_dims(v))
     compute_dqk = rule.dqk != 0.0
 
+    tma = {kern: tma_allowed(kern, q, k, v, do) for kern in ("dkdv", "dq")}
+    if any(tma.values()):
+        ensure_allocator(q.device)
     delta = buffers.new_output((ks, b, h, n), torch.float32, q.device)
     if compute_dqk:  # D = rowsum(dO * O): over the value head dim
         attn_bwd_delta[(triton.cdiv(n, 32), b * h, ks)](
@@ -284,7 +304,7 @@ def attention_backward(do, q, k, v, out, lse, *, causal, scale, mode, key_paddin
         *q.stride(), *k.stride(), *v.stride(), *do_strides, kpm_stride, *bias_strides,
         b, h, hkv, h // hkv, n, m, float(scale), scalars["softcap"], scalars["window"], rule.dqk, rule.dv,
         scalars["N_BUCKET"], scalars["M_BUCKET"], CAUSAL=bool(causal), COMPUTE_DQK=compute_dqk,
-        SOFTCAP_IDENTITY=rule.softcap_identity, **meta)
+        SOFTCAP_IDENTITY=rule.softcap_identity, USE_TMA=tma["dkdv"], **meta)
 
     if not compute_dqk:
         return torch.zeros((*lead, b, h, n, d), dtype=q.dtype, device=q.device), dk, dv
@@ -294,5 +314,5 @@ def attention_backward(do, q, k, v, out, lse, *, causal, scale, mode, key_paddin
         *q.stride(), *k.stride(), *v.stride(), *do_strides, kpm_stride, *bias_strides,
         b, h, h // hkv, n, m, float(scale), scalars["softcap"], scalars["window"], rule.dqk,
         scalars["N_BUCKET"], scalars["M_BUCKET"], CAUSAL=bool(causal),
-        SOFTCAP_IDENTITY=rule.softcap_identity, **meta)
+        SOFTCAP_IDENTITY=rule.softcap_identity, USE_TMA=tma["dq"], **meta)
     return dq, dk, dv

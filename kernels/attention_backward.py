@@ -17,8 +17,8 @@ import triton
 import triton.language as tl
 
 from lrp_triton.kernels.attention_tiles import (BWD_CONFIGS, BWD_HOPPER, DQ_CONFIGS, DQ_HOPPER, LOG2E, NEG_INF, TUNE_KEY,
-                                             interior_keys, interior_queries, key_range, load_rows, pruner,
-                                             query_range, softcap_grad_factor, tile_scores, visible)
+                                             interior_keys, interior_queries, key_range, load_tile, pruner,
+                                             query_range, softcap_grad_factor, tile_scores, tile_src, visible)
 
 
 @triton.jit
@@ -44,20 +44,23 @@ def attn_bwd_delta(
 
 
 @triton.jit
-def _dkdv_tile(dk, dv, k, v, keep, q_ptrs, do_ptrs, lse_row, delta_row, offs_n, start_m, d_ok, dv_ok, bias_base,
+def _dkdv_tile(dk, dv, k, v, keep, q_src, do_src, hq, lse_row, delta_row, offs_n, start_m, d_ok, dv_ok, bias_base,
                stride_bn, stride_bm, rel_base, stride_rm, N, M, scale, qk_scale, softcap, window,
                MASKED: tl.constexpr, CAUSAL: tl.constexpr, HAS_WINDOW: tl.constexpr, HAS_SOFTCAP: tl.constexpr,
                HAS_KPM: tl.constexpr, HAS_BIAS: tl.constexpr, HAS_REL: tl.constexpr, COMPUTE_DQK: tl.constexpr,
                SOFTCAP_IDENTITY: tl.constexpr, EVEN_D: tl.constexpr, EVEN_DV: tl.constexpr, DOT_F32: tl.constexpr,
-               PRECISION: tl.constexpr, BLOCK_M: tl.constexpr):
-    """One query tile of the dK-dV accumulation, in transposed tiles [BLOCK_N, BLOCK_M] (rows: keys).
+               PRECISION: tl.constexpr, BLOCK_M: tl.constexpr, USE_TMA: tl.constexpr):
+    """One query tile (query head hq) of the dK-dV accumulation, in transposed tiles [BLOCK_N, BLOCK_M]
+    (rows: keys); q_src, do_src: pointer tiles, or (USE_TMA) [heads, rows, head dim] tensor descriptors.
 
     Interior tiles (MASKED False) need no masks: rows past N do not occur there, and keys past M
     only feed rows of dK, dV that are never stored."""
     offs_m = start_m + tl.arange(0, BLOCK_M)
     m_ok = offs_m < N
-    q_t = load_rows(q_ptrs, m_ok[None, :], d_ok[:, None], MASKED, not EVEN_D)  # Q^T tile [BLOCK_D, BLOCK_M]
-    do = load_rows(do_ptrs, m_ok[:, None], dv_ok[None, :], MASKED, not EVEN_DV)  # dO tile [BLOCK_M, BLOCK_DV]
+    q_t = load_tile(q_src, hq, start_m, m_ok[None, :], d_ok[:, None], MASKED, not EVEN_D, USE_TMA, True, True,
+                    BLOCK_M, k.shape[1])  # Q^T tile [BLOCK_D, BLOCK_M]
+    do = load_tile(do_src, hq, start_m, m_ok[:, None], dv_ok[None, :], MASKED, not EVEN_DV, USE_TMA, True, False,
+                   BLOCK_M, v.shape[1])  # dO tile [BLOCK_M, BLOCK_DV]
     if DOT_F32:
         q_t = q_t.to(tl.float32)
         do = do.to(tl.float32)
@@ -126,6 +129,7 @@ def attn_bwd_dkdv(
     HAS_SOFTCAP: tl.constexpr, HAS_KPM: tl.constexpr, HAS_BIAS: tl.constexpr, HAS_REL: tl.constexpr,
     COMPUTE_DQK: tl.constexpr, SOFTCAP_IDENTITY: tl.constexpr,
     DOT_F32: tl.constexpr, PRECISION: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+    USE_TMA: tl.constexpr,
 ):
     """dK and dV of one block of keys of one kv head (one stream), summed over the query heads of its group."""
     pid_n = tl.program_id(0)  # causal: the first key blocks are seen by the most queries, and start first
@@ -171,6 +175,11 @@ def attn_bwd_dkdv(
     rows = tl.arange(0, BLOCK_M)
     qt_off = rows[None, :] * stride_qn + offs_d[:, None] * stride_qd  # Q^T tile [BLOCK_D, BLOCK_M]
     do_off = rows[:, None] * stride_don + offs_dv[None, :] * stride_dod
+    if USE_TMA:  # descriptors of this batch's [heads, rows, head dim] Q and dO (of this stream): TMA tiles
+        q_desc = tl.make_tensor_descriptor(Q + b * stride_qb, [H, N, HEAD_DIM], [stride_qh, stride_qn, 1],
+                                           [1, BLOCK_M, BLOCK_D])
+        do_desc = tl.make_tensor_descriptor(DO + pid_k * stride_dok + b * stride_dob, [H, N, HEAD_DV],
+                                            [stride_doh, stride_don, 1], [1, BLOCK_M, BLOCK_DV])
     g = 0
     j = 0
     for _ in range(0, GROUP * n_bnd):
@@ -178,10 +187,13 @@ def attn_bwd_dkdv(
         q_ptrs, do_ptrs, lse_ptr, delta_ptr, bias_base, rel_base = _head_tile(
             Q, DO, LSE, DELTA, BIAS, REL, qt_off, do_off, b, hk * GROUP + g, pid_k, start_m, B, H, N, stride_qb,
             stride_qh, stride_qn, stride_dok, stride_dob, stride_doh, stride_don, stride_bb, stride_bh, stride_rh)
-        dk, dv = _dkdv_tile(dk, dv, k, v, keep, q_ptrs, do_ptrs, lse_ptr, delta_ptr, offs_n, start_m, d_ok, dv_ok,
+        if USE_TMA:
+            q_ptrs = q_desc
+            do_ptrs = do_desc
+        dk, dv = _dkdv_tile(dk, dv, k, v, keep, q_ptrs, do_ptrs, hk * GROUP + g, lse_ptr, delta_ptr, offs_n, start_m, d_ok, dv_ok,
                             bias_base, stride_bn, stride_bm, rel_base, stride_rm, N, M, scale, qk_scale, softcap, window, True,
                             CAUSAL, HAS_WINDOW, HAS_SOFTCAP, HAS_KPM, HAS_BIAS, HAS_REL, COMPUTE_DQK,
-                            SOFTCAP_IDENTITY, EVEN_D, EVEN_DV, DOT_F32, PRECISION, BLOCK_M)
+                            SOFTCAP_IDENTITY, EVEN_D, EVEN_DV, DOT_F32, PRECISION, BLOCK_M, USE_TMA)
         j += 1
         g = tl.where(j == n_bnd, g + 1, g)
         j = tl.where(j == n_bnd, 0, j)
@@ -191,19 +203,26 @@ def attn_bwd_dkdv(
         Q, DO, LSE, DELTA, BIAS, REL, 0, 0, b, hk * GROUP, pid_k, a, B, H, N, stride_qb, stride_qh, stride_qn,
         stride_dok, stride_dob, stride_doh, stride_don, stride_bb, stride_bh, stride_rh)
     back = tl.cast(n_int - 1, tl.int64) * BLOCK_M  # rows from the last interior tile back to the first
+    if USE_TMA:
+        q_row = q_desc
+        do_row = do_desc
     start_m = a
     j = 0
+    hq = hk * GROUP
     for _ in range(0, GROUP * n_int):
-        dk, dv = _dkdv_tile(dk, dv, k, v, keep, q_row + qt_off, do_row + do_off, lse_row, delta_row, offs_n, start_m,
+        dk, dv = _dkdv_tile(dk, dv, k, v, keep, tile_src(q_row, 0, 0, qt_off, USE_TMA),
+                            tile_src(do_row, 0, 0, do_off, USE_TMA), hq, lse_row, delta_row, offs_n, start_m,
                             d_ok, dv_ok, bias_base, stride_bn, stride_bm, rel_base, stride_rm, N, M, scale, qk_scale,
                             softcap, window, False, CAUSAL, HAS_WINDOW, HAS_SOFTCAP, HAS_KPM, HAS_BIAS, HAS_REL,
-                            COMPUTE_DQK, SOFTCAP_IDENTITY, EVEN_D, EVEN_DV, DOT_F32, PRECISION, BLOCK_M)
+                            COMPUTE_DQK, SOFTCAP_IDENTITY, EVEN_D, EVEN_DV, DOT_F32, PRECISION, BLOCK_M, USE_TMA)
         j += 1
         wrap = j == n_int
         j = tl.where(wrap, 0, j)
         start_m = tl.where(wrap, a, start_m + BLOCK_M)
-        q_row += tl.where(wrap, stride_qh - back * stride_qn, BLOCK_M * stride_qn)
-        do_row += tl.where(wrap, stride_doh - back * stride_don, BLOCK_M * stride_don)
+        hq = tl.where(wrap, hq + 1, hq)
+        if not USE_TMA:
+            q_row += tl.where(wrap, stride_qh - back * stride_qn, BLOCK_M * stride_qn)
+            do_row += tl.where(wrap, stride_doh - back * stride_don, BLOCK_M * stride_don)
         lse_row += tl.where(wrap, N - back, BLOCK_M)
         delta_row += tl.where(wrap, N - back, BLOCK_M)
         bias_base += tl.where(wrap, stride_bh, 0)
@@ -219,17 +238,19 @@ def attn_bwd_dkdv(
 
 
 @triton.jit
-def _dq_tile(dq, q, do, lse, delta, k_ptrs, v_ptrs, offs_m, start_n, d_ok, dv_ok, kpm_base, bias_base, stride_bn,
+def _dq_tile(dq, q, do, lse, delta, k_src, v_src, offs_m, start_n, d_ok, dv_ok, kpm_base, bias_base, stride_bn,
              stride_bm, rel_base, stride_rm, N, M, scale, qk_scale, softcap, window,
              MASKED: tl.constexpr, CAUSAL: tl.constexpr, HAS_WINDOW: tl.constexpr, HAS_SOFTCAP: tl.constexpr,
              HAS_KPM: tl.constexpr, HAS_BIAS: tl.constexpr, HAS_REL: tl.constexpr, SOFTCAP_IDENTITY: tl.constexpr,
              EVEN_D: tl.constexpr, EVEN_DV: tl.constexpr, DOT_F32: tl.constexpr, PRECISION: tl.constexpr,
-             BLOCK_N: tl.constexpr):
+             BLOCK_N: tl.constexpr, USE_TMA: tl.constexpr):
     """One key tile of the dQ accumulation (interior tiles as in `_fwd_tile`: no masks, one FFMA exponent)."""
     offs_n = start_n + tl.arange(0, BLOCK_N)
     n_ok = offs_n < M
-    k_t = load_rows(k_ptrs, n_ok[None, :], d_ok[:, None], MASKED, not EVEN_D)
-    v_t = load_rows(v_ptrs, n_ok[None, :], dv_ok[:, None], MASKED, not EVEN_DV)  # V^T tile [BLOCK_DV, BLOCK_N]
+    k_t = load_tile(k_src, 0, start_n, n_ok[None, :], d_ok[:, None], MASKED, not EVEN_D, USE_TMA, False, True,
+                    BLOCK_N, BLOCK_N)  # K^T tile [BLOCK_D, BLOCK_N]
+    v_t = load_tile(v_src, 0, start_n, n_ok[None, :], dv_ok[:, None], MASKED, not EVEN_DV, USE_TMA, False, True,
+                    BLOCK_N, BLOCK_N)  # V^T tile [BLOCK_DV, BLOCK_N]
     if DOT_F32:
         k_t = k_t.to(tl.float32)
         v_t = v_t.to(tl.float32)
@@ -274,6 +295,7 @@ def attn_bwd_dq(
     HAS_SOFTCAP: tl.constexpr, HAS_KPM: tl.constexpr, HAS_BIAS: tl.constexpr, HAS_REL: tl.constexpr,
     SOFTCAP_IDENTITY: tl.constexpr,
     DOT_F32: tl.constexpr, PRECISION: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+    USE_TMA: tl.constexpr,
 ):
     """dQ of one block of queries of one head (one stream)."""
     pid_m = tl.num_programs(0) - 1 - tl.program_id(0) if CAUSAL else tl.program_id(0)  # heaviest first
@@ -293,17 +315,25 @@ def attn_bwd_dq(
     d_ok = offs_d < HEAD_DIM
     dv_ok = offs_dv < HEAD_DV
     q_mask = m_ok[:, None] & d_ok[None, :]
-    q = tl.load(Q + b * stride_qb + h * stride_qh + offs_m[:, None].to(tl.int64) * stride_qn + offs_d[None, :] * stride_qd,
-                mask=q_mask, other=0.0)
-    do = tl.load(DO + pid_k * stride_dok + b * stride_dob + h * stride_doh + offs_m[:, None].to(tl.int64) * stride_don
-                 + offs_dv[None, :] * stride_dod, mask=m_ok[:, None] & dv_ok[None, :], other=0.0)
+    k_base = K + b * stride_kb + hk * stride_kh
+    v_base = V + b * stride_vb + hk * stride_vh
+    if USE_TMA:  # TMA tensor descriptors of this head's [rows, head dim] slices (tiles zero-filled past the edges)
+        q = tl.make_tensor_descriptor(Q + b * stride_qb + h * stride_qh, [N, HEAD_DIM], [stride_qn, 1],
+                                      [BLOCK_M, BLOCK_D]).load([m0, 0])
+        do = tl.make_tensor_descriptor(DO + pid_k * stride_dok + b * stride_dob + h * stride_doh, [N, HEAD_DV],
+                                       [stride_don, 1], [BLOCK_M, BLOCK_DV]).load([m0, 0])
+        k_base = tl.make_tensor_descriptor(k_base, [M, HEAD_DIM], [stride_kn, 1], [BLOCK_N, BLOCK_D])
+        v_base = tl.make_tensor_descriptor(v_base, [M, HEAD_DV], [stride_vn, 1], [BLOCK_N, BLOCK_DV])
+    else:
+        q = tl.load(Q + b * stride_qb + h * stride_qh + offs_m[:, None].to(tl.int64) * stride_qn
+                    + offs_d[None, :] * stride_qd, mask=q_mask, other=0.0)
+        do = tl.load(DO + pid_k * stride_dok + b * stride_dob + h * stride_doh + offs_m[:, None].to(tl.int64)
+                     * stride_don + offs_dv[None, :] * stride_dod, mask=m_ok[:, None] & dv_ok[None, :], other=0.0)
     if DOT_F32:
         q = q.to(tl.float32)
         do = do.to(tl.float32)
     lse = tl.load(LSE + pid_bh.to(tl.int64) * N + offs_m, mask=m_ok, other=float("inf"))
     delta = tl.load(DELTA + (pid_k * B * H + pid_bh) * N + offs_m, mask=m_ok, other=0.0)
-    k_base = K + b * stride_kb + hk * stride_kh
-    v_base = V + b * stride_vb + hk * stride_vh
     kpm_base = KPM + b * stride_kpm_b
     bias_base = BIAS + b * stride_bb + h * stride_bh
     rel_base = REL + h * stride_rh
@@ -320,16 +350,18 @@ def attn_bwd_dq(
     for t in range(0, n_lo + tl.cdiv(hi - b_int, BLOCK_N)):
         start_n = lo + t * BLOCK_N + (t >= n_lo).to(tl.int32) * (b_int - lo - n_lo * BLOCK_N)
         row0 = tl.cast(start_n, tl.int64)
-        dq = _dq_tile(dq, q, do, lse, delta, k_base + row0 * stride_kn + kt_off, v_base + row0 * stride_vn + vt_off,
+        dq = _dq_tile(dq, q, do, lse, delta, tile_src(k_base, row0, stride_kn, kt_off, USE_TMA),
+                      tile_src(v_base, row0, stride_vn, vt_off, USE_TMA),
                       offs_m, start_n, d_ok, dv_ok, kpm_base, bias_base, stride_bn, stride_bm, rel_base, stride_rm, N, M,
                       scale, qk_scale, softcap, window, True, CAUSAL, HAS_WINDOW, HAS_SOFTCAP, HAS_KPM, HAS_BIAS,
-                      HAS_REL, SOFTCAP_IDENTITY, EVEN_D, EVEN_DV, DOT_F32, PRECISION, BLOCK_N)
+                      HAS_REL, SOFTCAP_IDENTITY, EVEN_D, EVEN_DV, DOT_F32, PRECISION, BLOCK_N, USE_TMA)
     for start_n in range(a, b_int, BLOCK_N):
         row0 = tl.cast(start_n, tl.int64)
-        dq = _dq_tile(dq, q, do, lse, delta, k_base + row0 * stride_kn + kt_off, v_base + row0 * stride_vn + vt_off,
+        dq = _dq_tile(dq, q, do, lse, delta, tile_src(k_base, row0, stride_kn, kt_off, USE_TMA),
+                      tile_src(v_base, row0, stride_vn, vt_off, USE_TMA),
                       offs_m, start_n, d_ok, dv_ok, kpm_base, bias_base, stride_bn, stride_bm, rel_base, stride_rm, N, M,
                       scale, qk_scale, softcap, window, False, CAUSAL, HAS_WINDOW, HAS_SOFTCAP, HAS_KPM, HAS_BIAS,
-                      HAS_REL, SOFTCAP_IDENTITY, EVEN_D, EVEN_DV, DOT_F32, PRECISION, BLOCK_N)
+                      HAS_REL, SOFTCAP_IDENTITY, EVEN_D, EVEN_DV, DOT_F32, PRECISION, BLOCK_N, USE_TMA)
 
     dq = dq * (scale * dqk_scale)  # epilogue: AttnLRP dQ / 4 and the softmax scale
     tl.store(DQ + (pid_k * B * H + pid_bh) * N * HEAD_DIM + offs_m[:, None] * HEAD_DIM + offs_d[None, :],

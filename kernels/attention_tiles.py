@@ -169,6 +169,54 @@ def load_rows(ptrs, rows_ok, cols_ok, MASK_ROWS: tl.constexpr, MASK_COLS: tl.con
     return tl.load(ptrs)
 
 
+@triton.jit
+def tile_src(src, row0, stride_row, offs, USE_TMA: tl.constexpr):
+    """What a tile load at row row0 reads from: the tensor descriptor itself (TMA), or its pointer tile."""
+    if USE_TMA:
+        return src
+    else:
+        return src + row0 * stride_row + offs
+
+
+@triton.jit
+def load_tile(src, head, row, rows_ok, cols_ok, MASK_ROWS: tl.constexpr, MASK_COLS: tl.constexpr,
+              USE_TMA: tl.constexpr, HEADED: tl.constexpr, TRANS: tl.constexpr, BLOCK_R: tl.constexpr,
+              BLOCK_C: tl.constexpr):
+    """A [BLOCK_R, BLOCK_C] tile of rows [row, row + BLOCK_R) (its transpose when TRANS). USE_TMA: `src` is a
+    tensor descriptor ([rows, head dim], or [heads, rows, head dim] when HEADED, read at `head`) and the tile
+    arrives by TMA, zero-filled past the tensor's rows and head dim (no masks); otherwise `src` is the pointer
+    tile (already transposed when TRANS) and the masks are applied as `load_rows` does."""
+    if USE_TMA:
+        if HEADED:
+            t = src.load([head.to(tl.int32), row, 0]).reshape([BLOCK_R, BLOCK_C])
+        else:
+            t = src.load([row, 0])
+        if TRANS:
+            t = tl.trans(t)
+        return t
+    else:
+        return load_rows(src, rows_ok, cols_ok, MASK_ROWS, MASK_COLS)
+
+
+def tma_allowed(kernel, q, k, v, *more) -> bool:
+    """Whether attention kernel `kernel` ("fwd", "dq", "dkdv") reads its Q / K / V (/ dO) tiles through TMA tensor
+    descriptors: on sm_90+ (`target_arch`) where TMA_SM90 lists the kernel for the head dims' class (as the
+    autotune lists: both <= 64, or larger) and every tensor's last dim is contiguous and its other strides
+    and base are 16-byte aligned (TMA's rules); pointer loads otherwise. LRP_TRITON_TMA=0: never; =1: every
+    kernel wherever the strides allow, on any device (the interpreter runs descriptors too:
+    tests/test_attention_tma.py)."""
+    mode = os.environ.get("LRP_TRITON_TMA", "auto")
+    if mode == "0":
+        return False
+    if mode != "1":
+        arch = target_arch({"Q": q})
+        dims = 64 if max(q.shape[-1], v.shape[-1]) <= 64 else 128
+        if arch is None or arch < 90 or dims not in TMA_SM90[kernel]:
+            return False
+    return all(t.stride(-1) == 1 and t.data_ptr() % 16 == 0
+               and all(s * t.element_size() % 16 == 0 for s in t.stride()[:-1]) for t in (q, k, v, *more))
+
+
 # ----------------------------------------------------------------------------------------------
 # Autotuning: a few configs on the GPU, exactly one under the interpreter
 # ----------------------------------------------------------------------------------------------
@@ -233,6 +281,9 @@ FWD_HOPPER = {64: [(128, 128, 8, 3), (128, 128, 8, 2)], 128: [(128, 64, 8, 3), (
 DQ_HOPPER = {64: [(128, 64, 8, 3), (128, 64, 8, 2), (64, 64, 4, 3)],
              128: [(128, 64, 8, 3), (128, 64, 8, 2), (64, 64, 4, 3)]}
 BWD_HOPPER = {64: [(64, 128, 8, 3), (64, 128, 8, 2), (64, 64, 4, 2)], 128: [(32, 128, 8, 1), (32, 64, 4, 1)]}
+# head-dim classes where a kernel's TMA variant has, in the static report, a best launchable hot loop at least
+# as lean (issue/tensor ratio, causal and not) as its pointer-load variant on sm_90 (see tma_allowed)
+TMA_SM90 = {"fwd": (128,), "dq": (64, 128), "dkdv": (64,)}
 TUNE_CAP = 16384
 TUNE_KEY = ["N_BUCKET", "M_BUCKET", "BLOCK_D", "BLOCK_DV", "CAUSAL",
-            "HAS_WINDOW", "HAS_SOFTCAP", "HAS_KPM", "HAS_BIAS", "HAS_REL"]
+            "HAS_WINDOW", "HAS_SOFTCAP", "HAS_KPM", "HAS_BIAS", "HAS_REL", "USE_TMA"]

@@ -20,6 +20,20 @@ def autotune_configs(gpu_configs, interpreter_config):
     return [interpreter_config] if INTERPRETING else list(gpu_configs)
 
 
+def _scratch(size, alignment, stream):
+    import torch
+    return torch.empty(size, dtype=torch.int8, device="cuda")
+
+
+def ensure_allocator(device) -> None:
+    """Kernels that build TMA tensor descriptors on the device (tl.make_tensor_descriptor) need a global
+    scratch buffer per launch, which Triton takes from the allocator of `triton.set_allocator`: set a
+    torch one for a CUDA launch unless one is set already (the caller's own allocator is kept)."""
+    from triton.runtime import _allocation
+    if device.type == "cuda" and isinstance(_allocation._allocator.get(), _allocation.NullAllocator):
+        triton.set_allocator(_scratch)
+
+
 def check_can_run_on_cpu() -> None:
     """Raises when CPU tensors reach kernels that were compiled for CUDA (interpreter set too late)."""
     if not INTERPRETING:
@@ -45,4 +59,5 @@ def on_tensor_device(launch):
     return run
 
 
-__all__ = ["INTERPRETING", "autotune_configs", "check_can_run_on_cpu", "on_tensor_device", "triton"]
+__all__ = ["INTERPRETING", "autotune_configs", "check_can_run_on_cpu", "ensure_allocator", "on_tensor_device",
+           "triton"]
