@@ -654,9 +654,8 @@ class DecoderClassifier(Decoder):
 
     def inputs(self, batch=1, size=None, pad=0):
         inputs = super().inputs(batch, size, pad)
-        ids = inputs["input_ids"]
-        inputs["input_ids"] = torch.where(ids == 0, 1, ids) if not pad else torch.cat(
-            [torch.where(ids[:, :-pad] == 0, 1, ids[:, :-pad]), ids[:, -pad:]], 1)
+        ids, real = inputs["input_ids"], inputs.get("attention_mask", torch.ones_like(inputs["input_ids"])).bool()
+        inputs["input_ids"] = torch.where((ids == 0) & real, 1, ids)  # the pad id 0 at padding only
         return inputs
 
     def explain(self, case, inputs):
