@@ -42,10 +42,12 @@ def test_full_strategy_two_feature_layers_mistral_matches_the_reference():
         token_map = image_tokens[i, 1:].view(3, 3)  # after the CLS token, the patches row-major
         errs.append(assert_rel_close(result.image_token_relevance[i], token_map, 1e-5, f"image {i} tokens"))
     for b in range(2):
-        torch.testing.assert_close(result.image_total[b].double(), ref["relevance"][b][ids[b] == 90].sum(),
-                                   atol=1e-6, rtol=1e-5)
+        image_terms = ref["relevance"][b][ids[b] == 90]  # (a sum of terms: compared at the scale of their sizes)
+        torch.testing.assert_close(result.image_total[b].double(), image_terms.sum(),
+                                   atol=1e-5 * image_terms.abs().sum().item(), rtol=0)
     torch.testing.assert_close(result.image_total + result.text_total, result.relevance.sum(-1))
-    assert (result.image_share > 0).all() and (result.text_share > 0).all()
+    # (with random weights either share may be negative: only their sum is fixed)
+    torch.testing.assert_close(result.image_share + result.text_share, torch.ones(2))
     print(f"\n[llava full, layers [0, -1], mistral] max rel err {max(errs):.1e}; "
           f"image share {result.image_share.tolist()}")
 
