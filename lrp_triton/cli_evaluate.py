@@ -97,14 +97,9 @@ def run_evaluate(args) -> int:
             except ImportError:
                 raise CLIError(f"--out {out}: PNG output needs matplotlib (`pip install 'lrp_triton[plot]'`)") from None
     if args.dataset is not None:
-        from lrp_triton.dataset.reader import data_format
+        from lrp_triton.dataset.cli import check_dataset_path
 
-        if not args.dataset.exists():
-            raise CLIError(f"--dataset {args.dataset}: no such file or directory")
-        try:
-            data_format(args.dataset)
-        except ValueError as exc:
-            raise CLIError(str(exc)) from None
+        check_dataset_path(args.dataset)
     elif args.model is not None:
         raise CLIError("--dataset FILE is needed with --model (the demo prompts are for the demo model)")
     step = _step(args.step)

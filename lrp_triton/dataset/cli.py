@@ -28,9 +28,19 @@ def add_dataset_arguments(p) -> None:
     g.add_argument("--batch-size", type=int, default=8, help="rows per batch (default 8; similar lengths together)")
 
 
-def _check(args) -> None:
+def check_dataset_path(path: Path) -> None:
+    """--dataset PATH exists and is a format the reader takes (CLIError otherwise)."""
     from lrp_triton.dataset.reader import data_format
 
+    if not path.exists():
+        raise CLIError(f"--dataset {path}: no such file or directory")
+    try:
+        data_format(path)
+    except ValueError as exc:
+        raise CLIError(str(exc)) from None
+
+
+def _check(args) -> None:
     given = [flag for flag, bad in (("--prompt", args.prompt is not None), ("--prompt-file", args.prompt_file),
                                     ("--generate", args.generate), ("--target", args.target),
                                     ("--contrast", args.contrast), ("--position", args.position != -1)) if bad]
@@ -51,12 +61,7 @@ def _check(args) -> None:
                     from None
         if not Path(out).expanduser().resolve().parent.is_dir():
             raise CLIError(f"--out {out}: its directory does not exist; create it first")
-    if not args.dataset.exists():
-        raise CLIError(f"--dataset {args.dataset}: no such file or directory")
-    try:
-        data_format(args.dataset)
-    except ValueError as exc:
-        raise CLIError(str(exc)) from None
+    check_dataset_path(args.dataset)
     for flag, value in (("--limit", args.limit), ("--batch-size", args.batch_size)):
         if value is not None and value < 1:
             raise CLIError(f"{flag} {value}: pass a number >= 1")
