@@ -145,6 +145,8 @@ class VisionLanguageParts:
     `image_grid(pixel_values)` checks them and returns the grid [n_images, 3] = (1, H / patch,
     W / patch) that the other callables read; level "pixel" values are then [..., n_images, C, H, W].
     `patch_rows` turns the patch embedding's output (and its grad) into rows [n_patches, hidden].
+    `deepstack` (Qwen3-VL): image_features also returns the features the text model adds at the image
+    tokens after its first layers; their relevance counts at those tokens.
     """
 
     text_model: nn.Module
@@ -158,6 +160,9 @@ class VisionLanguageParts:
     mm_token_types: dict = field(default_factory=lambda: {"image": 1})  # mm_token_type_ids of each modality
     image_grid: Callable[[torch.Tensor], torch.Tensor] | None = None  # fixed-size towers: pixels -> grid
     patch_rows: Callable[[torch.Tensor], torch.Tensor] = nn.Identity()  # patch embedding output -> [n, hidden]
+    # Qwen3-VL's DeepStack: image_features returns (embeddings, [features added after decoder layer l, each
+    # [n_image_tokens, hidden]]), which text_model takes as deepstack_visual_embeds with visual_pos_masks
+    deepstack: bool = False
 
 
 @dataclass(frozen=True)
