@@ -1508,6 +1508,24 @@ class Qwen3VL(VisionLanguage):
                    "attention_mask": inputs["attention_mask"], "position_ids": position_ids}
 
 
+class Qwen3VLMoe(Qwen3VL):
+    """Qwen3-VL-MoE: Qwen3-VL's tower, a dense first decoder layer (mlp_only_layers) and a sparse second one (4
+    experts, top 2, softmax router renormalised), the MoE rules of Qwen3-MoE."""
+
+    text = dict(Qwen3VL.text, num_experts=4, num_experts_per_tok=2, moe_intermediate_size=24, mlp_only_layers=[0])
+    padding_sides = ("left",)
+
+    def __init__(self, name):
+        super().__init__(name)
+        self.cases = self.cases[:2]  # the ops of the other cases are Qwen3-VL's and Qwen3-MoE's, checked there
+
+    def config(self):
+        return transformers.Qwen3VLMoeConfig(text_config=self.text, vision_config=self.vision, **VLM_TOKENS)
+
+    def build(self):
+        return randomize_vlm(transformers.Qwen3VLMoeForConditionalGeneration(self.config()))
+
+
 # LLaVA: a CLIP tower on 24 x 24 images in patches of 8 (3 x 3 = 9 image tokens per image), a Llama decoder
 LLAVA_VISION = dict(hidden_size=32, intermediate_size=48, num_hidden_layers=2, num_attention_heads=2, image_size=24,
                     patch_size=8, projection_dim=16)
@@ -1601,5 +1619,6 @@ ZOO = ([Decoder(f) for f in (*FAMILIES, *VARIANTS)]
        + [Dinov2(n) for n in ("dinov2", "dinov2_with_registers")]
        + [DecoderClassifier(f) for f in CLASSIFIERS]
        + [cls(f) for f in TWO_TOWER for cls in (TwoTower, TowerVision, TowerText)]
-       + [VisionLanguage("qwen2_vl"), VisionLanguage25("qwen2_5_vl"), Qwen3VL("qwen3_vl"), Llava("llava")])
+       + [VisionLanguage("qwen2_vl"), VisionLanguage25("qwen2_5_vl"), Qwen3VL("qwen3_vl"), Qwen3VLMoe("qwen3_vl_moe"),
+          Llava("llava")])
 BY_NAME = {e.name: e for e in ZOO}
