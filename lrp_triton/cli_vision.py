@@ -1,13 +1,13 @@
-"""`lrp-triton explain` for a vision-language model (Qwen2-VL, Qwen2.5-VL): `--image FILE` (PNG / JPEG,
-read with Pillow: the optional `vision` extra), the prompt, and the model's processor.
+"""`lrp-triton explain` for a vision-language model (Qwen2-VL, Qwen2.5-VL, Qwen3-VL): `--image FILE` (PNG /
+JPEG, read with Pillow: the optional `vision` extra), the prompt, and the model's processor.
 
     lrp-triton explain --model ./qwen2-vl --image cat.png --prompt "What animal is this?" --out cat.html
 
 The inputs are what the model's processor returns (`AutoProcessor` from the model directory): each
 image placeholder of the prompt (the processor's image token; without any, one per image is put
 before the prompt, between the model's vision start / end tokens) becomes as many image tokens as the
-image gives. When the processor cannot be built (Qwen2-VL's needs torchvision for its video
-processor), the image processor and the tokenizer build the same inputs: each placeholder repeated
+image gives. When the processor cannot be built (Qwen2-VL's and Qwen3-VL's need torchvision for their
+video processors), the image processor and the tokenizer build the same inputs: each placeholder repeated
 `tokens_per_image` times (the adapter's count for the image's patch grid), the image tokens
 marked in `mm_token_type_ids`.
 `--generate N` generates greedily, then explains every generated token in one forward pass and one
