@@ -27,9 +27,9 @@ import dataclasses
 
 import torch
 
-from lrp_triton.models import qwen2_vl
-from lrp_triton.models.base import Adapter, VisionLanguageParts, gated_mlp, layer_norm, moe_experts, plain_mlp_named, \
-    rms_norm
+from lrp_triton.models.base import (Adapter, VisionLanguageParts, gated_mlp, layer_norm, moe_experts, plain_mlp_named,
+                                    rms_norm)
+from lrp_triton.models.qwen2_vl import text_max_length, vision_language as qwen2_vl_parts
 from lrp_triton.modules.encoder import LRPActivation
 
 
@@ -41,9 +41,7 @@ def vision_language(model) -> VisionLanguageParts:
         out = inner.get_image_features(pixel_values, grid_thw, return_dict=True)
         return torch.cat(out.pooler_output, dim=0), [torch.cat(f, dim=0) for f in out.deepstack_features]
 
-    return dataclasses.replace(qwen2_vl.vision_language(model), image_features=image_features, deepstack=True)
-
-
+    return dataclasses.replace(qwen2_vl_parts(model), image_features=image_features, deepstack=True)
 
 
 def adapter(family: str, model_type: str, prefix: str, **extra) -> Adapter:
@@ -52,7 +50,7 @@ def adapter(family: str, model_type: str, prefix: str, **extra) -> Adapter:
                     f"{prefix}VisionMLP": plain_mlp_named("linear_fc1", "act_fn", "linear_fc2"),
                     "LayerNorm": layer_norm, "GELU": LRPActivation.from_hf, **extra}  # all norms; mergers' GELU
     return Adapter(family=family, model_types=(model_type,), replacements=replacements, kind="vision_language",
-                   layers_attrs=("language_model.layers",), max_length=qwen2_vl.text_max_length,
+                   layers_attrs=("language_model.layers",), max_length=text_max_length,
                    vision_language_of=vision_language)
 
 
