@@ -14,7 +14,7 @@ from torch import nn
 import lrp_triton
 from lrp_triton.accelerate_hooks import ForwardedHook, check_offloaded_names, weights_loaded
 from lrp_triton.modules.norms import LRPRMSNorm
-from model_zoo import BY_NAME, tiny_model
+from model_zoo import BY_NAME, text_inputs, tiny_model
 
 accelerate = pytest.importorskip("accelerate")
 transformers = pytest.importorskip("transformers")
@@ -159,6 +159,20 @@ def test_vision_model_with_its_embeddings_on_disk_by_device_map_gives_the_plain_
     assert_same_fields(lrp_triton.attribute(model, pixel_values=pixels, target=[1, 3]),
                        lrp_triton.attribute(plain, pixel_values=pixels, target=[1, 3]), VISION_FIELDS)
     assert model.vit.embeddings.cls_token.device.type == "meta"
+
+
+@pytest.mark.parametrize("name", ["deberta-v2-cls", "deberta-cls"])
+def test_deberta_offloaded_whole_gives_the_plain_relevance(name, tmp_path):
+    # HF's encoder reads rel_embeddings.weight in get_rel_embedding without calling the module, so its hook
+    # never loads it (the offloaded model's own forward fails on the meta tensor); attribute loads it for the call
+    plain = BY_NAME[name].build()
+    model = accelerate.disk_offload(copy.deepcopy(plain), tmp_path / "offload", execution_device="cpu")
+    ids, mask, types = text_inputs(2, 11, pad_last=3)
+    extra = {"token_type_ids": types} if name == "deberta-cls" else {}
+    out = lrp_triton.attribute(model, ids, attention_mask=mask, target=[2, 0], **extra)
+    ref = lrp_triton.attribute(plain, ids, attention_mask=mask, target=[2, 0], **extra)
+    assert_same_fields(out, ref, ("relevance", "position_relevance", "logit"))
+    assert model.deberta.encoder.rel_embeddings.weight.device.type == "meta"  # offloaded again
 
 
 def test_weights_loaded_by_the_enclosing_block_that_places_its_subtree():
