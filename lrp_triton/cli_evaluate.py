@@ -16,6 +16,7 @@ import sys
 from pathlib import Path
 
 from lrp_triton.cli import CLIError
+from lrp_triton.cli_placement import add_placement_arguments, device_map_kwargs
 
 OUT_FORMATS = {".md": "markdown", ".json": "json", ".png": "png"}
 
@@ -40,8 +41,7 @@ def add_evaluate_parser(sub) -> None:
     p.add_argument("--batch-size", type=int, default=64, help="perturbed inputs per forward pass (default 64)")
     p.add_argument("--ig-steps", type=int, default=16, help="Integrated Gradients' scales (default 16)")
     p.add_argument("--seed", type=int, default=0, help="the demo prompts' and the random ranking's seed")
-    p.add_argument("--device", help="cpu, cuda or cuda:N (default: cuda when present)")
-    p.add_argument("--dtype", choices=("auto", "float32", "float16", "bfloat16"), default="auto")
+    add_placement_arguments(p)  # --device, --dtype, --device-map, --max-memory, --offload-folder
     p.add_argument("--out", action="append", default=[], metavar="FILE",
                    help="write the report: .md (table), .json (everything) or .png (curves); repeatable")
 
@@ -104,6 +104,7 @@ def run_evaluate(args) -> int:
         check_dataset_path(args.dataset)
     elif args.model is not None:
         raise CLIError("--dataset FILE is needed with --model (the demo prompts are for the demo model)")
+    placement = device_map_kwargs(args)
     step = _step(args.step)
     perturbation = int(args.perturbation) if args.perturbation.isdigit() else args.perturbation
 
@@ -113,7 +114,8 @@ def run_evaluate(args) -> int:
     from lrp_triton.models import adapter_for
 
     device, dtype = device_and_dtype(args.device, args.dtype)
-    model, tokenizer, shown = load_model(args.model, device, dtype, kinds=("causal_lm", "encoder", "seq2seq"))
+    model, tokenizer, shown = load_model(args.model, device, dtype, kinds=("causal_lm", "encoder", "seq2seq"),
+                                         placement=placement)
     rows = _rows(args, adapter_for(model).kind)
     bar = ProgressBar(len(rows), "evaluating")
     try:
