@@ -73,6 +73,24 @@ def check_offloaded_names(original: nn.Module, replacement: nn.Module, hook) -> 
                 "module on a device (device_map) to explain the model")
 
 
+def check_preloaded_names(original: nn.Module, replacement: nn.Module, ancestors) -> None:
+    """Inside a block whose offloading hook loads its whole subtree by name (`preload_module_classes`),
+    the replacement must hold its tensors under the original's names (else the block's hook looks up
+    names its weights never had)."""
+    for ancestor in ancestors:
+        for h in offloading_hooks(ancestor):
+            if not getattr(h, "place_submodules", False):
+                continue
+            buffers = bool(getattr(h, "offload_buffers", False))
+            missing = tensor_names(replacement, True, buffers) - tensor_names(original, True, buffers)
+            if missing:
+                raise NotImplementedError(
+                    f"lrp_triton.apply: {type(original).__name__} sits in {type(ancestor).__name__}, whose accelerate "
+                    f"hook loads the tensors of its whole subtree by name (preload_module_classes), and its LRP "
+                    f"layer {type(replacement).__name__} holds them under other names ({', '.join(sorted(missing))}); "
+                    "offload without preloading that block, or keep it on a device")
+
+
 def carry_hook(original: nn.Module, replacement: nn.Module) -> None:
     """Gives `replacement` a hook running the accelerate hook of `original`, if it has one."""
     hook = getattr(original, "_hf_hook", None)
@@ -114,6 +132,7 @@ def carry_hooks(original: nn.Module, replacement: nn.Module, ancestors: list[nn.
         if len(olds) == 1:
             carry_hook(next(iter(olds.values())), module)
     if any(loads_submodules(m) for m in ancestors):
+        check_preloaded_names(original, replacement, ancestors)
         return
     covered = [name for name, module in replacement.named_modules() if loads_submodules(module)]
     for name, module in replacement.named_modules():

@@ -97,6 +97,14 @@ def test_layers_built_inside_a_replacement_and_preloaded_blocks_load_their_offlo
                           lrp_triton.attribute(plain, ids, attention_mask=mask))
 
 
+def test_a_preloaded_block_whose_lrp_layer_renames_its_tensors_is_refused():
+    # ViT's LRP MLP holds fc1 / fc2 as fc / proj: a hook loading the whole ViTModel by name could not find them
+    model = accelerate.cpu_offload(BY_NAME["vit"].build(), execution_device="cpu", preload_module_classes=["ViTModel"])
+    with pytest.raises(NotImplementedError, match="ViTMLP sits in ViTModel.*LRPMLP holds them under other names "
+                                                  r"\(fc.bias, fc.weight, proj.bias, proj.weight\)"):
+        lrp_triton.attribute(model, pixel_values=torch.randn(1, 3, 32, 32))
+
+
 def test_an_lrp_layer_left_with_meta_weights_is_refused():
     model = tiny_model("llama")
     norm = model.model.layers[0].input_layernorm
