@@ -42,5 +42,6 @@ setup(
         "captum": ["captum>=0.9.0,<0.10"],
         "parquet": ["pyarrow>=12"],  # lrp-triton explain --dataset FILE --out results.parquet
         "datasets": ["datasets>=3"],  # lrp-triton explain --dataset DIR: a local HF datasets directory
+        "accelerate": ["accelerate>=0.26"],  # --device-map (lrp_triton/cli_placement.py), offloaded models
     },
 )

@@ -10,11 +10,17 @@ names (`weight`, `bias`, ...), so it gets a hook that runs the very same hook ob
 are loaded into the replacement for its forward, exactly as into the original. The autograd graph
 keeps the loaded tensors the backward pass needs, so relevance flows as in the plain model.
 
+`weights_loaded` loads a module's offloaded tensors, with the hooks that load them for its forward,
+for a read outside the forward (a vision model's position and class-token embeddings, read by the
+driver after the backward pass).
+
 The original module keeps its own hook untouched: `remove()` puts it back as it was. Nothing here
 imports accelerate unless a module carries one of its hooks.
 """
 
 from __future__ import annotations
+
+import contextlib
 
 from torch import nn
 
@@ -67,6 +73,24 @@ def check_offloaded_names(original: nn.Module, replacement: nn.Module, hook) -> 
                 "module on a device (device_map) to explain the model")
 
 
+def check_preloaded_names(original: nn.Module, replacement: nn.Module, ancestors) -> None:
+    """Inside a block whose offloading hook loads its whole subtree by name (`preload_module_classes`),
+    the replacement must hold its tensors under the original's names (else the block's hook looks up
+    names its weights never had)."""
+    for ancestor in ancestors:
+        for h in offloading_hooks(ancestor):
+            if not getattr(h, "place_submodules", False):
+                continue
+            buffers = bool(getattr(h, "offload_buffers", False))
+            missing = tensor_names(replacement, True, buffers) - tensor_names(original, True, buffers)
+            if missing:
+                raise NotImplementedError(
+                    f"lrp_triton.apply: {type(original).__name__} sits in {type(ancestor).__name__}, whose accelerate "
+                    f"hook loads the tensors of its whole subtree by name (preload_module_classes), and its LRP "
+                    f"layer {type(replacement).__name__} holds them under other names ({', '.join(sorted(missing))}); "
+                    "offload without preloading that block, or keep it on a device")
+
+
 def carry_hook(original: nn.Module, replacement: nn.Module) -> None:
     """Gives `replacement` a hook running the accelerate hook of `original`, if it has one."""
     hook = getattr(original, "_hf_hook", None)
@@ -108,6 +132,7 @@ def carry_hooks(original: nn.Module, replacement: nn.Module, ancestors: list[nn.
         if len(olds) == 1:
             carry_hook(next(iter(olds.values())), module)
     if any(loads_submodules(m) for m in ancestors):
+        check_preloaded_names(original, replacement, ancestors)
         return
     covered = [name for name, module in replacement.named_modules() if loads_submodules(module)]
     for name, module in replacement.named_modules():
@@ -120,3 +145,32 @@ def carry_hooks(original: nn.Module, replacement: nn.Module, ancestors: list[nn.
                 f"lrp_triton.apply: {type(module).__name__} ({name or 'the LRP layer'} of {type(original).__name__}) "
                 f"holds {', '.join(meta)} on the meta device (offloaded by accelerate) with no hook to load it; keep "
                 "this module on a device (device_map) to explain the model")
+
+
+def offloading_hooks(module: nn.Module) -> list:
+    """The hooks on `module` that load its tensors for its forward (a ForwardedHook counts as the hook it runs)."""
+    hook = getattr(module, "_hf_hook", None)
+    hooks = [getattr(h, "hook", h) for h in getattr(hook, "hooks", (hook,))]
+    return [h for h in hooks if getattr(h, "offload", False)]
+
+
+@contextlib.contextmanager
+def weights_loaded(model: nn.Module, module: nn.Module, subtree: bool = True):
+    """`module`'s offloaded tensors loaded (on their execution device) for a read outside its forward, by
+    the hooks that load them for its forward: the hook of the nearest module of `model` holding it (itself
+    included) that places its whole subtree (a device_map block), else every offloading hook in `module`'s subtree
+    (cpu_offload / disk_offload hook each module; `subtree=False`: `module`'s own hook, for the tensors
+    it holds itself, such as a joint model's logit scale). Each runs its `pre_forward` (load) before the read
+    and its `post_forward` (back to the meta device) after it. Read the tensors from the modules inside
+    the block: loading puts new tensors there. Nothing happens for a model that is not offloaded."""
+    name = next((n for n, m in model.named_modules() if m is module), None)
+    enclosing = [m for n, m in model.named_modules() if name is not None and (n in ("", name) or name.startswith(n + "."))
+                 and any(getattr(h, "place_submodules", False) for h in offloading_hooks(m))]
+    loaders = enclosing[-1:] or [m for m in (module.modules() if subtree else (module,)) if offloading_hooks(m)]
+    for m in loaders:
+        m._hf_hook.pre_forward(m)
+    try:
+        yield
+    finally:
+        for m in reversed(loaders):
+            m._hf_hook.post_forward(m, None)

@@ -4,6 +4,7 @@
     lrp-triton explain --prompt "a=7 k=3 x=9 ?k" --top 3 --out heatmap.html
     lrp-triton explain --model Qwen/Qwen2.5-0.5B --prompt "The capital of France is" --target " Paris"
     lrp-triton explain --prompt "a=7 k=3 x=9 ?x" --generate 5
+    lrp-triton explain --model DIR --device-map auto --prompt "..."   # over GPUs / CPU / disk (cli_placement)
 
 Prints the prompt as a heatmap (red: positive relevance, blue: negative; when stdout is not a
 terminal, plain text with the most relevant tokens' ranks marked under it), optionally the most
@@ -24,7 +25,6 @@ from lrp_triton.backend import BACKENDS
 from lrp_triton.rules import MODES
 
 OUT_FORMATS = {".html": "html", ".htm": "html", ".png": "png", ".json": "json"}
-DTYPES = ("auto", "float32", "float16", "bfloat16")
 
 
 class CLIError(Exception):
@@ -57,9 +57,6 @@ def parser() -> argparse.ArgumentParser:
                    help="the prompt position whose next token is explained (default -1: the last)")
     p.add_argument("--mode", choices=MODES, default="attnlrp",
                    help="attnlrp (default), cp-lrp, or gradient (Input x Gradient)")
-    p.add_argument("--device", help="cpu, cuda or cuda:N (default: cuda when present, else cpu)")
-    p.add_argument("--dtype", choices=DTYPES, default="auto",
-                   help="model dtype (default auto: float32 on cpu, bfloat16 on cuda); relevance is float32")
     p.add_argument("--backend", choices=BACKENDS, default="auto",
                    help="attention kernels (default auto: triton on cuda, torch on cpu)")
     p.add_argument("--checkpoint", action="store_true",
@@ -74,8 +71,10 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--color", choices=("auto", "always", "never"), default="auto",
                    help="terminal colours (default auto: when stdout is a terminal and NO_COLOR is unset)")
     from lrp_triton.cli_evaluate import add_evaluate_parser
+    from lrp_triton.cli_placement import add_placement_arguments
     from lrp_triton.dataset.cli import add_dataset_arguments
 
+    add_placement_arguments(p)  # --device, --dtype, --device-map
     add_dataset_arguments(p)
     add_evaluate_parser(sub)
     return top
@@ -143,16 +142,6 @@ def _device(name: str | None):
     elif device.type != "cpu":
         raise CLIError(f"--device {name}: only cpu and cuda are supported")
     return device
-
-
-def _dtype(name: str, device):
-    import torch
-
-    if name == "auto":
-        if device.type == "cuda":
-            return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-        return torch.float32
-    return getattr(torch, name)
 
 
 class _Source(NamedTuple):
@@ -329,11 +318,14 @@ def explain(args) -> int:
 
         return explain_dataset(args)
     _check_args(args)
+    from lrp_triton.cli_placement import device_map_kwargs, dtype_for, placed
+
+    placement = device_map_kwargs(args)  # {} or from_pretrained's device_map=... (accelerate)
     source = _model_source(args.model)
     shown = source.shown
     is_demo = args.model is None
     device = _device(args.device)
-    dtype = _dtype(args.dtype, device)
+    dtype = dtype_for(args.dtype, device)
     prompt = _prompt(args, is_demo)
 
     import transformers
@@ -376,13 +368,14 @@ def explain(args) -> int:
     if args.backend == "triton" and device.type == "cpu":
         os.environ.setdefault("TRITON_INTERPRET", "1")  # read when triton is first imported
 
-    status.set(f"Loading {shown}: weights, on {device} as {str(dtype).removeprefix('torch.')} ...")
+    status.set(f"Loading {shown}: weights, on {args.device_map or device} as {str(dtype).removeprefix('torch.')} ...")
     try:
         model = source.load(transformers.AutoModelForCausalLM.from_pretrained, "weights",
-                            "the model directory needs its weights (model.save_pretrained(dir))", dtype=dtype)
+                            "the model directory needs its weights (model.save_pretrained(dir))", dtype=dtype,
+                            **placement)
     finally:
         status.clear()
-    model = model.to(device).eval()
+    model = placed(model, device, placement)
     input_ids = input_ids.to(device)
 
     from lrp_triton import attribute, render

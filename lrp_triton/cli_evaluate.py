@@ -16,6 +16,7 @@ import sys
 from pathlib import Path
 
 from lrp_triton.cli import CLIError
+from lrp_triton.cli_placement import add_placement_arguments, device_map_kwargs
 
 OUT_FORMATS = {".md": "markdown", ".json": "json", ".png": "png"}
 
@@ -35,11 +36,12 @@ def add_evaluate_parser(sub) -> None:
                         "(ig), random")
     p.add_argument("--perturbation", default="unk", help="unk (default), mask, pad, delete, or a token id")
     p.add_argument("--step", default="1", help="features perturbed per step: a whole number, or a fraction like 0.1")
+    p.add_argument("--normalize", choices=("none", "unperturbed"), default="none",
+                   help="curve values: none (default, raw scores) or unperturbed (divided by |unperturbed score|)")
     p.add_argument("--batch-size", type=int, default=64, help="perturbed inputs per forward pass (default 64)")
     p.add_argument("--ig-steps", type=int, default=16, help="Integrated Gradients' scales (default 16)")
     p.add_argument("--seed", type=int, default=0, help="the demo prompts' and the random ranking's seed")
-    p.add_argument("--device", help="cpu, cuda or cuda:N (default: cuda when present)")
-    p.add_argument("--dtype", choices=("auto", "float32", "float16", "bfloat16"), default="auto")
+    add_placement_arguments(p)  # --device, --dtype, --device-map, --max-memory, --offload-folder
     p.add_argument("--out", action="append", default=[], metavar="FILE",
                    help="write the report: .md (table), .json (everything) or .png (curves); repeatable")
 
@@ -89,19 +91,20 @@ def run_evaluate(args) -> int:
             raise CLIError(f"--out {out}: use a name ending in .md, .json or .png")
         if not Path(out).expanduser().resolve().parent.is_dir():
             raise CLIError(f"--out {out}: its directory does not exist; create it first")
-    if args.examples < 1 or (args.limit is not None and args.limit < 1):
-        raise CLIError("--examples and --limit take a number >= 1")
         if Path(out).suffix.lower() == ".png":
             try:
                 import matplotlib  # noqa: F401
             except ImportError:
                 raise CLIError(f"--out {out}: PNG output needs matplotlib (`pip install 'lrp_triton[plot]'`)") from None
+    if args.examples < 1 or (args.limit is not None and args.limit < 1):
+        raise CLIError("--examples and --limit take a number >= 1")
     if args.dataset is not None:
         from lrp_triton.dataset.cli import check_dataset_path
 
         check_dataset_path(args.dataset)
     elif args.model is not None:
         raise CLIError("--dataset FILE is needed with --model (the demo prompts are for the demo model)")
+    placement = device_map_kwargs(args)
     step = _step(args.step)
     perturbation = int(args.perturbation) if args.perturbation.isdigit() else args.perturbation
 
@@ -111,12 +114,14 @@ def run_evaluate(args) -> int:
     from lrp_triton.models import adapter_for
 
     device, dtype = device_and_dtype(args.device, args.dtype)
-    model, tokenizer, shown = load_model(args.model, device, dtype, kinds=("causal_lm", "encoder", "seq2seq"))
+    model, tokenizer, shown = load_model(args.model, device, dtype, kinds=("causal_lm", "encoder", "seq2seq"),
+                                         placement=placement)
     rows = _rows(args, adapter_for(model).kind)
     bar = ProgressBar(len(rows), "evaluating")
     try:
         report = evaluate(model, tokenizer, rows, methods=args.methods, perturbation=perturbation, step=step,
-                          batch_size=args.batch_size, ig_steps=args.ig_steps, seed=args.seed,
+                          normalize=args.normalize, batch_size=args.batch_size, ig_steps=args.ig_steps,
+                          seed=args.seed,
                           progress=lambda done, total: bar.update(done))
     except (ValueError, TypeError, NotImplementedError) as exc:
         raise CLIError(str(exc).removeprefix("evaluate: ")) from None

@@ -12,6 +12,7 @@ import os
 from pathlib import Path
 
 from lrp_triton.cli import CLIError
+from lrp_triton.cli_placement import placed
 
 LOADERS = {"causal_lm": "AutoModelForCausalLM", "encoder": "AutoModelForSequenceClassification",
            "seq2seq": "AutoModelForSeq2SeqLM"}
@@ -34,8 +35,10 @@ def device_and_dtype(device: str | None, dtype: str = "auto"):
     return dev, getattr(torch, dtype)
 
 
-def load_model(name: str | None, device, dtype, kinds=("causal_lm",)):
-    """(model in eval mode on `device`, tokenizer, shown name) for --model `name` (None: the demo model)."""
+def load_model(name: str | None, device, dtype, kinds=("causal_lm",), placement: dict | None = None):
+    """(model in eval mode on `device`, tokenizer, shown name) for --model `name` (None: the demo model);
+    `placement`: from_pretrained's device_map arguments (`cli_placement.device_map_kwargs`), the model
+    then left where accelerate puts it."""
     import transformers
 
     from lrp_triton.demo import DEMO_DIR, DEMO_NAME
@@ -64,11 +67,11 @@ def load_model(name: str | None, device, dtype, kinds=("causal_lm",)):
                            f"{types}")
         loader = getattr(transformers, LOADERS[adapter.kind])
         tokenizer = transformers.AutoTokenizer.from_pretrained(path, local_files_only=offline)
-        model = loader.from_pretrained(path, dtype=dtype, local_files_only=offline)
+        model = loader.from_pretrained(path, dtype=dtype, local_files_only=offline, **(placement or {}))
     except (OSError, ValueError, TypeError) as exc:
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise CLIError(f"--model {shown}: could not load it ({reason}); check the name, the network, or pass a "
                        "local model directory") from None
-    model = model.to(device).eval()
+    model = placed(model, device, placement or {})
     model.name_or_path = shown
     return model, tokenizer, shown

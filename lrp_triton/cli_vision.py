@@ -21,6 +21,7 @@ import dataclasses
 import sys
 
 from lrp_triton.cli import CLIError, report, token_id
+from lrp_triton.cli_placement import device_map_kwargs, placed
 
 
 def read_images(paths) -> list:
@@ -125,14 +126,16 @@ def explain_vision(args, source, config, adapter, device, dtype, prompt, status)
                        f"{', '.join(supported_model_types('vision_language'))}); --model {source.shown} is of type "
                        f"{config.model_type!r}, a text model: drop --image")
     images = read_images(args.image)
-    status.set(f"Loading {source.shown}: processor and weights, on {device} ...")
+    placement = device_map_kwargs(args)  # {} or from_pretrained's device_map=... (lrp_triton.cli_placement)
+    status.set(f"Loading {source.shown}: processor and weights, on {args.device_map or device} ...")
     try:
         processor, image_processor, tokenizer = load_processor(source)
         model = source.load(transformers.AutoModelForImageTextToText.from_pretrained, "weights",
-                            "the model directory needs its weights (model.save_pretrained(dir))", dtype=dtype)
+                            "the model directory needs its weights (model.save_pretrained(dir))", dtype=dtype,
+                            **placement)
     finally:
         status.clear()
-    model = model.to(device).eval()
+    model = placed(model, device, placement)
     parts = adapter.vision_language_of(model)
     inputs = {k: v.to(device) for k, v in build_inputs(processor, image_processor, tokenizer, parts, config, images,
                                                        prompt).items()}

@@ -196,6 +196,10 @@ class Adapter:
     # output fields read as a vector of scores when a model has no logits (an embedding tower's embedding):
     # an int target explains that dimension; the first field present is taken
     vector_outputs: tuple[str, ...] = ()
+    # modules (dotted attributes of the base model) whose tensors the HF forward reads without calling them
+    # (DeBERTa's encoder.rel_embeddings.weight): offloaded by accelerate, their own hook never loads them, so
+    # each attribution call loads them for its duration (`lrp_triton.accelerate_hooks.weights_loaded`)
+    read_without_forward: tuple[str, ...] = ()
 
     def kind_for(self, model: nn.Module) -> str:
         """The driver kind of this model class (a family may hold several, see models.clip)."""

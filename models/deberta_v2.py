@@ -48,4 +48,5 @@ ADAPTER = Adapter(
     kind="encoder",
     layers_attrs=("encoder.layer",),
     embeddings_of=deberta_embeddings,
+    read_without_forward=("encoder.rel_embeddings",),  # get_rel_embedding reads its weight
 )

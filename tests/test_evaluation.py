@@ -52,8 +52,8 @@ def test_attnlrp_beats_input_x_gradient_and_random_on_the_demo_task(demo, capsys
     abpc = report.abpc
     assert abpc["attnlrp"] > abpc["input_x_gradient"] + report["attnlrp"].abpc_se
     assert abpc["attnlrp"] > abpc["random"] + report["attnlrp"].abpc_se
-    for m in report.methods:  # normalised curves start at 1; both end at the fully perturbed score
-        assert m.morf_curve[0] == pytest.approx(1.0) and m.lerf_curve[0] == pytest.approx(1.0)
+    for m in report.methods:  # raw curves start at the unperturbed score; both end at the fully perturbed one
+        assert m.morf_curve[0] == pytest.approx(m.lerf_curve[0]) and m.morf_curve[0] > 1
         assert m.morf_curve[-1] == pytest.approx(m.lerf_curve[-1])
         assert len(m.per_example) == 10 and m.abpc == pytest.approx(m.auc_lerf - m.auc_morf)
 
@@ -116,6 +116,21 @@ def test_curve_pieces_by_hand():
             curves.schedule(5, bad)
 
 
+def test_abpc_of_a_hand_computed_curve_raw_and_divided_by_the_unperturbed_score():
+    # scores after 0, 1, 2 of 2 features: MoRF 4 -> 1 -> 0, LeRF 4 -> 3 -> 2 (y(0) = 4), x = 0, 0.5, 1;
+    # trapezoids: AUC(MoRF) = 0.5 (4 + 1) / 2 + 0.5 (1 + 0) / 2 = 1.5, AUC(LeRF) = 0.5 (4 + 3) / 2 + 0.5 (3 + 2) / 2 = 3
+    x, morf, lerf = [0.0, 0.5, 1.0], [4.0, 1.0, 0.0], [4.0, 3.0, 2.0]
+    assert curves.curve_areas(x, morf, lerf, "none") == pytest.approx((1.5, 3.0, 1.5))
+    assert curves.curve_areas(x, morf, lerf, "unperturbed") == pytest.approx((0.375, 0.75, 0.375))  # all / |4|
+    neg = [-v for v in morf]  # |y(0)| = 4: a negative score's curve starts at -1
+    assert curves.curve_areas(x, neg, neg, "unperturbed") == pytest.approx((-0.375, -0.375, 0.0))
+    assert curves.normalization(True) == "unperturbed" and curves.normalization(False) == "none"
+    with pytest.raises(ValueError, match="normalize='max'.*'none', 'unperturbed'"):
+        curves.normalization("max")
+    with pytest.raises(ValueError, match="unperturbed score is 0.0"):
+        curves.curve_areas(x, [0.0, 1.0, 2.0], lerf, "unperturbed")
+
+
 def test_image_perturbations_fill_whole_patches():
     pixels = torch.randn(3, 16, 24)
     perturbed = torch.zeros(2, 6, dtype=torch.bool)
@@ -154,7 +169,7 @@ def test_every_model_kind_and_method(kind):
         model = tiny("vit")
         rows = [torch.randn(3, 32, 32) for _ in range(2)]
         report = evaluate(model, None, rows, methods=methods, perturbation="blur", step=0.25, ig_steps=4,
-                          attribute_kwargs={"linear_rule": "gamma-signed"})
+                          attribute_kwargs={"linear_rule": "gamma-signed"}, normalize="unperturbed")
     elif kind == "t5":
         model = tiny_t5()
         tok = word_tokenizer(model.config.vocab_size)
@@ -181,8 +196,12 @@ def test_every_model_kind_and_method(kind):
         report = evaluate(model, tok, rows, methods=methods, score=score, perturbation="delete", ig_steps=4)
     assert [m.method for m in report.methods] == ["attnlrp", "cp-lrp", "input_x_gradient", "gradient",
                                                   "integrated_gradients", "random"]
-    for m in report.methods:  # each curve starts at the sign of its unperturbed score (divided by its size)
-        assert m.morf_curve[0] == pytest.approx(m.lerf_curve[0]) and abs(m.morf_curve[0]) <= 1 + 1e-6
+    starts = {round(m.morf_curve[0], 6) for m in report.methods}  # every method's curves start at y(0)
+    assert len(starts) == 1
+    if kind == "vit":  # divided by |y(0)|: the mean of +-1
+        assert abs(starts.pop()) <= 1 + 1e-6
+    for m in report.methods:
+        assert m.morf_curve[0] == pytest.approx(m.lerf_curve[0])
         assert torch.isfinite(torch.tensor(m.morf_curve + m.lerf_curve)).all()
         if report.perturbation != "delete":  # deletion keeps a last token (no special token here): ends differ
             assert m.morf_curve[-1] == pytest.approx(m.lerf_curve[-1])
@@ -209,12 +228,14 @@ def test_errors(demo):
 
 def test_cli_writes_table_json_and_png(tmp_path, capsys):
     outs = [tmp_path / "t.md", tmp_path / "r.json"] + ([tmp_path / "c.png"] if HAS_MATPLOTLIB else [])
-    args = ["evaluate", "--examples", "3", "--methods", "attnlrp,random", "--step", "0.2", "--device", "cpu"]
+    args = ["evaluate", "--examples", "3", "--methods", "attnlrp,random", "--step", "0.2", "--device", "cpu",
+            "--normalize", "unperturbed"]
     assert cli.main(args + [a for o in outs for a in ("--out", str(o))]) == 0
     table = capsys.readouterr().out
     assert "| attnlrp |" in table and "| random |" in table and outs[0].read_text() == table
     data = json.loads(outs[1].read_text())
     assert data["n_examples"] == 3 and [m["method"] for m in data["methods"]] == ["attnlrp", "random"]
+    assert data["normalize"] == "unperturbed" and data["methods"][0]["morf_curve"][0] == pytest.approx(1.0)
     assert len(data["methods"][0]["morf_curve"]) == len(data["grid"])
     if HAS_MATPLOTLIB:
         width, height, _ = read_png(outs[2])

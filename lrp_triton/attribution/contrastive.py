@@ -24,13 +24,14 @@ from __future__ import annotations
 
 import torch
 
+from lrp_triton.accelerate_hooks import weights_loaded
 from lrp_triton.attribution.core import (OutputTap, applied_for_call, display_extras, frozen_eval, leaf,
                                          one_backward_per_score, token_names, token_relevance)
 from lrp_triton.attribution.inputs import check_pixels, check_text_inputs
 from lrp_triton.attribution.scores import lrp_similarity
 from lrp_triton.attribution.targets import check_finite_scores
 from lrp_triton.attribution.result import Attribution
-from lrp_triton.attribution.vision import embedding_shares
+from lrp_triton.attribution.vision import loaded_embedding_shares
 from lrp_triton.backend import upcast
 
 TARGETS = 'target="similarity" (the default): the similarity of each row\'s image and text'
@@ -74,13 +75,14 @@ def explain_contrastive(model, adapter, options, *, input_ids, attention_mask, p
             if image is None or texts is None:
                 raise ValueError(f"attribute: {type(model).__name__} gives no image or text embedding (a vision "
                                  "tower without its pooling head: vision_use_head=False?), so no similarity")
-            scale, bias = adapter.logit_terms(model)
-            scores = lrp_similarity(image, texts, scale, bias, options.mode)
+            with weights_loaded(model, model, subtree=False):  # the model's own tensors, offloaded or not
+                scale, bias = adapter.logit_terms(model)
+                scores = lrp_similarity(image, texts, scale, bias, options.mode)
         check_finite_scores(scores, "the explained similarity")
         words = word_leaf.first
 
         def read():
-            shares = embedding_shares(vision, patches.first, summed.first)
+            shares = loaded_embedding_shares(model, adapter, patches.first, summed.first)
             return {"relevance": token_relevance(words), "position_relevance": pos_leaf.relevance(like=mask),
                     "pixel_relevance": (upcast(pixels) * upcast(pixels.grad if pixels.grad is not None
                                                                 else torch.zeros_like(pixels))).sum(1),

@@ -17,6 +17,7 @@ import torch
 from torch import nn
 from torch.utils.checkpoint import checkpoint as torch_checkpoint
 
+from lrp_triton.accelerate_hooks import weights_loaded
 from lrp_triton.apply import LRPHandle, active_handle, apply_options, model_lock
 from lrp_triton.attribution.devices import execution_device, input_device, on_device
 from lrp_triton.attribution.targets import check_finite_relevance
@@ -86,19 +87,37 @@ def describe(options: LRPOptions) -> str:
 @contextlib.contextmanager
 def applied_for_call(model: nn.Module, options: LRPOptions):
     """The model's own handle when it is applied with the same rules (kept afterwards), else an
-    `apply` for the call (removed afterwards). Yields the handle."""
+    `apply` for the call (removed afterwards). Yields the handle. The adapter's modules that the
+    forward reads without calling them (`Adapter.read_without_forward`) are loaded meanwhile, where
+    accelerate offloaded them."""
     handle: LRPHandle | None = active_handle(model)
     if handle is not None:
         if not handle.options.same_rules(options):
             raise ValueError(f"attribute: the model is applied with {describe(handle.options)} but "
                              f"{describe(options)} was asked for; remove the handle or ask for the same rules")
-        yield handle
+        with read_modules_loaded(handle):
+            yield handle
         return
     handle = apply_options(model, options)
     try:
-        yield handle
+        with read_modules_loaded(handle):
+            yield handle
     finally:
         handle.remove()
+
+
+@contextlib.contextmanager
+def read_modules_loaded(handle: LRPHandle):
+    """`weights_loaded` for each of the adapter's `read_without_forward` modules the model holds."""
+    base = handle.adapter.base_model(handle.model)
+    with contextlib.ExitStack() as stack:
+        for path in handle.adapter.read_without_forward:
+            try:
+                module = base.get_submodule(path)
+            except AttributeError:  # a config without it (DeBERTa without relative attention)
+                continue
+            stack.enter_context(weights_loaded(handle.model, module))
+        yield
 
 
 @contextlib.contextmanager

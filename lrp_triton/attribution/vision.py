@@ -9,12 +9,15 @@ rule (each summand times the shared gradient, summed over the hidden dimension) 
 [B, n_prefix + num_patches]. DINOv2's register tokens, inserted after the CLS token once the positions
 are added (`cat(cls + pos_0, registers, patches + pos)`), are prepended tokens with no position:
 `cls_relevance` is [B, 1 + R] there (CLS, then the registers).
+The embeddings' tensors of a model offloaded by accelerate are loaded for that split by their own
+hooks (`loaded_embedding_shares`).
 """
 
 from __future__ import annotations
 
 import torch
 
+from lrp_triton.accelerate_hooks import weights_loaded
 from lrp_triton.attribution.core import (OutputTap, applied_for_call, frozen_eval, leaf, one_backward_per_score,
                                          per_score, stack_scores)
 from lrp_triton.attribution.encoder import label_names, rule_extras
@@ -46,15 +49,18 @@ def embedding_shares(embeddings, patch_out: torch.Tensor, summed: torch.Tensor) 
             "cls_relevance": (prefix * g[:, :n_prefix]).sum(-1)}
 
 
+def loaded_embedding_shares(model, adapter, patch_out: torch.Tensor, summed: torch.Tensor) -> dict:
+    """`embedding_shares`, with the embeddings' tensors read where accelerate offloaded them (to the CPU
+    or disk; on the meta device outside the forward): loaded by the embeddings' own hooks for the read
+    (`weights_loaded`), as for their forward, so the split uses the values the forward used."""
+    with weights_loaded(model, adapter.embeddings(model).summed):
+        return embedding_shares(adapter.embeddings(model), patch_out, summed)
+
+
 def explain_vision(model, adapter, options, *, pixel_values, target, latent, progress) -> Attribution:
     """See `lrp_triton.attribute` for the arguments."""
     pixels = leaf(check_pixels(model, pixel_values))
     embeddings = adapter.embeddings(model)
-    held = [embeddings.position, *embeddings.prefix, embeddings.registers]
-    if any(t is not None and t.device.type == "meta" for t in held):  # read after the forward, not in a layer
-        raise NotImplementedError("attribute: the position / class-token embeddings of this vision model are "
-                                  "offloaded by accelerate (on the meta device); keep the embeddings on a device "
-                                  "(device_map) to explain it")
     with frozen_eval(model), applied_for_call(model, options) as handle, \
             OutputTap(embeddings.patches, as_leaf=False, retain=False) as patches, \
             OutputTap(embeddings.summed, as_leaf=False) as summed, \
@@ -66,7 +72,7 @@ def explain_vision(model, adapter, options, *, pixel_values, target, latent, pro
         def read():
             return {"relevance": (upcast(pixels) * upcast(pixels.grad if pixels.grad is not None
                                                           else torch.zeros_like(pixels))).sum(1),
-                    **embedding_shares(embeddings, patches.first, summed.first),
+                    **loaded_embedding_shares(model, adapter, patches.first, summed.first),
                     "latent": recorder.read() if recorder is not None else None}
 
         results = one_backward_per_score(head.scores, [pixels, *summed.tensors], read, progress,

@@ -71,6 +71,7 @@ def explain_dataset(args) -> int:
     """Runs `explain --dataset` (errors are CLIErrors: one line, exit status 2)."""
     _check(args)
     from lrp_triton.cli_loading import device_and_dtype, load_model
+    from lrp_triton.cli_placement import device_map_kwargs
     from lrp_triton.dataset.progress import RateProgress
     from lrp_triton.dataset.reader import BadRow, Columns, count_rows, read_rows
     from lrp_triton.dataset.run import attribute_dataset
@@ -78,12 +79,16 @@ def explain_dataset(args) -> int:
     from lrp_triton.dataset.writer import open_output
 
     shard = Shard.from_environment()
+    placement = device_map_kwargs(args)
+    if placement and shard.world > 1:
+        raise CLIError("--device-map cannot be combined with torchrun / accelerate launch (each rank takes one "
+                       "device, or the whole model); drop --device-map or run one process")
     device, dtype = device_and_dtype(args.device, args.dtype)
     if shard.world > 1 and args.device is None and device.type == "cuda":
         import torch
 
         device = torch.device("cuda", shard.local_rank % torch.cuda.device_count())
-    model, tokenizer, shown = load_model(args.model, device, dtype)
+    model, tokenizer, shown = load_model(args.model, device, dtype, placement=placement)
     columns = Columns(args.text_column, args.id_column, args.target_column, args.contrast_column)
     try:
         outputs = [open_output(shard.part(out)) for out in args.out]

@@ -15,7 +15,7 @@ from pathlib import Path
 
 @dataclass
 class MethodScores:
-    """One method's results over the data set (areas of normalised curves unless normalize=False)."""
+    """One method's results over the data set (areas of the curves as the report's `normalize` says)."""
 
     method: str
     abpc: float
@@ -39,7 +39,7 @@ class EvaluationReport:
     n_examples: int
     perturbation: str
     step: int | float
-    normalize: bool
+    normalize: str  # "none": raw scores; "unperturbed": each curve divided by |its unperturbed score|
     model_name: str = ""
 
     def __getitem__(self, method: str) -> MethodScores:
@@ -53,10 +53,14 @@ class EvaluationReport:
         """{method: mean ABPC}."""
         return {m.method: m.abpc for m in self.methods}
 
+    @property
+    def curve_label(self) -> str:
+        return "explained score / |unperturbed score|" if self.normalize == "unperturbed" else "explained score (raw)"
+
     def to_markdown(self, path=None) -> str:
         """The table: ABPC, AUC(MoRF), AUC(LeRF) (mean +- standard error) and time per example."""
         lines = [f"{self.model_name or 'model'}: {self.n_examples} examples, perturbation {self.perturbation!r}, "
-                 f"step {self.step}{'' if self.normalize else ', raw scores'}", "",
+                 f"step {self.step}, {self.curve_label}", "",
                  "| method | ABPC | AUC MoRF | AUC LeRF | attribution time / example |", "|---|---|---|---|---|"]
         for m in self.methods:
             lines.append(f"| {m.method} | {m.abpc:.3f} ± {m.abpc_se:.3f} | {m.auc_morf:.3f} ± {m.auc_morf_se:.3f} | "
@@ -93,7 +97,7 @@ class EvaluationReport:
             ax.plot(self.grid, m.morf_curve, color=color, linestyle="-", label=f"{m.method} MoRF (ABPC {m.abpc:.2f})")
             ax.plot(self.grid, m.lerf_curve, color=color, linestyle="--", label=f"{m.method} LeRF")
         ax.set_xlabel("fraction of features perturbed")
-        ax.set_ylabel("explained score / unperturbed score" if self.normalize else "explained score")
+        ax.set_ylabel(self.curve_label)
         ax.set_title(f"{self.model_name or 'model'}: perturbation curves ({self.n_examples} examples, "
                      f"{self.perturbation})", fontsize=10)
         ax.grid(alpha=0.3)

@@ -7,8 +7,8 @@ from typing import Callable, Iterable
 
 import torch
 
-from lrp_triton.evaluation.curves import (area, mean_and_error, normalised, perturbed_sets, ranking, resampled,
-                                          schedule)
+from lrp_triton.evaluation.curves import (curve_areas, mean_and_error, normalised, normalization, perturbed_sets,
+                                          ranking, resampled, schedule)
 from lrp_triton.evaluation.methods import DEFAULT_METHODS, METHODS, resolve_methods
 from lrp_triton.evaluation.report import EvaluationReport, MethodScores
 from lrp_triton.evaluation.scoring import Scorer
@@ -18,7 +18,7 @@ GRID = [i / 50 for i in range(51)]  # where the mean curves are resampled (for t
 
 def evaluate(model, tokenizer=None, rows: Iterable = (), *, methods=DEFAULT_METHODS, perturbation=None,
              step: int | float = 1, batch_size: int = 64, ig_steps: int = 16, score: Callable | None = None,
-             normalize: bool = True, seed: int = 0, attribute_kwargs: dict | None = None,
+             normalize: str = "none", seed: int = 0, attribute_kwargs: dict | None = None,
              progress: Callable[[int, int], None] | None = None) -> EvaluationReport:
     """Faithfulness of attribution methods by input perturbation (MoRF / LeRF curves and ABPC).
 
@@ -45,7 +45,8 @@ def evaluate(model, tokenizer=None, rows: Iterable = (), *, methods=DEFAULT_METH
         score: encoders / vision: a callable `score(outputs, attention_mask, row) -> [B]` explained
             instead of a class logit (e.g. a sentence similarity built from `lrp_triton.mean_pool` and
             `lrp_triton.lrp_cosine_similarity`); the rows of one batch are variants of `row`.
-        normalize: divide each curve by |unperturbed score| (default) or keep raw scores.
+        normalize: "none" (default: the raw scores, as ABPC's authors' code) or "unperturbed" (each
+            curve divided by |its unperturbed score|); True / False mean "unperturbed" / "none".
         seed: the random ranking's seed. attribute_kwargs: passed to `attribute` by the LRP methods
             (e.g. {"linear_rule": "gamma-signed"} for ViTs). progress: `progress(done, total)` per row.
 
@@ -53,6 +54,7 @@ def evaluate(model, tokenizer=None, rows: Iterable = (), *, methods=DEFAULT_METH
         An `EvaluationReport` (`.to_markdown()`, `.to_json()`, `.to_png()`, `report["attnlrp"].abpc`).
     """
     names = resolve_methods(methods)
+    normalize = normalization(normalize)
     for name, value, low in (("batch_size", batch_size, 1), ("ig_steps", ig_steps, 1)):
         if isinstance(value, bool) or not isinstance(value, int) or value < low:
             raise ValueError(f"evaluate: {name}={value!r} must be an int >= {low}")
@@ -84,14 +86,13 @@ def evaluate(model, tokenizer=None, rows: Iterable = (), *, methods=DEFAULT_METH
         scores = scorer.score_variants(example, torch.cat(sets), batch_size)
         width = len(counts) - 1
         for i, name in enumerate(names):
-            morf = normalised([example.score] + scores[2 * i * width:(2 * i + 1) * width], normalize)
-            lerf = normalised([example.score] + scores[(2 * i + 1) * width:(2 * i + 2) * width], normalize)
+            morf = [example.score] + scores[2 * i * width:(2 * i + 1) * width]
+            lerf = [example.score] + scores[(2 * i + 1) * width:(2 * i + 2) * width]
             record = per_method[name]
-            record["auc_morf"].append(area(x, morf))
-            record["auc_lerf"].append(area(x, lerf))
-            record["abpc"].append(record["auc_lerf"][-1] - record["auc_morf"][-1])
-            record["morf"].append(resampled(x, morf, GRID))
-            record["lerf"].append(resampled(x, lerf, GRID))
+            for key, value in zip(("auc_morf", "auc_lerf", "abpc"), curve_areas(x, morf, lerf, normalize)):
+                record[key].append(value)
+            record["morf"].append(resampled(x, normalised(morf, normalize), GRID))
+            record["lerf"].append(resampled(x, normalised(lerf, normalize), GRID))
         if progress is not None:
             progress(index + 1, len(rows))
     results = []

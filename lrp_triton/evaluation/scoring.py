@@ -22,6 +22,7 @@ import torch
 
 from lrp_triton.apply import active_handle
 from lrp_triton.attribution.classifier import sequence_classifier_head
+from lrp_triton.attribution.devices import execution_device
 from lrp_triton.evaluation.perturbation import (fill_image, patch_sums, perturb_patches, perturb_tokens,
                                                 replacement_token)
 from lrp_triton.models import adapter_for
@@ -62,7 +63,7 @@ class Scorer:
                              "gradient methods need the model's plain backward, and each LRP method applies its "
                              "own rules")
         self.kind = self.adapter.kind
-        self.device = next(model.parameters()).device
+        self.device = execution_device(model)  # a dispatched model's input device (its weights may be on meta)
         if score is not None and not callable(score):
             raise TypeError(f"evaluate: score must be a callable score(outputs, attention_mask, row) -> [B], got "
                             f"{score!r}")
