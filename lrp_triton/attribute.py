@@ -124,10 +124,15 @@ def attribute(model, input_ids=None, *, inputs_embeds=None, attention_mask=None,
     if kind == "vision_language":
         _refuse(family, "a vision-language model takes input_ids with pixel_values", inputs_embeds=inputs_embeds,
                 latent=latent, linear_rule=None if linear_rule == "epsilon" else linear_rule)
-        if token_type_ids is not None and bool(torch.as_tensor(token_type_ids).ne(0).any()):
-            raise ValueError(f"attribute: token_type_ids must be all 0 for {family} models (a tokenizer's single "
-                             "segment, ignored: the decoder has no token-type embedding); image tokens are marked "
-                             "by the image token id (Qwen2-VL: mm_token_type_ids)")
+        if token_type_ids is not None:  # a tokenizer's segment ids, as a processor may return them
+            types = torch.as_tensor(token_type_ids)
+            if input_ids is not None and types.shape != torch.as_tensor(input_ids).shape:
+                raise ValueError(f"attribute: token_type_ids {tuple(types.shape)} do not match input_ids "
+                                 f"{tuple(torch.as_tensor(input_ids).shape)}")
+            if bool(types.ne(0).any()):
+                raise ValueError(f"attribute: token_type_ids must be all 0 for {family} models (a tokenizer's "
+                                 "single segment, ignored: the decoder has no token-type embedding); image tokens "
+                                 "are marked by the image token id (Qwen2-VL: mm_token_type_ids)")
         return explain_vision_language(model, adapter, options, input_ids=input_ids, attention_mask=attention_mask,
                                        pixel_values=pixel_values, image_grid_thw=image_grid_thw,
                                        mm_token_type_ids=mm_token_type_ids, target=target,
