@@ -1632,8 +1632,8 @@ class LlavaNext(Llava):
         images = [("A", "B"), ("C",)]
         rows = [llava_next_row(n, per_row) for n, per_row in zip((9, 5), images)]
         batch = llava_next_batch(rows, images, side)
-        singles = [{"input_ids": r[None], "pixel_values": px, "image_sizes": sizes}
-                   for r, px, sizes in zip(rows, batch["pixel_values"].split([2, 1]), batch["image_sizes"].split([2, 1]))]
+        singles = [{"input_ids": r[None], "pixel_values": px, "image_sizes": sizes} for r, px, sizes
+                   in zip(rows, batch["pixel_values"].split([2, 1]), batch["image_sizes"].split([2, 1]))]
         return batch, singles, {f: batch["attention_mask"] for f in self.fields}
 
 

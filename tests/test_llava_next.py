@@ -37,7 +37,8 @@ def test_every_map_matches_the_reference(dtype, tol):
     scale = ref["relevance"].abs().max()  # (token maps: slices of the rows, compared at the rows' scale)
     for i, (rows, cols, r, c) in enumerate(ref["layout"]):
         for field, key in (("pixel", "pixels"), ("patch", "patches")):
-            canvas, base = getattr(result, f"image_{field}_relevance")[i], getattr(result, f"image_base_{field}_relevance")[i]
+            canvas = getattr(result, f"image_{field}_relevance")[i]
+            base = getattr(result, f"image_base_{field}_relevance")[i]
             errs.append(assert_rel_close(canvas, ref[key][i], tol, f"image {i} canvas {field}"))
             errs.append(assert_rel_close(base, ref[f"base_{key}"][i], tol, f"image {i} base {field}"))
         assert result.image_pixel_relevance[i].shape == (28 * rows, 28 * cols)
@@ -98,6 +99,7 @@ def test_heatmap_rows_show_each_image_as_one_token_with_its_total():
     tokens = result.relevance[0][result.image_mask[0]].split([14, 10])
     for panel, own in zip(item.panels, tokens):
         assert panel.relevance.shape == result.image_pixel_relevance[panel.index].shape
-        torch.testing.assert_close(torch.tensor(panel.total, dtype=torch.float64), own.sum().double(), atol=1e-6, rtol=1e-5)
+        torch.testing.assert_close(torch.tensor(panel.total, dtype=torch.float64), own.sum().double(), atol=1e-6,
+                                   rtol=1e-5)
     total = torch.tensor(sum(p.total for p in item.panels), dtype=torch.float64)
     torch.testing.assert_close(total, result.image_total[0].double(), atol=1e-6, rtol=1e-5)

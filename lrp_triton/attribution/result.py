@@ -139,7 +139,8 @@ class VisionLanguageAttribution(Attribution):
         image_total, text_total: [B] sums of `relevance` over image tokens and over text tokens; their sum
             is the total (`relevance.sum(-1)`).
         images: optional, display only: the images as given to the processor (PIL images, arrays or
-            tensors; one per image), which `to_png` / `to_html` draw the relevance on (the CLI sets them).
+            tensors; one per image), which `to_png` / `to_html` draw the relevance on, resized to the
+            maps (the CLI sets them: LLaVA's and LLaVA-NeXT's as the model saw them, from pixel_values).
 
     `to_png(path, images=None, alpha=0.6, scale=None, width=80, dpi=150)` and `to_html(path, images=None,
     alpha=0.6, scale=None)` show, per explained row, each image of that row with its pixel relevance
