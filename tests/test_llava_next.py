@@ -88,14 +88,23 @@ def test_bad_llava_next_inputs_are_clear_errors():
 
 def test_heatmap_rows_show_each_image_as_one_token_with_its_total():
     """The display rows (HTML / PNG / terminal) fold each image's tokens, base tile and canvas (newlines
-    included), into one `[image k]` token carrying their sum, and draw its canvas map."""
+    included), into one `[image k]` token carrying their sum, and draw its canvas map; several positions
+    give the maps a leading position axis, each as that position alone."""
     from lrp_triton.render.vl_rows import image_rows
 
     model = ENTRY.build()
-    result = lrp_triton.attribute(model, **ENTRY.inputs(batch=1))
+    inputs = ENTRY.inputs(batch=1)
+    several = lrp_triton.attribute(model, **inputs, position=[-3, -1])  # one forward, the maps with a P axis
+    result = lrp_triton.attribute(model, **inputs)
+    for name in ("pixel", "patch", "token"):
+        for kind in ("image", "image_base"):
+            field = f"{kind}_{name}_relevance"
+            for m, one in zip(getattr(several, field), getattr(result, field)):
+                torch.testing.assert_close(m[1], one, atol=1e-6, rtol=1e-5)
     (item,) = image_rows(result)
     assert [t for t in item.row.tokens if t.startswith("[image")] == ["[image 0]", "[image 1]"]
     assert len(item.row.tokens) == result.relevance.shape[1] - 24 + 2  # 14 + 10 image tokens, two placeholders
+    assert len(image_rows(several)) == 2
     tokens = result.relevance[0][result.image_mask[0]].split([14, 10])
     for panel, own in zip(item.panels, tokens):
         assert panel.relevance.shape == result.image_pixel_relevance[panel.index].shape

@@ -119,10 +119,12 @@ def test_llava_next_processor_two_sizes_in_one_prompt_and_padding():
     print(f"\n[llava_next processor] image share {result.image_share.tolist()}")
 
 
-def test_llava_next_canvas_is_the_processors_tiles_in_place():
+def test_llava_next_canvas_is_the_processors_tiles_in_place(tmp_path):
     """An image of exactly a pinpoint's size (28 x 56) is neither resized nor padded into its canvas, so the
-    canvas laid out from the tiles (the layout of the pixel maps), its normalisation undone, is the image."""
-    from lrp_triton.cli_vision import seen_images
+    canvas laid out from the tiles (the layout of the pixel maps), its normalisation undone, is the image.
+    The CLI loads the processor saved with the model (AutoProcessor); without it, the image processor and
+    the tokenizer build the very same inputs."""
+    from lrp_triton.cli_vision import build_inputs, load_processor, seen_images
 
     model = BY_NAME["llava_next"].build()
     processor = llava_next_processor()
@@ -132,6 +134,16 @@ def test_llava_next_canvas_is_the_processors_tiles_in_place():
     shown = seen_images(parts, processor.image_processor, dict(inputs), [image])
     expected = torch.tensor(numpy.asarray(image), dtype=torch.float32).permute(2, 0, 1) / 255
     torch.testing.assert_close(shown[0], expected, atol=1e-5, rtol=0)
+    processor.save_pretrained(tmp_path)
+    source = type("Source", (), {"path": str(tmp_path), "offline": None})()
+    assert isinstance(load_processor(source)[0], transformers.LlavaNextProcessor)
+    images = [picture(40, 30, 5), image]
+    real = build_inputs(processor, None, processor.tokenizer, parts, model.config, images, "w5 <image> w6 <image>")
+    built = build_inputs(None, processor.image_processor, processor.tokenizer, parts, model.config, images,
+                         "w5 <image> w6 <image>")
+    assert sorted(real) == sorted(built) == ["attention_mask", "image_sizes", "input_ids", "pixel_values"]
+    for key in real:
+        torch.testing.assert_close(built[key], real[key], rtol=0, atol=0, msg=key)
 
 
 def test_qwen2_vl_processor_inputs():
