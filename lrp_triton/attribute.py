@@ -4,7 +4,8 @@ It validates the rule options once (`LRPOptions.checked`), refuses arguments tha
 the model's kind, and hands over to the driver in `lrp_triton.attribution`: `decoder` (causal
 LMs), `classifier` (their sequence-classification heads), `encoder` (BERT-family text encoders),
 `vision` (ViT, DeiT, CLIP / SigLIP vision towers), `seq2seq` (T5), `contrastive` (the joint
-CLIP / SigLIP models: an image-text similarity) or `multimodal` (vision-language models: Qwen2-VL).
+CLIP / SigLIP models: an image-text similarity) or `multimodal` (vision-language models: Qwen2-VL,
+Qwen3-VL, LLaVA).
 """
 
 from __future__ import annotations
@@ -73,7 +74,7 @@ def attribute(model, input_ids=None, *, inputs_embeds=None, attention_mask=None,
             relevance is read (several scores share one batched backward pass).
         token_type_ids: BERT-family encoders. pixel_values: [B, C, H, W], vision transformers and the
             joint CLIP / SigLIP models (with input_ids; one image or one text is paired with every row).
-        pixel_values, image_grid_thw, mm_token_type_ids: vision-language models (Qwen2-VL, Qwen2.5-VL), as
+        pixel_values, image_grid_thw, mm_token_type_ids: vision-language models (Qwen2-VL, Qwen2.5-VL, Qwen3-VL), as
             the model's processor returns them (`attribute(model, **processor(images=..., text=...))`):
             the flattened patches [n_patches, patch_dim], the (t, h, w) patch grid of each image, and the
             token types (default: images where input_ids holds the image token). LLaVA: pixel_values

@@ -1,5 +1,6 @@
-"""`lrp-triton explain` for a vision-language model (Qwen2-VL, Qwen2.5-VL, LLaVA, LLaVA-NeXT): `--image FILE`
-(PNG / JPEG, read with Pillow: the optional `vision` extra), the prompt, and the model's processor.
+"""`lrp-triton explain` for a vision-language model (Qwen2-VL, Qwen2.5-VL, Qwen3-VL, LLaVA, LLaVA-NeXT):
+`--image FILE` (PNG / JPEG, read with Pillow: the optional `vision` extra), the prompt, and the model's
+processor.
 
     lrp-triton explain --model ./qwen2-vl --image cat.png --prompt "What animal is this?" --out cat.html
 
@@ -8,14 +9,14 @@ image placeholder of the prompt (the processor's image token; without any, one p
 before the prompt, between the model's vision start / end tokens) becomes as many image tokens as the
 image gives. The processor is used whenever `AutoProcessor` can build it (LLaVA's and LLaVA-NeXT's
 can, with Pillow's image processors, when the model directory holds their files). When it cannot
-(Qwen2-VL's needs torchvision for its video processor), the image processor and the tokenizer build
-the same inputs: each placeholder repeated `tokens_per_image` times (the adapter's count for the
-image's grid), the image tokens marked in `mm_token_type_ids` (Qwen2-VL's).
+(Qwen2-VL's and Qwen3-VL's need torchvision for their video processors), the image processor and the
+tokenizer build the same inputs: each placeholder repeated `tokens_per_image` times (the adapter's
+count for the image's grid), the image tokens marked in `mm_token_type_ids` (Qwen's).
 
 The heatmaps draw each image as the model saw it where the adapter lays its pixel values out as the
 map (`VisionLanguageParts.pixel_layout`: LLaVA's resized and centre-cropped image, LLaVA-NeXT's
-high-resolution canvas, resized and padded), the processor's normalisation undone; Qwen2-VL's
-flattened patches are drawn on the image as read (its processor resizes the whole image).
+high-resolution canvas, resized and padded), the processor's normalisation undone; Qwen's
+flattened patches are drawn on the image as read (their processors resize the whole image).
 `--generate N` generates greedily, then explains every generated token in one forward pass and one
 backward pass per token (`attribute` with several positions), as for text models. The heatmaps
 (`--out` .html / .png) show each image with its relevance overlaid above the text.

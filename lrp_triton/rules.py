@@ -84,7 +84,8 @@ class Rule:
 
 
 RULES = (
-    Rule("epsilon", "linear, convolution, lm_head, RoPE, residual add, embedding sums, output scaling",
+    Rule("epsilon", "linear, convolution, lm_head, RoPE, residual add, embedding sums (Qwen3-VL's interpolated "
+         "vision positions), Qwen3-VL's DeepStack additions at the image tokens, output scaling",
          "R_i = sum_j z_ij / z_j R_j (the bias absorbs its share)", "the exact gradient",
          "AttnLRP Eq. 8", "torch.nn.functional.linear"),
     Rule("identity (activation)", "SiLU, GELU, GELU-tanh, ReLU, QuickGELU (CLIP, Qwen2-VL's vision tower)", "R_x = R_y",

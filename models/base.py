@@ -149,6 +149,8 @@ class VisionLanguageParts:
     `patch_rows` turns the patch embedding's output (and its grad) into rows [n_patches, hidden].
     `pixel_layout(pixel_values, grid)`: per image its pixel values [C, H, W] laid out as its pixel map
     (what the model saw, for display; None: Qwen2-VL's flattened patches, the resized image itself).
+    `deepstack` (Qwen3-VL): image_features also returns the features the text model adds at the image
+    tokens after its first layers; their relevance counts at those tokens.
     """
 
     text_model: nn.Module
@@ -164,6 +166,9 @@ class VisionLanguageParts:
     patch_rows: Callable[[torch.Tensor], torch.Tensor] = nn.Identity()  # patch embedding output -> [n, hidden]
     base_maps: Callable[[torch.Tensor, torch.Tensor, str], list] | None = None  # LLaVA-NeXT's base tiles
     pixel_layout: Callable[[torch.Tensor, torch.Tensor], list] | None = None  # per image [C, H, W] as its map
+    # Qwen3-VL's DeepStack: image_features returns (embeddings, [features added after decoder layer l, each
+    # [n_image_tokens, hidden]]), which text_model takes as deepstack_visual_embeds with visual_pos_masks
+    deepstack: bool = False
 
 
 @dataclass(frozen=True)

@@ -1464,6 +1464,68 @@ class VisionLanguage25(VisionLanguage):
         return randomize_vlm(transformers.Qwen2_5_VLForConditionalGeneration(self.config()))
 
 
+class Qwen3VL(VisionLanguage):
+    """Qwen3-VL: learned position embeddings (a 3 x 3 table, bilinearly resized to each grid), GELU-tanh MLPs
+    and LayerNorms in the vision blocks, DeepStack features of both blocks added after both decoder layers,
+    a Qwen3 decoder (q / k norms) with interleaved multimodal rotary tables (mrope_section [4, 2, 2] of the 8
+    frequencies: t on 0, 3, 6, 7, h on 1, 4, w on 2, 5)."""
+
+    text = dict(VLM_TEXT, head_dim=16, rope_parameters=dict(VLM_TEXT["rope_parameters"], mrope_section=[4, 2, 2],
+                                                             mrope_interleaved=True))
+    vision = dict(depth=2, hidden_size=32, intermediate_size=48, num_heads=2, out_hidden_size=32, patch_size=2,
+                  temporal_patch_size=2, spatial_merge_size=2, in_channels=3, num_position_embeddings=9,
+                  deepstack_visual_indexes=[0, 1])
+    leaf_sum_dim = (-2, -1)
+
+    def config(self):
+        return transformers.Qwen3VLConfig(text_config=self.text, vision_config=self.vision, **VLM_TOKENS)
+
+    def build(self):
+        return randomize_vlm(transformers.Qwen3VLForConditionalGeneration(self.config()))
+
+    def leaf(self, model, inputs):
+        """x [B, N, 1 + L, hidden]: the merged sequence (word embeddings, image embeddings at the image tokens),
+        then each DeepStack feature at the image tokens (0 elsewhere), passed to the model as its precomputed
+        image outputs (`mm_encoder_outputs`) with inputs_embeds holding the image token's embedding at the
+        image tokens (where the model finds them), and the model's own 3-D position ids."""
+        from transformers.models.qwen3_vl.modeling_qwen3_vl import BaseModelOutputWithDeepstackFeatures
+
+        inner, ids, grid = model.model, inputs["input_ids"], inputs["image_grid_thw"]
+        image = inner.get_image_features(inputs["pixel_values"], grid)
+        embeds = inner.get_input_embeddings()(ids)
+        is_image = ids == 90
+        stacked = [embeds.masked_scatter(is_image[..., None], torch.cat(image.pooler_output).to(embeds.dtype))]
+        for feature in image.deepstack_features:
+            stacked.append(torch.zeros_like(embeds).masked_scatter(is_image[..., None], torch.cat(feature)))
+        x = torch.stack(stacked, -2).detach().requires_grad_()
+        placeholder = torch.where(is_image[..., None], embeds, x[..., 0, :])
+        outputs = BaseModelOutputWithDeepstackFeatures(
+            pooler_output=(x[..., 0, :][is_image],), deepstack_features=[(x[..., k, :][is_image],)
+                                                                         for k in range(1, x.shape[-2])])
+        position_ids = inner.get_rope_index(ids, inputs["mm_token_type_ids"], grid,
+                                            attention_mask=inputs["attention_mask"])[0]
+        return x, {"inputs_embeds": placeholder, "mm_encoder_outputs": {"image": outputs},
+                   "attention_mask": inputs["attention_mask"], "position_ids": position_ids}
+
+
+class Qwen3VLMoe(Qwen3VL):
+    """Qwen3-VL-MoE: Qwen3-VL's tower, a dense first decoder layer (mlp_only_layers) and a sparse second one (4
+    experts, top 2, softmax router renormalised), the MoE rules of Qwen3-MoE."""
+
+    text = dict(Qwen3VL.text, num_experts=4, num_experts_per_tok=2, moe_intermediate_size=24, mlp_only_layers=[0])
+    padding_sides = ("left",)
+
+    def __init__(self, name):
+        super().__init__(name)
+        self.cases = self.cases[:2]  # the ops of the other cases are Qwen3-VL's and Qwen3-MoE's, checked there
+
+    def config(self):
+        return transformers.Qwen3VLMoeConfig(text_config=self.text, vision_config=self.vision, **VLM_TOKENS)
+
+    def build(self):
+        return randomize_vlm(transformers.Qwen3VLMoeForConditionalGeneration(self.config()))
+
+
 # LLaVA: a CLIP tower on 24 x 24 images in patches of 8 (3 x 3 = 9 image tokens per image), a Llama decoder
 LLAVA_VISION = dict(hidden_size=32, intermediate_size=48, num_hidden_layers=2, num_attention_heads=2, image_size=24,
                     patch_size=8, projection_dim=16)
@@ -1647,6 +1709,6 @@ ZOO = ([Decoder(f) for f in (*FAMILIES, *VARIANTS)]
        + [Dinov2(n) for n in ("dinov2", "dinov2_with_registers")]
        + [DecoderClassifier(f) for f in CLASSIFIERS]
        + [cls(f) for f in TWO_TOWER for cls in (TwoTower, TowerVision, TowerText)]
-       + [VisionLanguage("qwen2_vl"), VisionLanguage25("qwen2_5_vl"), Llava("llava"),
-          LlavaNext("llava_next")])
+       + [VisionLanguage("qwen2_vl"), VisionLanguage25("qwen2_5_vl"), Qwen3VL("qwen3_vl"), Qwen3VLMoe("qwen3_vl_moe"),
+          Llava("llava"), LlavaNext("llava_next")])
 BY_NAME = {e.name: e for e in ZOO}

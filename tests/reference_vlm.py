@@ -1,12 +1,18 @@
-"""Explicit float64 LRP reference for Qwen2-VL / Qwen2.5-VL, written as relevance formulas.
+"""Explicit float64 LRP reference for Qwen2-VL / Qwen2.5-VL / Qwen3-VL, written as relevance formulas.
 
 It walks the vision tower (patch embedding as a linear layer over each flattened patch, pre-norm
 blocks with per-image (Qwen2.5-VL: per-window) non-causal attention and 2-D rotary q / k, the MLP),
 the patch merger, the merge of the image embeddings into the text sequence (a copy: each position's
-relevance goes back to exactly one of the two), and the Qwen2 decoder with 3-D multimodal rotary
-positions, using the primitives of reference_lrp (each `(y, back)` with back the explicit rule).
-The position ids (the vision tower's (h, w) per patch, the decoder's (t, h, w) per token) and the
-vision rotary tables are computed here from their definitions, not by the model.
+relevance goes back to exactly one of the two), and the Qwen2 / Qwen3 decoder with 3-D multimodal
+rotary positions, using the primitives of reference_lrp (each `(y, back)` with back the explicit rule).
+Qwen3-VL adds learned position embeddings, bilinearly interpolated to each image's patch grid, to the
+patch embeddings (epsilon rule on the sum), and DeepStack: the hidden states after the blocks of
+`deepstack_visual_indexes`, each through a merger of its own, added to the decoder's hidden states at
+the image tokens after its first layers (epsilon rule on the sum; that relevance walks back into the
+vision tower at the block it came from and counts at the image token's relevance).
+The position ids (the vision tower's (h, w) per patch, the decoder's (t, h, w) per token), the vision
+rotary tables, Qwen3-VL's interpolated position embeddings and its interleaved multimodal rotary
+tables are computed here from their definitions, not by the model.
 """
 
 from __future__ import annotations
@@ -14,7 +20,7 @@ from __future__ import annotations
 import torch
 
 from reference_lrp import (ACTIVATIONS, act_kind, add, attention_core, d64, head_relevance, identity, linear,
-                           llama_layer, mlp_block, norm, rope)
+                           llama_layer, mlp_block, norm, plain_mlp, rope)
 from scaled_close import summed
 
 
@@ -100,7 +106,9 @@ def vision_block(blk, x, cos, sin, chunks, mode):
     o, b_attn = vision_attention(blk.attn, a, cos, sin, chunks, mode)
     x2, b_add1 = add(x, o)
     c, b_n2 = norm(x2, blk.norm2)
-    if hasattr(blk.mlp, "fc1"):  # Qwen2-VL: fc2(act(fc1(x)))
+    if hasattr(blk.mlp, "linear_fc1"):  # Qwen3-VL: linear_fc2(act(linear_fc1(x)))
+        mo, b_mlp = plain_mlp(c, blk.mlp.linear_fc1, blk.mlp.linear_fc2, act_kind(blk.mlp.act_fn))
+    elif hasattr(blk.mlp, "fc1"):  # Qwen2-VL: fc2(act(fc1(x)))
         f, b_fc1 = linear(c, blk.mlp.fc1.weight, blk.mlp.fc1.bias)
         g, _ = identity(ACTIVATIONS[act_kind(blk.mlp.act)], f)
         mo, b_fc2 = linear(g, blk.mlp.fc2.weight, blk.mlp.fc2.bias)
@@ -118,13 +126,39 @@ def vision_block(blk, x, cos, sin, chunks, mode):
 
 
 def patch_merger(merger, x):
-    """norm, then each group of m x m consecutive patches concatenated: Linear, GELU (identity), Linear."""
+    """norm, then each group of m x m consecutive patches concatenated: Linear, GELU (identity), Linear.
+    Qwen3-VL's DeepStack mergers norm the concatenated group instead (`use_postshuffle_norm`)."""
+    n, dim = x.shape
+    if hasattr(merger, "linear_fc1"):  # Qwen3-VL
+        if merger.use_postshuffle_norm:
+            a, b_ln = norm(x.reshape(-1, merger.hidden_size), merger.norm)
+        else:
+            a, b_ln = norm(x, merger.norm)
+            a = a.reshape(-1, merger.hidden_size)
+        y, b_mlp = plain_mlp(a, merger.linear_fc1, merger.linear_fc2, act_kind(merger.act_fn))
+        if merger.use_postshuffle_norm:
+            return y, lambda r: b_ln(b_mlp(r)).reshape(n, dim)
+        return y, lambda r: b_ln(b_mlp(r).reshape(n, dim))
     a, b_ln = norm(x, merger.ln_q)
-    n, dim = a.shape
     h, b1 = linear(a.reshape(-1, merger.hidden_size), merger.mlp[0].weight, merger.mlp[0].bias)
     g, _ = identity(ACTIVATIONS[act_kind(merger.mlp[1])], h)
     y, b2 = linear(g, merger.mlp[2].weight, merger.mlp[2].bias)
     return y, lambda r: b_ln(b1(b2(r)).reshape(n, dim))
+
+
+def learned_positions(visual, grid):
+    """Qwen3-VL: the square table of learned position embeddings resized to each image's patch grid (bilinear,
+    corners aligned: torch's interpolate), one row per patch in the processor's order ([n_patches, hidden])."""
+    side = int(visual.pos_embed.num_embeddings ** 0.5)
+    table = d64(visual.pos_embed.weight).T.reshape(1, -1, side, side)
+    out, start = [], 0
+    pos = vision_patch_positions(grid, visual.spatial_merge_size)
+    for t, h, w in grid.tolist():
+        resized = torch.nn.functional.interpolate(table, size=(h, w), mode="bilinear", align_corners=True)[0]
+        hw = pos[start:start + t * h * w]
+        out.append(resized[:, hw[:, 0], hw[:, 1]].T)
+        start += t * h * w
+    return torch.cat(out)
 
 
 def window_chunks(visual, grid):
@@ -138,9 +172,14 @@ def window_chunks(visual, grid):
 
 
 def vision_reference(visual, pixels, grid, mode):
-    """(image embeddings [n_tokens, hidden], back(R) -> (R_pixels [n_patches, patch_dim], R_patch_embeddings))."""
+    """(image embeddings [n_tokens, hidden], DeepStack features [[n_tokens, hidden], ...] (Qwen3-VL; else
+    none), back(R, R_deepstack) -> (R_pixels [n_patches, patch_dim], R_patch_embeddings))."""
     m = visual.spatial_merge_size
-    x0, b_patch = linear(d64(pixels), visual.patch_embed.proj.weight.reshape(visual.patch_embed.proj.weight.shape[0], -1))
+    weight = visual.patch_embed.proj.weight
+    x0, b_patch = linear(d64(pixels), weight.reshape(weight.shape[0], -1), visual.patch_embed.proj.bias)
+    b_pos = None
+    if hasattr(visual, "pos_embed"):  # Qwen3-VL: + learned positions (epsilon rule on the sum)
+        x0, b_pos = add(x0, learned_positions(visual, grid))
     cos, sin = vision_rotary(visual, grid, m)
     lengths = image_lengths(grid)
     x, order = x0, None
@@ -149,25 +188,48 @@ def vision_reference(visual, pixels, grid, mode):
         index, windows = window_chunks(visual, grid)
         order = (index[:, None] * m * m + torch.arange(m * m)).flatten()
         x, cos, sin = x[order], cos[order], sin[order]
-    backs = []
+    backs, deep, b_deep = [], [], {}
     for i, blk in enumerate(visual.blocks):
         chunks = lengths if not windowed or i in visual.fullatt_block_indexes else windows
         x, b = vision_block(blk, x, cos, sin, chunks, mode)
         backs.append(b)
+        if i in getattr(visual, "deepstack_visual_indexes", ()):  # Qwen3-VL: this block's hidden states
+            k = visual.deepstack_visual_indexes.index(i)
+            d, b_deep[i] = patch_merger(visual.deepstack_merger_list[k], x)
+            deep.append(d)
     y, b_merge = patch_merger(visual.merger, x)
     if windowed:
         y = y[torch.argsort(index)]
 
-    def back(r):
+    def back(r, r_deep=()):
         if windowed:
             r = r[index]
         r = b_merge(r)
-        for b in reversed(backs):
-            r = b(r)
+        for i in reversed(range(len(backs))):
+            if i in b_deep:  # the DeepStack merger's relevance joins at this block's output
+                r = r + b_deep[i](r_deep[visual.deepstack_visual_indexes.index(i)])
+            r = backs[i](r)
         if windowed:
             r = r[torch.argsort(order)]
+        if b_pos is not None:
+            r = b_pos(r)[0]
         return b_patch(r), r
-    return y, back
+    return y, deep, back
+
+
+def interleaved_mrope(rotary, pos):
+    """Qwen3-VL's decoder rotary tables cos, sin [B, N, head_dim]: frequency j of inv_freq turns by the
+    h position where j % 3 == 1 and j < 3 * mrope_section[1], by w where j % 3 == 2 and j < 3 *
+    mrope_section[2], by t elsewhere; the frequencies repeated over both halves (Llama's layout)."""
+    inv = d64(rotary.inv_freq)
+    section = rotary.mrope_section
+    j = torch.arange(len(inv))
+    axis = torch.zeros(len(inv), dtype=torch.long)
+    axis[(j % 3 == 1) & (j < 3 * section[1])] = 1
+    axis[(j % 3 == 2) & (j < 3 * section[2])] = 2
+    f = pos.double().permute(1, 2, 0)[..., axis] * inv  # [B, N, head_dim / 2]: each frequency's own axis
+    f = torch.cat([f, f], -1)
+    return f.cos(), f.sin()
 
 
 def vlm_reference(model, ids, mask, pixels, grid, positions, target, contrast=None, mode="attnlrp"):
@@ -179,20 +241,37 @@ def vlm_reference(model, ids, mask, pixels, grid, positions, target, contrast=No
     mask = mask.bool()
     is_image = ids == model.config.image_token_id
     x = d64(lm.embed_tokens(ids)).clone()
-    image_embeds, b_vision = vision_reference(inner.visual, pixels, grid, mode)
+    image_embeds, deep, b_vision = vision_reference(inner.visual, pixels, grid, mode)
     x[is_image] = image_embeds
     pos = mrope_positions(ids, mask, grid, model.config.image_token_id, inner.visual.spatial_merge_size)
-    cos, sin = (d64(t) for t in lm.rotary_emb(x, pos))
-    backs = []
-    for layer in lm.layers:
+    if deep:  # Qwen3-VL: interleaved t, h, w frequencies
+        cos, sin = interleaved_mrope(lm.rotary_emb, pos)
+    else:
+        cos, sin = (d64(t) for t in lm.rotary_emb(x, pos))
+    backs, b_deep = [], []
+    for i, layer in enumerate(lm.layers):
         x, back = llama_layer(layer, x, cos, sin, mask, cfg, mode)
         backs.append(back)
+        if i < len(deep):  # DeepStack: + the features of vision block deepstack_visual_indexes[i] at the images
+            x_image, b = add(x[is_image], deep[i])
+            x = x.clone()
+            x[is_image] = x_image
+            b_deep.append(b)
     h, b_norm = norm(x, lm.norm)
     r, score, z = head_relevance(h, model.lm_head, positions, target, contrast, None)
     r = b_norm(r)
-    for back in reversed(backs):
-        r = back(r)
-    r_pixels, r_patches = b_vision(r[is_image])
+    r_deep = [None] * len(deep)
+    for i in reversed(range(len(backs))):
+        if i < len(deep):
+            r_image, r_deep[i] = b_deep[i](r[is_image])
+            r = r.clone()
+            r[is_image] = r_image
+        r = backs[i](r)
+    r_pixels, r_patches = b_vision(r[is_image], r_deep)
     text = torch.where(is_image[..., None], torch.zeros_like(r), r)
-    return ({"relevance": summed(r, -1), "text_relevance": summed(text, -1), "pixels": r_pixels,
-             "patches": summed(r_patches, -1)}, score, z)
+    terms = [r]  # the merged sequence's relevance, plus at the image tokens the DeepStack features'
+    for rd in r_deep:
+        terms.append(torch.zeros_like(r))
+        terms[-1][is_image] = rd
+    return ({"relevance": summed(torch.cat(terms, -1), -1), "text_relevance": summed(text, -1),
+             "pixels": r_pixels, "patches": summed(r_patches, -1)}, score, z)

@@ -55,7 +55,7 @@ def laid_out(flat, sources, size, shape, magnitude=None):
     return out
 
 
-@pytest.mark.parametrize("name", ["qwen2_vl", "qwen2_5_vl"])
+@pytest.mark.parametrize("name", ["qwen2_vl", "qwen2_5_vl", "qwen3_vl"])
 def test_image_maps_and_totals_match_the_reference(name):
     entry = BY_NAME[name]
     model = entry.build()

@@ -1,13 +1,14 @@
 """Attribution of a vision-language model's logits (adapter kind "vision_language": Qwen2-VL, Qwen2.5-VL,
-LLaVA, LLaVA-NeXT).
+Qwen3-VL, LLaVA, LLaVA-NeXT).
 
 One forward pass: the word embeddings (a relevance leaf), the vision tower on the pixel values (a
 leaf) and its merger (`VisionLanguageParts.image_features`), the image embeddings put at the image
 tokens (`masked_scatter`, as the model does: a copy, so each position's relevance goes to exactly
 one of the two), the decoder on the merged sequence with the model's own position ids (3-D
-multimodal rotary ids), and the language-model head at the explained positions. Then the backward
-of the explained scores, several positions in one batched pass, as for text decoders
-(`core.one_backward_per_score`).
+multimodal rotary ids; Qwen3-VL: its DeepStack features added at the image tokens after the first
+layers, their relevance counted at those tokens), and the language-model head at the explained
+positions. Then the backward of the explained scores, several positions in one batched pass, as
+for text decoders (`core.one_backward_per_score`).
 
 Read after each backward: token relevance of the merged sequence (`relevance`), of the word
 embeddings (`text_relevance`), the pixel values * grad (summed over channels into one map per
@@ -145,17 +146,22 @@ def explain_vision_language(model, adapter, options, *, input_ids, attention_mas
         embeds = leaf(adapter.embeddings(model).word(ids))
         pixel_leaf = None if pixels is None else leaf(pixels)
         with torch.enable_grad():
-            merged = embeds
+            merged, deepstack, extra = embeds, [], {}
             if pixel_leaf is not None:
-                image_embeds = parts.image_features(pixel_leaf, grid).to(embeds.dtype)
-                merged = embeds.masked_scatter(is_image[..., None], image_embeds)
+                image_embeds = parts.image_features(pixel_leaf, grid)
+                if parts.deepstack:
+                    image_embeds, deepstack = image_embeds[0], [d.to(embeds.dtype) for d in image_embeds[1]]
+                    extra = {"visual_pos_masks": is_image, "deepstack_visual_embeds": deepstack}
+                merged = embeds.masked_scatter(is_image[..., None], image_embeds.to(embeds.dtype))
             position_ids = parts.position_ids(ids, mm_types, grid, mask)
             hidden = parts.text_model(inputs_embeds=merged, attention_mask=mask, position_ids=position_ids,
-                                      use_cache=False)[0]
+                                      use_cache=False, **extra)[0]
             scores, targets = explained_scores(model, adapter, options, head, hidden, positions, targets, contrasts)
 
         def read():
             out = {"relevance": token_relevance(merged), "text_relevance": token_relevance(embeds)}
+            for features in deepstack:  # DeepStack: relevance entering the vision tower at the image tokens
+                out["relevance"][is_image] += token_relevance(features)
             if pixel_leaf is not None:
                 grad = pixel_leaf.grad if pixel_leaf.grad is not None else torch.zeros_like(pixel_leaf)
                 out["pixels"] = upcast(pixel_leaf) * upcast(grad)
@@ -165,7 +171,8 @@ def explain_vision_language(model, adapter, options, *, input_ids, attention_mas
             return out
 
         leaves = [embeds] if pixel_leaf is None else [embeds, pixel_leaf]
-        results = one_backward_per_score(scores, leaves, read, progress, watched=[merged, *patches.tensors])
+        results = one_backward_per_score(scores, leaves, read, progress,
+                                         watched=[merged, *deepstack, *patches.tensors])
     maps = image_fields(parts, grid, [{k: r.pop(k) for k in ("pixels", "patches") if k in r} for r in results],
                         several)
     fields = stack_scores(results, several)

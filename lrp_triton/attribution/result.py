@@ -115,7 +115,7 @@ class Attribution:
 
 @dataclass
 class VisionLanguageAttribution(Attribution):
-    """What `lrp_triton.attribute` returns for a vision-language model (Qwen2-VL, Qwen2.5-VL, LLaVA,
+    """What `lrp_triton.attribute` returns for a vision-language model (Qwen2-VL, Qwen2.5-VL, Qwen3-VL, LLaVA,
     LLaVA-NeXT).
 
     `relevance` [B, N] is over the merged sequence the decoder reads: at a text token its word
