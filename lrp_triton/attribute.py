@@ -42,7 +42,7 @@ def attribute(model, input_ids=None, *, inputs_embeds=None, attention_mask=None,
               backend: str = "auto", decoder_input_ids=None, decoder_attention_mask=None, tokenizer=None,
               progress: Callable[[int, int], None] | None = None, token_type_ids=None, pixel_values=None,
               linear_rule: str = "epsilon", gamma: float = 0.25, image_grid_thw=None,
-              mm_token_type_ids=None) -> Attribution:
+              mm_token_type_ids=None, image_sizes=None) -> Attribution:
     """Explains a score of a supported HuggingFace model (see `lrp_triton.models.supported_model_types()`).
 
     Args:
@@ -78,7 +78,10 @@ def attribute(model, input_ids=None, *, inputs_embeds=None, attention_mask=None,
             the model's processor returns them (`attribute(model, **processor(images=..., text=...))`):
             the flattened patches [n_patches, patch_dim], the (t, h, w) patch grid of each image, and the
             token types (default: images where input_ids holds the image token). LLaVA: pixel_values
-            [n_images, C, H, W] alone (the tower's image size; no image_grid_thw). The result is a
+            [n_images, C, H, W] alone (the tower's image size; no image_grid_thw). LLaVA-NeXT:
+            pixel_values [n_images, n_tiles, C, S, S] with image_sizes [n_images, 2]. A processor's
+            token_type_ids (a tokenizer's segment ids) are accepted when all 0 and ignored: these
+            decoders have no token-type embedding; others are a ValueError. The result is a
             `VisionLanguageAttribution`: relevance over the merged sequence, the text tokens', per image
             pixel [H, W], patch and image-token maps, and the image / text totals.
         linear_rule ("epsilon", "gamma", "gamma-signed"), gamma: the rule of the linear and convolution
@@ -121,14 +124,24 @@ def attribute(model, input_ids=None, *, inputs_embeds=None, attention_mask=None,
         _refuse(family, decoder_input_ids=decoder_input_ids, decoder_attention_mask=decoder_attention_mask)
     if kind == "vision_language":
         _refuse(family, "a vision-language model takes input_ids with pixel_values", inputs_embeds=inputs_embeds,
-                token_type_ids=token_type_ids, latent=latent,
-                linear_rule=None if linear_rule == "epsilon" else linear_rule)
+                latent=latent, linear_rule=None if linear_rule == "epsilon" else linear_rule)
+        if token_type_ids is not None:  # a tokenizer's segment ids, as a processor may return them
+            types = torch.as_tensor(token_type_ids)
+            if input_ids is not None and types.shape != torch.as_tensor(input_ids).shape:
+                raise ValueError(f"attribute: token_type_ids {tuple(types.shape)} do not match input_ids "
+                                 f"{tuple(torch.as_tensor(input_ids).shape)}")
+            if bool(types.ne(0).any()):
+                raise ValueError(f"attribute: token_type_ids must be all 0 for {family} models (a tokenizer's "
+                                 "single segment, ignored: the decoder has no token-type embedding); image tokens "
+                                 "are marked by the image token id (Qwen2-VL: mm_token_type_ids)")
         return explain_vision_language(model, adapter, options, input_ids=input_ids, attention_mask=attention_mask,
                                        pixel_values=pixel_values, image_grid_thw=image_grid_thw,
                                        mm_token_type_ids=mm_token_type_ids, target=target,
                                        position=-1 if position is None else position, contrast=contrast,
-                                       checkpoint=checkpoint, tokenizer=tokenizer, progress=progress)
-    _refuse(family, "for vision-language models", image_grid_thw=image_grid_thw, mm_token_type_ids=mm_token_type_ids)
+                                       checkpoint=checkpoint, tokenizer=tokenizer, progress=progress,
+                                       image_sizes=image_sizes)
+    _refuse(family, "for vision-language models", image_grid_thw=image_grid_thw, mm_token_type_ids=mm_token_type_ids,
+            image_sizes=image_sizes)
     if kind in ("causal_lm", "seq2seq"):
         _refuse(family, token_type_ids=token_type_ids, pixel_values=pixel_values,
                 linear_rule=None if linear_rule == "epsilon" else linear_rule)

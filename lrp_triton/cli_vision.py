@@ -1,15 +1,22 @@
-"""`lrp-triton explain` for a vision-language model (Qwen2-VL, Qwen2.5-VL, Qwen3-VL): `--image FILE` (PNG /
-JPEG, read with Pillow: the optional `vision` extra), the prompt, and the model's processor.
+"""`lrp-triton explain` for a vision-language model (Qwen2-VL, Qwen2.5-VL, Qwen3-VL, LLaVA, LLaVA-NeXT):
+`--image FILE` (PNG / JPEG, read with Pillow: the optional `vision` extra), the prompt, and the model's
+processor.
 
     lrp-triton explain --model ./qwen2-vl --image cat.png --prompt "What animal is this?" --out cat.html
 
 The inputs are what the model's processor returns (`AutoProcessor` from the model directory): each
 image placeholder of the prompt (the processor's image token; without any, one per image is put
 before the prompt, between the model's vision start / end tokens) becomes as many image tokens as the
-image gives. When the processor cannot be built (Qwen2-VL's and Qwen3-VL's need torchvision for their
-video processors), the image processor and the tokenizer build the same inputs: each placeholder repeated
-`tokens_per_image` times (the adapter's count for the image's patch grid), the image tokens
-marked in `mm_token_type_ids`.
+image gives. The processor is used whenever `AutoProcessor` can build it (LLaVA's and LLaVA-NeXT's
+can, with Pillow's image processors, when the model directory holds their files). When it cannot
+(Qwen2-VL's and Qwen3-VL's need torchvision for their video processors), the image processor and the
+tokenizer build the same inputs: each placeholder repeated `tokens_per_image` times (the adapter's
+count for the image's grid), the image tokens marked in `mm_token_type_ids` (Qwen's).
+
+The heatmaps draw each image as the model saw it where the adapter lays its pixel values out as the
+map (`VisionLanguageParts.pixel_layout`: LLaVA's resized and centre-cropped image, LLaVA-NeXT's
+high-resolution canvas, resized and padded), the processor's normalisation undone; Qwen's
+flattened patches are drawn on the image as read (their processors resize the whole image).
 `--generate N` generates greedily, then explains every generated token in one forward pass and one
 backward pass per token (`attribute` with several positions), as for text models. The heatmaps
 (`--out` .html / .png) show each image with its relevance overlaid above the text.
@@ -93,13 +100,40 @@ def build_inputs(processor, image_processor, tokenizer, parts, config, images, p
                            "directory (processor.save_pretrained(dir)), and install torchvision if the processor "
                            "needs it")
         out = dict(image_processor(images=images, return_tensors="pt"))
-        counts = iter(parts.tokens_per_image(out["image_grid_thw"]))
+        grid = out.get("image_grid_thw")
+        if grid is None:  # a fixed-size tower's images (LLaVA; LLaVA-NeXT's tiles with their image_sizes)
+            grid = parts.image_grid(out["pixel_values"], out.get("image_sizes"))
+        counts = iter(parts.tokens_per_image(grid))
         pieces = text.split(image_token)
         text = pieces[0] + "".join(image_token * next(counts) + piece for piece in pieces[1:])
     encoded = tokenizer(text, return_tensors="pt")
     ids = encoded["input_ids"]
-    types = (ids == parts.image_token_id).long() * parts.mm_token_types["image"]  # as the processor marks them
-    return {**out, "input_ids": ids, "attention_mask": encoded["attention_mask"], "mm_token_type_ids": types}
+    out.update(input_ids=ids, attention_mask=encoded["attention_mask"])
+    if "image_grid_thw" in out or not images:  # Qwen2-VL's token types, as its processor marks them
+        out["mm_token_type_ids"] = (ids == parts.image_token_id).long() * parts.mm_token_types["image"]
+    return out
+
+
+def seen_images(parts, image_processor, inputs: dict, images: list) -> list:
+    """The images to draw the maps on: as the model saw them, [C, H, W] in the maps' layout with the
+    image processor's normalisation undone, where the adapter lays its pixel values out
+    (`pixel_layout`); else `images` as read."""
+    import torch
+
+    if not images or parts.pixel_layout is None:
+        return images
+    pixels = inputs["pixel_values"].detach().float().cpu()
+    grid = inputs.get("image_grid_thw")
+    if grid is None:
+        grid = parts.image_grid(pixels, inputs.get("image_sizes"))
+    out = []
+    for image in parts.pixel_layout(pixels, grid):
+        if getattr(image_processor, "do_normalize", False):
+            mean, std = (torch.as_tensor(getattr(image_processor, k), dtype=image.dtype).reshape(-1, 1, 1)
+                         for k in ("image_mean", "image_std"))
+            image = image * std + mean  # the rescaled image ([0, 1] for 8-bit images): the overlay scales it
+        out.append(image)
+    return out
 
 
 def generate(model, inputs: dict, n: int, tokenizer):
@@ -137,8 +171,9 @@ def explain_vision(args, source, config, adapter, device, dtype, prompt, status)
         status.clear()
     model = placed(model, device, placement)
     parts = adapter.vision_language_of(model)
-    inputs = {k: v.to(device) for k, v in build_inputs(processor, image_processor, tokenizer, parts, config, images,
-                                                       prompt).items()}
+    built = build_inputs(processor, image_processor, tokenizer, parts, config, images, prompt)
+    shown = seen_images(parts, image_processor, built, images)
+    inputs = {k: v.to(device) for k, v in built.items()}
     n_prompt = inputs["input_ids"].shape[1]
     limit = adapter.max_length(config)
     if limit is not None and n_prompt + (args.generate or 0) > limit:
@@ -171,4 +206,4 @@ def explain_vision(args, source, config, adapter, device, dtype, prompt, status)
         status.clear()
     shares = ", ".join(f"{share:.0%}" for share in result.image_share.flatten().tolist())
     print(f"image share of the relevance: {shares}", file=sys.stderr)
-    return report(dataclasses.replace(result, model_name=source.shown, images=images or None), args)
+    return report(dataclasses.replace(result, model_name=source.shown, images=shown or None), args)

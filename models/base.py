@@ -142,9 +142,13 @@ class VisionLanguageParts:
     [..., grid_h, grid_w] in patches, [..., grid_h / m, grid_w / m] in merged tokens.
 
     Fixed-size towers (LLaVA) take pixel_values [n_images, C, H, W] and no image_grid_thw:
-    `image_grid(pixel_values)` checks them and returns the grid [n_images, 3] = (1, H / patch,
+    `image_grid(pixel_values, image_sizes)` checks them and returns the grid [n_images, 3] = (1, H / patch,
     W / patch) that the other callables read; level "pixel" values are then [..., n_images, C, H, W].
+    LLaVA-NeXT: pixel_values [n_images, n_tiles, C, S, S] with image_sizes, which is its grid; its
+    `base_maps` give the base tiles' maps beside `image_maps`' high-resolution canvases (models.llava_next).
     `patch_rows` turns the patch embedding's output (and its grad) into rows [n_patches, hidden].
+    `pixel_layout(pixel_values, grid)`: per image its pixel values [C, H, W] laid out as its pixel map
+    (what the model saw, for display; None: Qwen2-VL's flattened patches, the resized image itself).
     `deepstack` (Qwen3-VL): image_features also returns the features the text model adds at the image
     tokens after its first layers; their relevance counts at those tokens.
     """
@@ -158,8 +162,10 @@ class VisionLanguageParts:
     tokens_per_image: Callable[[torch.Tensor], list]  # image_grid_thw -> image tokens of each image
     patch_dim: int  # values per flattened patch (channels x temporal patch x patch x patch)
     mm_token_types: dict = field(default_factory=lambda: {"image": 1})  # mm_token_type_ids of each modality
-    image_grid: Callable[[torch.Tensor], torch.Tensor] | None = None  # fixed-size towers: pixels -> grid
+    image_grid: Callable[[torch.Tensor, object], torch.Tensor] | None = None  # fixed-size towers: pixels -> grid
     patch_rows: Callable[[torch.Tensor], torch.Tensor] = nn.Identity()  # patch embedding output -> [n, hidden]
+    base_maps: Callable[[torch.Tensor, torch.Tensor, str], list] | None = None  # LLaVA-NeXT's base tiles
+    pixel_layout: Callable[[torch.Tensor, torch.Tensor], list] | None = None  # per image [C, H, W] as its map
     # Qwen3-VL's DeepStack: image_features returns (embeddings, [features added after decoder layer l, each
     # [n_image_tokens, hidden]]), which text_model takes as deepstack_visual_embeds with visual_pos_masks
     deepstack: bool = False

@@ -28,9 +28,13 @@ from lrp_triton.models.mistral import ADAPTER as MISTRAL
 from lrp_triton.models.qwen2_vl import text_max_length
 
 
-def fixed_grid(pixel_values: torch.Tensor, vision_config) -> torch.Tensor:
+def fixed_grid(pixel_values: torch.Tensor, vision_config, image_sizes=None) -> torch.Tensor:
     """[n_images, 3] = (1, H / patch, W / patch) per image, after checking pixel_values is float
-    [n_images, C, H, W] at the tower's channels and image size (a ValueError naming the shape)."""
+    [n_images, C, H, W] at the tower's channels and image size (a ValueError naming the shape) and that
+    no image_sizes came (LLaVA-NeXT's: every LLaVA image is one tile at the tower's size)."""
+    if image_sizes is not None:
+        raise ValueError("attribute: image_sizes does not apply to llava models: each image is pixel_values "
+                         "[channels, height, width] at the vision tower's image size (LLaVA-NeXT takes image_sizes)")
     size, patch = vision_config.image_size, vision_config.patch_size
     channels = getattr(vision_config, "num_channels", 3)
     expected = f"[n_images, {channels}, {size}, {size}]"
@@ -80,7 +84,8 @@ def vision_language(model) -> VisionLanguageParts:
         image_maps=lambda values, grid, level: image_maps(values, grid, level, with_cls),
         tokens_per_image=lambda grid: [int(h) * int(w) + with_cls for _, h, w in grid.tolist()],
         patch_dim=config.vision_config.patch_size ** 2 * getattr(config.vision_config, "num_channels", 3),
-        image_grid=lambda pixels: fixed_grid(pixels, config.vision_config), patch_rows=patch_rows)
+        image_grid=lambda pixels, image_sizes: fixed_grid(pixels, config.vision_config, image_sizes),
+        patch_rows=patch_rows, pixel_layout=lambda pixels, grid: list(pixels.unbind(0)))
 
 
 ADAPTER = Adapter(

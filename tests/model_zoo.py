@@ -28,7 +28,7 @@ from reference_lrp import decoder_reference, gpt2_reference, gpt_neox_reference,
 from reference_bart import bart_reference
 from reference_deberta import deberta_reference
 from reference_t5 import t5_reference
-from reference_llava import llava_reference
+from reference_llava import llava_next_reference, llava_reference
 from reference_vlm import vlm_reference
 
 F32, F64 = torch.float32, torch.float64
@@ -1312,7 +1312,7 @@ class TowerText(Entry):
 
 
 # ------------------------------------------------------------------------------------------------
-# Vision-language models (Qwen2-VL, Qwen2.5-VL, LLaVA)
+# Vision-language models (Qwen2-VL, Qwen2.5-VL, LLaVA, LLaVA-NeXT)
 # ------------------------------------------------------------------------------------------------
 VLM_TEXT = dict(vocab_size=97, hidden_size=32, intermediate_size=48, num_hidden_layers=2, num_attention_heads=2,
                 num_key_value_heads=1, max_position_embeddings=128, bos_token_id=1, eos_token_id=2,
@@ -1609,6 +1609,96 @@ class Llava(VisionLanguage):
         return batch, singles, {f: batch["attention_mask"] for f in self.fields}
 
 
+# LLaVA-NeXT: the same tower on 28 x 28 tiles in patches of 14 (2 x 2 features a tile), pinpoints of one or two
+# tiles; the images' (height, width) and tokens (base 4 + the unpadded canvas's R x (C + 1)): A (20, 45): [28, 56],
+# 2 x 4 kept, 14; B (28, 40): [28, 56], columns cut to 2 x 2, 10; C (40, 30): [56, 28], rows cut to 2 x 2, 10;
+# D (30, 30): [28, 28], one canvas tile (its third tile slot unused), 10
+LLAVA_NEXT_VISION = dict(LLAVA_VISION, image_size=28, patch_size=14)
+LLAVA_NEXT_PINPOINTS = [[28, 28], [28, 56], [56, 28]]
+LLAVA_NEXT_IMAGES = {"A": ((20, 45), 14), "B": ((28, 40), 10), "C": ((40, 30), 10), "D": ((30, 30), 10)}
+
+
+def llava_next_config(**kw):
+    return transformers.LlavaNextConfig(vision_config=LLAVA_NEXT_VISION, text_config=LLAVA_TEXT, image_token_index=90,
+                                        image_grid_pinpoints=LLAVA_NEXT_PINPOINTS, **kw)
+
+
+def llava_next_row(n_text, images):
+    """Token ids of one prompt: text, each image's tokens followed by a text token, text (n_text text tokens)."""
+    pieces = [torch.randint(3, 90, (n_text - n_text // 2 - len(images),))]
+    for name in images:
+        pieces += [torch.full((LLAVA_NEXT_IMAGES[name][1],), 90), torch.randint(3, 90, (1,))]
+    pieces.append(torch.randint(3, 90, (n_text // 2,)))
+    return torch.cat(pieces)
+
+
+def llava_next_batch(rows, images, side="right"):
+    """The processor's outputs: pixel_values [n_images, 3 tiles, 3, 28, 28] (random in the unused tile slots:
+    the model must not read them), image_sizes."""
+    ids, mask = pad_rows(rows, side, 0)
+    sizes = [LLAVA_NEXT_IMAGES[name][0] for per_row in images for name in per_row]
+    return {"input_ids": ids, "attention_mask": mask, "pixel_values": torch.randn(len(sizes), 3, 3, 28, 28),
+            "image_sizes": torch.tensor(sizes)}
+
+
+def tokens_of(images):
+    return sum(LLAVA_NEXT_IMAGES[name][1] for name in images)
+
+
+class LlavaNext(Llava):
+    """LLaVA-NeXT: LLaVA's tower (feature layer -2, CLS dropped), projector and Llama decoder on any-resolution
+    tiles: images A and C in the first prompt, D in the others (see LLAVA_NEXT_IMAGES)."""
+
+    images = (("A", "C"), ("D",))
+
+    def config(self):
+        return llava_next_config()
+
+    def build(self):
+        return randomize_vlm(transformers.LlavaNextForConditionalGeneration(self.config()))
+
+    def inputs(self, batch=1, size=None, pad=0):
+        n = size or 7
+        images = [self.images[0]] + [self.images[1]] * (batch - 1)
+        length = n + tokens_of(images[0])
+        out = llava_next_batch([llava_next_row(length - tokens_of(per_row), per_row) for per_row in images], images)
+        if pad:  # the last row's last `pad` (text) tokens padding
+            out["input_ids"][-1, -pad:] = 0
+            out["attention_mask"][-1, -pad:] = False
+        return out
+
+    def reference(self, model, inputs, result, case, request):
+        ids, mask = inputs["input_ids"], inputs["attention_mask"].bool()
+        positions = padded_index(mask, request.get("position", -1))
+        fields, score, z = llava_next_reference(model, ids, mask, inputs["pixel_values"], inputs["image_sizes"],
+                                                positions, request.get("target", result.target),
+                                                request.get("contrast"), case.mode)
+        rows = torch.arange(len(ids))
+        hidden = (torch.arange(ids.shape[1])[None] > positions[:, None]) | ~mask  # causal, and padding
+        position_ids = (mask.long().cumsum(-1) - 1).clamp(min=0)
+        return Reference({k: fields[k] for k in self.fields}, score, z,
+                         lambda: self.outputs(model, dict(inputs, position_ids=position_ids))[rows, positions],
+                         zeros={"relevance": hidden, "text_relevance": hidden | (ids == 90)}, position=positions)
+
+    def leaf(self, model, inputs):
+        """The merged sequence (word embeddings, the packed image features at the image tokens)."""
+        inner, ids, mask = model.model, inputs["input_ids"], inputs["attention_mask"]
+        image = torch.cat(list(inner.get_image_features(pixel_values=inputs["pixel_values"],
+                                                        image_sizes=inputs["image_sizes"]).pooler_output))
+        embeds = inner.get_input_embeddings()(ids)
+        x = embeds.masked_scatter((ids == 90)[..., None], image.to(embeds.dtype)).detach().requires_grad_()
+        position_ids = (mask.long().cumsum(-1) - 1).clamp(min=0)
+        return x, {"inputs_embeds": x, "attention_mask": mask, "position_ids": position_ids}
+
+    def padded(self, side):
+        images = [("A", "B"), ("C",)]
+        rows = [llava_next_row(n, per_row) for n, per_row in zip((9, 5), images)]
+        batch = llava_next_batch(rows, images, side)
+        singles = [{"input_ids": r[None], "pixel_values": px, "image_sizes": sizes} for r, px, sizes
+                   in zip(rows, batch["pixel_values"].split([2, 1]), batch["image_sizes"].split([2, 1]))]
+        return batch, singles, {f: batch["attention_mask"] for f in self.fields}
+
+
 ZOO = ([Decoder(f) for f in (*FAMILIES, *VARIANTS)]
        + [Text(n) for n in ("bert-cls", "bert-mlm", "bert-base", "roberta-cls", "roberta-mlm", "xlm-roberta-cls",
                             "xlm-roberta-mlm", "camembert-cls", "camembert-mlm", "distilbert-cls", "distilbert-mlm",
@@ -1620,5 +1710,5 @@ ZOO = ([Decoder(f) for f in (*FAMILIES, *VARIANTS)]
        + [DecoderClassifier(f) for f in CLASSIFIERS]
        + [cls(f) for f in TWO_TOWER for cls in (TwoTower, TowerVision, TowerText)]
        + [VisionLanguage("qwen2_vl"), VisionLanguage25("qwen2_5_vl"), Qwen3VL("qwen3_vl"), Qwen3VLMoe("qwen3_vl_moe"),
-          Llava("llava")])
+          Llava("llava"), LlavaNext("llava_next")])
 BY_NAME = {e.name: e for e in ZOO}

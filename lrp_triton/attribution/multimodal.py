@@ -1,5 +1,5 @@
 """Attribution of a vision-language model's logits (adapter kind "vision_language": Qwen2-VL, Qwen2.5-VL,
-Qwen3-VL, LLaVA).
+Qwen3-VL, LLaVA, LLaVA-NeXT).
 
 One forward pass: the word embeddings (a relevance leaf), the vision tower on the pixel values (a
 leaf) and its merger (`VisionLanguageParts.image_features`), the image embeddings put at the image
@@ -12,7 +12,8 @@ for text decoders (`core.one_backward_per_score`).
 
 Read after each backward: token relevance of the merged sequence (`relevance`), of the word
 embeddings (`text_relevance`), the pixel values * grad (summed over channels into one map per
-image), and the patch embeddings' relevance; see `VisionLanguageAttribution`.
+image; LLaVA-NeXT: one over its high-resolution canvas, one over its base tile), and the patch
+embeddings' relevance; see `VisionLanguageAttribution`.
 """
 
 from __future__ import annotations
@@ -29,12 +30,13 @@ from lrp_triton.attribution.targets import explained_positions, ids_per_position
 from lrp_triton.backend import upcast
 
 
-def check_images(model, parts, input_ids, pixel_values, image_grid_thw, mm_token_type_ids):
+def check_images(model, parts, input_ids, pixel_values, image_grid_thw, mm_token_type_ids, image_sizes=None):
     """(pixel_values in the model's dtype or None, image_grid_thw [n_images, 3] or None,
     mm_token_type_ids [B, N], the image rows): what the processor returns, checked against the image
     tokens of input_ids (one ValueError per mismatch, naming the fix). pixel_values: Qwen2-VL's
     flattened patches [n_patches, patch_dim] with image_grid_thw; a fixed-size tower's images
-    [n_images, C, H, W] alone (`VisionLanguageParts.image_grid`)."""
+    [n_images, C, H, W] alone, LLaVA-NeXT's tiles [n_images, n_tiles, C, S, S] with image_sizes
+    (`VisionLanguageParts.image_grid`, which returns the grid the other parts read)."""
     device = model_device(model)
     is_image = input_ids == parts.image_token_id
     if mm_token_type_ids is None:
@@ -50,8 +52,11 @@ def check_images(model, parts, input_ids, pixel_values, image_grid_thw, mm_token
             raise ValueError("attribute: mm_token_type_ids must mark exactly the image tokens of input_ids "
                              f"(id {parts.image_token_id}) as images; videos are not supported")
     if parts.image_grid is not None:
-        pixels, grid = fixed_size_images(model, parts, pixel_values, image_grid_thw, is_image)
+        pixels, grid = fixed_size_images(model, parts, pixel_values, image_grid_thw, image_sizes, is_image)
     else:
+        if image_sizes is not None:
+            raise ValueError(f"attribute: image_sizes does not apply to {model.config.model_type} models (their "
+                             "images are described by image_grid_thw)")
         pixels, grid = flattened_patches(parts, pixel_values, image_grid_thw, is_image, device)
     if pixels is None:
         return None, None, mm_token_type_ids, []
@@ -102,8 +107,9 @@ def flattened_patches(parts, pixel_values, image_grid_thw, is_image, device):
     return pixels, grid
 
 
-def fixed_size_images(model, parts, pixel_values, image_grid_thw, is_image):
-    """A fixed-size tower's images: (pixel_values [n_images, C, H, W], their grid), or (None, None)."""
+def fixed_size_images(model, parts, pixel_values, image_grid_thw, image_sizes, is_image):
+    """A fixed-size tower's images: (pixel_values [n_images, C, H, W] or LLaVA-NeXT's tiles, their grid),
+    or (None, None)."""
     if image_grid_thw is not None:
         raise ValueError(f"attribute: image_grid_thw does not apply to {model.config.model_type} models: their "
                          "images are pixel_values [n_images, channels, height, width]")
@@ -115,19 +121,19 @@ def fixed_size_images(model, parts, pixel_values, image_grid_thw, is_image):
     pixels = torch.as_tensor(pixel_values, device=model_device(model))
     if not is_image.any():
         raise ValueError("attribute: pixel_values need image tokens in input_ids (the processor's input_ids)")
-    return pixels, parts.image_grid(pixels)
+    return pixels, parts.image_grid(pixels, image_sizes)
 
 
 def explain_vision_language(model, adapter, options, *, input_ids, attention_mask, pixel_values, image_grid_thw,
                             mm_token_type_ids, target, position, contrast, checkpoint, tokenizer,
-                            progress) -> VisionLanguageAttribution:
+                            progress, image_sizes=None) -> VisionLanguageAttribution:
     """See `lrp_triton.attribute` for the arguments; `position` defaults to the last token there."""
     parts = adapter.vision_language_of(model)
     head = adapter.head(model)
     inputs = check_text_inputs(model, input_ids, None, attention_mask, adapter.max_length(model.config))
     ids, mask = inputs.input_ids, inputs.attention_mask
     pixels, grid, mm_types, image_rows = check_images(model, parts, ids, pixel_values, image_grid_thw,
-                                                      mm_token_type_ids)
+                                                      mm_token_type_ids, image_sizes)
     is_image = ids == parts.image_token_id
     positions, several = explained_positions(position, mask)
     vocab = output_size(head)
@@ -175,6 +181,8 @@ def explain_vision_language(model, adapter, options, *, input_ids, attention_mas
     if pixels is not None:
         tokens = relevance.movedim(-1, 1)[is_image].movedim(0, -1)  # [(P,) n_image_tokens], images in order
         maps["image_token_relevance"] = parts.image_maps(tokens, grid, "token")
+        if parts.base_maps is not None:
+            maps["image_base_token_relevance"] = parts.base_maps(tokens, grid, "token")
     return VisionLanguageAttribution(
         **fields, **maps, image_mask=is_image, image_rows=image_rows,
         image_total=(relevance * image).sum(-1), text_total=(relevance * ~image).sum(-1),
@@ -186,13 +194,15 @@ def explain_vision_language(model, adapter, options, *, input_ids, attention_mas
 
 
 def image_fields(parts, grid, per_score_maps: list[dict], several: bool) -> dict:
-    """The per-image pixel and patch maps ([P, ...] first when several scores) from each score's flat
-    pixel relevance [n_patches, patch_dim] and patch relevance [n_patches]."""
+    """The per-image pixel and patch maps ([P, ...] first when several scores) from each score's pixel
+    relevance (the pixel values' shape) and patch relevance [n_patches]."""
     if grid is None:
         return {}
     out = {}
-    for key, level, name in (("pixels", "pixel", "image_pixel_relevance"),
-                             ("patches", "patch", "image_patch_relevance")):
+    for key, level, name in (("pixels", "pixel", "pixel_relevance"), ("patches", "patch", "patch_relevance")):
         flat = [m[key].detach() for m in per_score_maps]
-        out[name] = parts.image_maps(torch.stack(flat) if several else flat[0], grid, level)
+        values = torch.stack(flat) if several else flat[0]
+        out[f"image_{name}"] = parts.image_maps(values, grid, level)
+        if parts.base_maps is not None:  # LLaVA-NeXT: the base tiles' maps beside the canvases'
+            out[f"image_base_{name}"] = parts.base_maps(values, grid, level)
     return out

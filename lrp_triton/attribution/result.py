@@ -115,7 +115,8 @@ class Attribution:
 
 @dataclass
 class VisionLanguageAttribution(Attribution):
-    """What `lrp_triton.attribute` returns for a vision-language model (Qwen2-VL, Qwen2.5-VL, Qwen3-VL, LLaVA).
+    """What `lrp_triton.attribute` returns for a vision-language model (Qwen2-VL, Qwen2.5-VL, Qwen3-VL, LLaVA,
+    LLaVA-NeXT).
 
     `relevance` [B, N] is over the merged sequence the decoder reads: at a text token its word
     embedding's relevance, at an image token that of the image embedding put there (the vision
@@ -130,10 +131,16 @@ class VisionLanguageAttribution(Attribution):
         image_patch_relevance: per image [grid_h, grid_w]: at the patch embeddings (the patch convolution's output).
         image_token_relevance: per image [grid_h / m, grid_w / m]: at the image tokens (merged patches;
             LLaVA: m = 1, and a "full" image's CLS token is left out of the map).
+        image_base_pixel_relevance, image_base_patch_relevance, image_base_token_relevance: LLaVA-NeXT
+            only (else empty): the same maps over each image's base tile (the whole image at the tower's
+            size), while the three above lie on its high-resolution canvas (the tiles stitched, the
+            token map [R, C + 1] with each row's `image_newline` token last); an image's pixel
+            relevance is the sum over its two maps (models.llava_next).
         image_total, text_total: [B] sums of `relevance` over image tokens and over text tokens; their sum
             is the total (`relevance.sum(-1)`).
         images: optional, display only: the images as given to the processor (PIL images, arrays or
-            tensors; one per image), which `to_png` / `to_html` draw the relevance on (the CLI sets them).
+            tensors; one per image), which `to_png` / `to_html` draw the relevance on, resized to the
+            maps (the CLI sets them: LLaVA's and LLaVA-NeXT's as the model saw them, from pixel_values).
 
     `to_png(path, images=None, alpha=0.6, scale=None, width=80, dpi=150)` and `to_html(path, images=None,
     alpha=0.6, scale=None)` show, per explained row, each image of that row with its pixel relevance
@@ -147,6 +154,9 @@ class VisionLanguageAttribution(Attribution):
     image_pixel_relevance: list[torch.Tensor] = field(default_factory=list)
     image_patch_relevance: list[torch.Tensor] = field(default_factory=list)
     image_token_relevance: list[torch.Tensor] = field(default_factory=list)
+    image_base_pixel_relevance: list[torch.Tensor] = field(default_factory=list)
+    image_base_patch_relevance: list[torch.Tensor] = field(default_factory=list)
+    image_base_token_relevance: list[torch.Tensor] = field(default_factory=list)
     image_total: torch.Tensor | None = None
     text_total: torch.Tensor | None = None
     images: list | None = None

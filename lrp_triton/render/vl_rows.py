@@ -77,7 +77,9 @@ def image_rows(attribution, images=None) -> list[ImageRow]:
         b, j = row.batch, r % n_pos
         mine = [k for k, owner in enumerate(attribution.image_rows) if owner == b]
         tokens = torch.nonzero(mask[b]).flatten().tolist()
-        counts = [attribution.image_token_relevance[k].shape[-2:].numel() for k in mine]
+        base = attribution.image_base_token_relevance  # LLaVA-NeXT's base tiles' tokens (else empty)
+        counts = [attribution.image_token_relevance[k].shape[-2:].numel()
+                  + (base[k].shape[-2:].numel() if base else 0) for k in mine]
         groups, start = [], 0
         if sum(counts) == len(tokens):  # the images' tokens in order (else shown token by token)
             for k, count in zip(mine, counts):
@@ -89,6 +91,8 @@ def image_rows(attribution, images=None) -> list[ImageRow]:
             pixel = attribution.image_pixel_relevance[k]
             pixel = (pixel[j] if several else pixel).detach().float().cpu()
             token_map = attribution.image_token_relevance[k]
+            if base:
+                token_map = torch.cat([token_map.flatten(-2), base[k].flatten(-2)], -1)
             total = float(token_map[j].sum() if several else token_map.sum())
             image = None if images[k] is None else fitted(images[k], tuple(pixel.shape))
             panels.append(Panel(k, pixel, image, total, total / total_row if total_row else float("nan")))
