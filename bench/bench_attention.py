@@ -360,6 +360,7 @@ def cpu_smoke(args):
     failures += [f"correctness {k}: {c}" for k, c in run.extra["correctness"].items() if not c["passed"]]
     if interpreter_requested():  # the Triton kernel on the last case's specialisation
         task = _precompile_task((combo(cases[-1]), 0))
+        print(f"cpu-smoke: precompile task (lrp_attention, backend='triton', TRITON_INTERPRET=1): {task[2] or 'ok'}")
         failures += [f"precompile task: {task[2]}"] if task[2] else []
     else:
         print("cpu-smoke: TRITON_INTERPRET is not 1: the Triton backend was not exercised")
@@ -384,11 +385,12 @@ def main(argv=None):
     args.cases = args.cases.split(",")
     if set(args.cases) - set(KINDS):
         p.error(f"--cases: unknown {sorted(set(args.cases) - set(KINDS))}; choose from {', '.join(KINDS)}")
-    common.ensure_lrp_triton()
     if args.cpu_smoke:
+        common.ensure_lrp_triton()
         args.cases = ["mla", "sink"]
         return cpu_smoke(args)
     common.require_cuda(SCRIPT)
+    common.ensure_lrp_triton()
     budget = common.budget_of(args, BUDGETS)
     run = common.Runner(SCRIPT, "lrp_attention benchmark", args, budget_s=budget, out=args.out,
                         info=dict(conventions=CONVENTIONS, dtype="bfloat16", mode="attnlrp"), tables=ratios,

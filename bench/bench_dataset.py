@@ -67,7 +67,7 @@ class Bench:
     def __init__(self, device, dtype, tmp, backend):
         self.device, self.dtype, self.tmp, self.backend, self.warm = device, dtype, Path(tmp), backend, set()
         self.models = common.Models(self.load)
-        self.dirs, self.tokenizers = {}, {}
+        self.dirs, self.tokenizers, self.outputs = {}, {}, {}  # outputs: (label, method) -> the last pass's
 
     def load(self, key):
         from lrp_triton.cli_loading import load_model
@@ -135,7 +135,8 @@ class Bench:
                 row["examples_per_s"] = case["rows"] / (row["pass_ms"] / 1e3)
                 row["load_s"] = self.load_s if method == "explain_cli" else None
             fn = dict(loop=loop, attribute_dataset=engine, explain_cli=explain)[method]
-            return dict(phases={"pass": (warm, fn)}, after=after)
+            return dict(phases={"pass": (warm, lambda: self.outputs.__setitem__((case["label"], method), fn()))},
+                        after=after)
         return build
 
 
@@ -208,9 +209,9 @@ def cpu_smoke(args):
     run.run(cases, {m: bench.builder(m) for m in METHODS})
     failures += [f"{r['label']} {r['method']}: {r['status']}" for r in run.rows if r["status"] != "ok"]
     for c in cases:  # the loop's relevance is explain's, record by record (padding and batching change nothing)
-        loop = bench.builder("loop")(c)["phases"]["pass"][1]()
-        records = {r["id"]: r["relevance"] for r in bench.builder("attribute_dataset")(c)["phases"]["pass"][1]()}
-        cli = [json.loads(line) for line in bench.builder("explain_cli")(c)["phases"]["pass"][1]().open()]
+        loop = bench.outputs.get((c["label"], "loop"), [])
+        records = {r["id"]: r["relevance"] for r in bench.outputs.get((c["label"], "attribute_dataset"), [])}
+        cli = [json.loads(line) for line in bench.outputs[(c["label"], "explain_cli")].open()]
         worst = max(common.rel_diff(torch.tensor(records[f"r{i}"]), torch.tensor(r)) for i, r in enumerate(loop))
         worst = max([worst] + [common.rel_diff(torch.tensor(r["relevance"]), torch.tensor(records[r["id"]]))
                                for r in cli])
@@ -238,10 +239,11 @@ def main(argv=None):
     p.add_argument("--torchrun", action="store_true", help="with --cpu-smoke: also launch torchrun with 1 and 2 gloo "
                                                            "processes (about 30 s more)")
     args = p.parse_args(argv)
-    common.ensure_lrp_triton()
     if args.cpu_smoke:
+        common.ensure_lrp_triton()
         return cpu_smoke(args)
     common.require_cuda(SCRIPT)
+    common.ensure_lrp_triton()
     run = make_runner(args, "cuda", common.budget_of(args, BUDGETS), args.out)
     tmp = tempfile.mkdtemp(prefix="bench_dataset_")
     try:
