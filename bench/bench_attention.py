@@ -40,7 +40,7 @@ CONVENTIONS = {
     "ratios": "lrp_triton / sdpa_best in the same run; sdpa_best = the fastest SDPA method of the case by fwdbwd time",
     "softcap": "SDPA has no soft-capping: in softcap cases its rows are the same shape without softcap",
     "mla": "DeepSeek-V3's multi-head latent attention shape: H 128, D_qk 192 (128 no-rope + 64 rope), D_v 128, causal, "
-           "B 1; SDPA with D_v != D_qk as it is (flash refuses it: its row says so), plus sdpa_efficient",
+           "B 1; SDPA takes D_v != D_qk as it is (a backend that refuses it says so in its row), plus sdpa_efficient",
     "sink": "gpt-oss's attention: H 64, Hkv 8, D 64, sinks [H] (N(0, 4) logits), causal, full and sliding window 128 "
             "(its layers alternate); baselines: sdpa_sink = lrp_sdpa_attention(mode='gradient', sinks=...), the exact "
             "construction of lrp_triton's SDPA path (one extra key scored s_h through an extra coordinate, D + 1 = 65, "
