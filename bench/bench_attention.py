@@ -11,9 +11,7 @@ matmul; lrp_torch = backend="torch" (N <= --torch-max-n). Cases: see make_cases.
 """
 from __future__ import annotations
 
-import shutil
 import sys
-import tempfile
 import time
 import warnings
 from pathlib import Path
@@ -215,7 +213,8 @@ def eager(c):
 
 
 METHODS = {"lrp_triton": lrp(), "sdpa_flash": sdpa("FLASH_ATTENTION"), "sdpa_cudnn": sdpa("CUDNN_ATTENTION"),
-           "sdpa_efficient": sdpa("EFFICIENT_ATTENTION"), "sdpa_sink": sdpa_sink, "eager": eager, "lrp_torch": lrp("torch")}
+           "sdpa_efficient": sdpa("EFFICIENT_ATTENTION"), "sdpa_sink": sdpa_sink, "eager": eager,
+           "lrp_torch": lrp("torch")}
 KEYS = ("case", "B", "H", "Hkv", "N", "D", "Dv", "causal", "softcap", "window")
 
 
@@ -333,9 +332,7 @@ def cpu_smoke(args):
     from lrp_triton.backend import interpreter_requested
 
     DEV.update(device="cpu", dtype=torch.float32, precompile_n=32, backend="torch")
-    torch.manual_seed(0)
-    torch.set_num_threads(1)
-    out_dir = tempfile.mkdtemp(prefix="bench_attention_smoke_")  # never bench/results
+    out_dir = common.smoke_dir(SCRIPT)  # (never bench/results)
     run = common.Runner(SCRIPT, "lrp_attention benchmark (CPU smoke)", args, budget_s=600.0, out=out_dir, device="cpu",
                         smoke=True, tables=ratios, info=dict(conventions=CONVENTIONS))
     args.torch_max_n = 48
@@ -365,8 +362,7 @@ def cpu_smoke(args):
     else:
         print("cpu-smoke: TRITON_INTERPRET is not 1: the Triton backend was not exercised")
     run.write(complete=True)
-    failures += [p for p in [run.files_problem(("cpu_smoke", "results", "ratios"))] if p]
-    shutil.rmtree(out_dir, ignore_errors=True)
+    failures += run.files_problem(("cpu_smoke", "results", "ratios"))
     return common.smoke_result(failures, f"{len(cases)} cases ({', '.join(c['label'] for c in cases)}): every "
                                          "method's forward equals lrp_torch's (tol 1e-4); correctness checks pass")
 
@@ -376,7 +372,7 @@ def main(argv=None):
                       "and the PyTorch LRP path: time, TFLOP/s, peak memory.", BUDGETS, precompile=True,
                       smoke="CPU only: tiny MLA and sink cases through every method, the correctness checks, one "
                             "precompile task (Triton under TRITON_INTERPRET=1); writes only to a temp dir")
-    p.add_argument("--cases", default=",".join(KINDS), help=f"comma-separated case kinds (default all: {','.join(KINDS)})")
+    p.add_argument("--cases", default=",".join(KINDS), help=f"comma-separated kinds (default all: {','.join(KINDS)})")
     p.add_argument("--max-n", type=int, default=65536, help="largest sequence length (default 65536)")
     p.add_argument("--tokens", type=int, default=16384, help="B = max(1, tokens // N) (default 16384)")
     p.add_argument("--torch-max-n", type=int, default=2048, help="largest N of lrp_torch (default 2048)")

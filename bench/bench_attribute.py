@@ -11,9 +11,7 @@ longest context per method (doubling, then bisection). See METHODS / DEFINITIONS
 """
 from __future__ import annotations
 
-import shutil
 import sys
-import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -267,9 +265,7 @@ def cpu_smoke(args):
 
     import lrp_triton
 
-    torch.manual_seed(0)
-    torch.set_num_threads(1)
-    out_dir = tempfile.mkdtemp(prefix="bench_attribute_smoke_")  # never bench/results
+    out_dir = common.smoke_dir(SCRIPT)  # (never bench/results)
     failures = []
     # 1. the pipeline: sweep, simulated OOMs (attribution methods without checkpointing "run out" above 48), search
     run = make_runner(args, "cpu", 600.0, out_dir, smoke=True)
@@ -291,8 +287,7 @@ def cpu_smoke(args):
     if [a["model"] for a in run.agreements] != ["tiny", "moe-tiny"] or any(
             a["max_abs_diff_over_max_abs"] > 1e-4 for a in run.agreements):
         failures.append(f"pipeline agreement: {run.agreements}")
-    failures += [p for p in [run.files_problem(("cpu_smoke", "results", "searches", "goals", "agreement"))] if p]
-    shutil.rmtree(out_dir, ignore_errors=True)
+    failures += run.files_problem(("cpu_smoke", "results", "searches", "goals", "agreement"))
 
     # 2. ref_sdpa against lrp_triton.attribute on fresh random weights and ids (float32)
     seed = common.smoke_seed()

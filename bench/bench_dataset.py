@@ -200,8 +200,7 @@ def make_runner(args, device, budget, out, smoke=False):
 
 
 def cpu_smoke(args):
-    torch.set_num_threads(1)
-    tmp = tempfile.mkdtemp(prefix="bench_dataset_smoke_")  # never bench/results
+    tmp = common.smoke_dir(SCRIPT)  # (never bench/results)
     failures = []
     run = make_runner(args, "cpu", 600.0, tmp, smoke=True)
     bench = Bench("cpu", torch.float32, tmp, "torch")
@@ -223,8 +222,7 @@ def cpu_smoke(args):
     failures += [f"scaling K={r['K']}: {r['status']}" for r in run.extra["torchrun"]["rows"] if r["status"] != "ok"]
     failures += [] if args.torchrun or "skipped" in run.extra["torchrun"]["note"] else ["scaling was not skipped"]
     run.write(complete=True)
-    failures += [p for p in [run.files_problem(("cpu_smoke", "results", "throughput", "torchrun"))] if p]
-    shutil.rmtree(tmp, ignore_errors=True)
+    failures += run.files_problem(("cpu_smoke", "results", "throughput", "torchrun"))
     return common.smoke_result(failures, "loop, attribute_dataset and explain --dataset give the same records "
                                          "(tol 1e-4); pipeline ok")
 

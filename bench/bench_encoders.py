@@ -12,9 +12,7 @@ plain forward+backward, on models with random bf16 weights built on the GPU:
 """
 from __future__ import annotations
 
-import shutil
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -88,7 +86,8 @@ SPECS = {
                            num_heads=4, relative_attention_num_buckets=8, relative_attention_max_distance=20)),
     "vlm-tiny": ("vlm", dict(_VLM, image_token_id=90, vision_start_token_id=92, vision_end_token_id=93, text_config=dict(
         vocab_size=97, hidden_size=32, intermediate_size=48, num_hidden_layers=2, num_attention_heads=2,
-        num_key_value_heads=1, bos_token_id=1, eos_token_id=2, rope_parameters=dict(rope_type="default", rope_theta=1e3, mrope_section=[2, 3, 3])),
+        num_key_value_heads=1, bos_token_id=1, eos_token_id=2,
+        rope_parameters=dict(rope_type="default", rope_theta=1e3, mrope_section=[2, 3, 3])),
         vision_config=dict(depth=2, hidden_size=32, intermediate_size=48, num_heads=2, out_hidden_size=32, patch_size=2,
                            window_size=8, fullatt_block_indexes=[1]))),
 }
@@ -120,9 +119,9 @@ def image_tokens(key, size):  # of one size x size image (merged 2 x 2 patches)
 def vlm_inputs(key, batch, size, device, dtype, g):
     """One prompt showing `batch` images of size x size pixels, as Qwen2.5-VL's processor lays it out."""
     cfg = SPECS[key][1]
-    grid, vocab = size // cfg["vision_config"]["patch_size"], min(cfg["image_token_id"], cfg["text_config"]["vocab_size"])
-    text = torch.randint(3, min(vocab, cfg["vision_start_token_id"]), (VLM_TEXT_IDS,), generator=g)
-    image = [cfg["vision_start_token_id"]] + [cfg["image_token_id"]] * image_tokens(key, size) + [cfg["vision_end_token_id"]]
+    grid, special = size // cfg["vision_config"]["patch_size"], min(cfg["image_token_id"], cfg["vision_start_token_id"])
+    text = torch.randint(3, min(special, cfg["text_config"]["vocab_size"]), (VLM_TEXT_IDS,), generator=g)
+    image = [cfg["vision_start_token_id"], *[cfg["image_token_id"]] * image_tokens(key, size), cfg["vision_end_token_id"]]
     ids = torch.cat([text[:VLM_TEXT_IDS // 2], torch.tensor(image * batch), text[VLM_TEXT_IDS // 2:]])[None]
     patch_dim = 3 * 2 * cfg["vision_config"]["patch_size"] ** 2  # channels x temporal patch x patch
     return dict(input_ids=ids.to(device), attention_mask=torch.ones_like(ids).to(device),
@@ -291,9 +290,7 @@ def make_runner(args, device, budget, out, smoke=False):
 def cpu_smoke(args):
     from lrp_triton.backend import interpreter_requested
 
-    torch.manual_seed(0)
-    torch.set_num_threads(1)
-    out_dir = tempfile.mkdtemp(prefix="bench_encoders_smoke_")  # never bench/results
+    out_dir = common.smoke_dir(SCRIPT)  # (never bench/results)
     failures = []
     # 1. the pipeline: every method on every family, a simulated OOM (ref_sdpa on T5 above 48 tokens), the writers
     run = make_runner(args, "cpu", 600.0, out_dir, smoke=True)
@@ -315,8 +312,7 @@ def cpu_smoke(args):
         failures.append("ratio rows incomplete")
     if len(run.agreements) != len(cases) - 1 or any(a["max_abs_diff_over_max_abs"] > 1e-4 for a in run.agreements):
         failures.append(f"pipeline agreement {run.agreements}")
-    failures += [p for p in [run.files_problem(("cpu_smoke", "results", "ratios", "agreement"))] if p]
-    shutil.rmtree(out_dir, ignore_errors=True)
+    failures += run.files_problem(("cpu_smoke", "results", "ratios", "agreement"))
 
     # 2. ref_sdpa against lrp_triton.attribute on fresh random weights and inputs (float32), per family
     seed = common.smoke_seed()
@@ -376,7 +372,8 @@ def main(argv=None):
                                                   "all but vlm)")
     args = p.parse_args(argv)
     if args.models and set(args.models.split(",")) - set(FAMILIES):
-        p.error(f"--models: unknown {sorted(set(args.models.split(',')) - set(FAMILIES))}; choose from t5, bert, vit, vlm")
+        p.error(f"--models: unknown {sorted(set(args.models.split(',')) - set(FAMILIES))}; choose from "
+                f"{', '.join(FAMILIES)}")
     common.ensure_lrp_triton()
     if args.cpu_smoke:
         return cpu_smoke(args)

@@ -28,6 +28,7 @@ import json
 import math
 import os
 import platform
+import shutil
 import statistics
 import sys
 import tempfile
@@ -391,13 +392,16 @@ class Runner:
         return 0 if self.broken is None else 1
 
     def files_problem(self, required):
-        """CPU smoke: None when the written JSON has every key in `required` non-empty and the markdown text."""
+        """CPU smoke: None when the written JSON has every key in `required` non-empty and the markdown text, else
+        what is wrong (a list: [] or [problem]); then removes the smoke's folder (`smoke_dir`)."""
         try:
             rec = json.loads(self.paths[0].read_text())
             ok = all(rec.get(k) for k in required) and self.paths[1].read_text().strip()
-            return None if ok else "the JSON / markdown written by the smoke run are incomplete"
+            return [] if ok else ["the JSON / markdown written by the smoke run are incomplete"]
         except Exception as e:  # noqa: BLE001
-            return f"reading back the smoke JSON failed: {short_error(e)}"
+            return [f"reading back the smoke JSON failed: {short_error(e)}"]
+        finally:
+            shutil.rmtree(self.paths[0].parent, ignore_errors=True)
 
 
 def _cuda_healthy():
@@ -442,6 +446,13 @@ def random_model(auto_cls, config, device, dtype, seed=0, gain=1.0, norm_noise=0
 
 def rel_diff(a, b):  # max |a - b| / max |b|
     return ((a.float() - b.float()).abs().max() / b.float().abs().max()).item()
+
+
+def smoke_dir(script):
+    """CPU smoke: seeds torch, one thread; a fresh temp folder for its files (never bench/results)."""
+    torch.manual_seed(0)
+    torch.set_num_threads(1)
+    return tempfile.mkdtemp(prefix=f"{script}_smoke_")
 
 
 def smoke_seed():
