@@ -11,9 +11,7 @@ longest context per method (doubling, then bisection). See METHODS / DEFINITIONS
 """
 from __future__ import annotations
 
-import shutil
 import sys
-import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -70,18 +68,31 @@ MODEL_SPECS = {
                  num_key_value_heads=2, head_dim=16, tie_word_embeddings=False,
                  rope_parameters=dict(_ROPE, factor=8.0, original_max_position_embeddings=16)),  # CPU smoke
 }
+# Qwen3-30B-A3B's widths (128 experts, top 8, expert MLP 768, normalised top-k), 12 of its 48 layers (about 7.6B
+# parameters, 14 GiB in bf16); "moe-tiny": the CPU smoke's
+MODEL_SPECS["moe"] = dict(model_type="qwen3_moe", vocab_size=151936, hidden_size=2048, intermediate_size=6144,
+                          num_hidden_layers=12, num_attention_heads=32, num_key_value_heads=4, head_dim=128,
+                          moe_intermediate_size=768, num_experts=128, num_experts_per_tok=8, norm_topk_prob=True,
+                          tie_word_embeddings=False, rope_parameters=dict(rope_type="default", rope_theta=1e6))
+MODEL_SPECS["moe-tiny"] = dict(MODEL_SPECS["moe"], vocab_size=101, hidden_size=64, intermediate_size=96,
+                               num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2, head_dim=16,
+                               moe_intermediate_size=32, num_experts=8, num_experts_per_tok=2)
 MODEL_SPECS["cpu512"] = dict(MODEL_SPECS["1b"], vocab_size=32000, hidden_size=512, intermediate_size=1536,
                              num_hidden_layers=8, num_attention_heads=8, num_key_value_heads=4, tie_word_embeddings=False)
 MODEL_SPECS["cpu1024"] = dict(MODEL_SPECS["cpu512"], hidden_size=1024, intermediate_size=2816, num_attention_heads=16)
 METHOD_NAMES = ("forward", "lrp_triton", "lrp_triton+ckpt", "gradient", "ref_sdpa", "ref_sdpa+ckpt")  # order per N
+MOE_METHODS = ("forward", "lrp_triton", "gradient", "ref_sdpa")
+MODELS = ("1b", "8b", "moe")
 SEARCH_METHODS = ("gradient", "ref_sdpa", "lrp_triton", "lrp_triton+ckpt", "ref_sdpa+ckpt")  # cheap first
 
 
 def build_model(key, device, dtype, max_positions, **init):
     import transformers
 
-    config = transformers.LlamaConfig(**MODEL_SPECS[key], max_position_embeddings=max_positions, rms_norm_eps=1e-5,
-                                      attention_bias=False, mlp_bias=False)
+    spec = dict(MODEL_SPECS[key])
+    config = transformers.AutoConfig.for_model(spec.pop("model_type", "llama"), **spec, rms_norm_eps=1e-5,
+                                               max_position_embeddings=max_positions, attention_bias=False,
+                                               mlp_bias=False)
     return common.random_model(transformers.AutoModelForCausalLM, config, device, dtype, **init)
 
 
@@ -140,6 +151,10 @@ class Bench:
             return dict(phases={"call": (prep, lambda: run_method(method, model, ids, self.backend))}, note=
                         self.backend if method.startswith("lrp_triton") else None)
         return build
+
+
+def methods_of(key):
+    return MOE_METHODS if key.startswith("moe") else METHOD_NAMES
 
 
 def sweep_cases(key, ns, methods=METHOD_NAMES):
@@ -250,9 +265,7 @@ def cpu_smoke(args):
 
     import lrp_triton
 
-    torch.manual_seed(0)
-    torch.set_num_threads(1)
-    out_dir = tempfile.mkdtemp(prefix="bench_attribute_smoke_")  # never bench/results
+    out_dir = common.smoke_dir(SCRIPT)  # (never bench/results)
     failures = []
     # 1. the pipeline: sweep, simulated OOMs (attribution methods without checkpointing "run out" above 48), search
     run = make_runner(args, "cpu", 600.0, out_dir, smoke=True)
@@ -261,6 +274,7 @@ def cpu_smoke(args):
     for m in ("gradient", "ref_sdpa", "lrp_triton"):
         bench.methods[m] = common.fake_oom(bench.methods[m], 48, lambda c: c["N"])
     run.run(sweep_cases("tiny", [32, 64]), bench.methods)
+    run.run(sweep_cases("moe-tiny", [40], MOE_METHODS), bench.methods)  # a Qwen3-MoE: routed experts
     for m in SEARCH_METHODS:
         search(run, bench, "tiny", m, 8, 128)
     run.write(complete=True)
@@ -270,10 +284,10 @@ def cpu_smoke(args):
     for s in run.extra["searches"]:
         if s["longest_fit"] != (128 if s["method"].endswith("+ckpt") else 48):
             failures.append(f"search {s['method']}: longest_fit {s['longest_fit']}")
-    if len(run.agreements) != 1 or run.agreements[0]["max_abs_diff_over_max_abs"] > 1e-4:
+    if [a["model"] for a in run.agreements] != ["tiny", "moe-tiny"] or any(
+            a["max_abs_diff_over_max_abs"] > 1e-4 for a in run.agreements):
         failures.append(f"pipeline agreement: {run.agreements}")
-    failures += [p for p in [run.files_problem(("cpu_smoke", "results", "searches", "goals", "agreement"))] if p]
-    shutil.rmtree(out_dir, ignore_errors=True)
+    failures += run.files_problem(("cpu_smoke", "results", "searches", "goals", "agreement"))
 
     # 2. ref_sdpa against lrp_triton.attribute on fresh random weights and ids (float32)
     seed = common.smoke_seed()
@@ -317,7 +331,8 @@ def main(argv=None):
                       smoke="CPU only: a tiny float32 Llama through every method, simulated OOMs and the search, and "
                             "ref_sdpa against lrp_triton.attribute (Triton too under TRITON_INTERPRET=1); prints the "
                             "'agree' line; writes only to a temp dir")
-    p.add_argument("--model", choices=("1b", "8b", "both"), default="both", help="which model(s) (default both)")
+    p.add_argument("--model", default=None, help="comma-separated: 1b, 8b, moe ('both': 1b,8b); default: all three "
+                                                 "(--quick: 1b)")
     p.add_argument("--max-n", type=int, default=N_128K, help="largest N of the sweep and the search (default 131072)")
     p.add_argument("--no-search", action="store_true", help="skip the longest-context search")
     p.add_argument("--cpu", action="store_true", help="CPU figures: the CPU default, hidden 512 / 1024, N <= 8192")
@@ -336,6 +351,9 @@ def main(argv=None):
     common.ensure_lrp_triton()
     if args.max_n < 1024:
         p.error("--max-n must be at least 1024")
+    keys = (args.model or ("1b" if args.quick else ",".join(MODELS))).replace("both", "1b,8b").split(",")
+    if set(keys) - set(MODELS):
+        p.error(f"--model: unknown {sorted(set(keys) - set(MODELS))}; choose from {', '.join(MODELS)} (or both)")
     run = make_runner(args, "cuda", common.budget_of(args, BUDGETS), args.out)
     bench = Bench("cuda", torch.bfloat16, "triton", max(N_128K, args.max_n))
     run.extra["models_built"] = bench.models.info
@@ -344,11 +362,13 @@ def main(argv=None):
     print(f"SDPA backends for (b)/(c): {run.extra['sdpa_backends']}", flush=True)
     pow2 = lambda lo, hi: [1 << p for p in range(10, 18) if lo <= 1 << p <= hi]  # noqa: E731
     if args.quick:
-        run.run(sweep_cases("1b", [n for n in (1024, 4096) if n <= args.max_n]), bench.methods)
+        for key in keys:
+            run.run(sweep_cases(key, [n for n in (1024, 4096) if n <= args.max_n], methods_of(key)), bench.methods)
         return run.finish()
-    keys = ["1b", "8b"] if args.model == "both" else [args.model]
-    for key in keys:  # 1. 1k..8k: the 8k goals
-        run.run(sweep_cases(key, pow2(1024, min(N_8K, args.max_n))), bench.methods)
+    for key in keys:  # 1. 1k..8k: the 8k goals (MoE: 1k..16k, then done)
+        run.run(sweep_cases(key, pow2(1024, min(2 * N_8K if key == "moe" else N_8K, args.max_n)), methods_of(key)),
+                bench.methods)
+    keys = [k for k in keys if k != "moe"]
     if "8b" in keys and args.max_n >= N_128K:  # 2. the 128k goal
         run.run(sweep_cases("8b", [N_128K], ["forward", "lrp_triton+ckpt"]), bench.methods)
     for key in sorted(keys, reverse=True):  # 3. cheap searches, then the sweep above 8k; 4. the checkpointed searches

@@ -5,15 +5,14 @@ plain forward+backward, on models with random bf16 weights built on the GPU:
   bert   BERT-base-shaped BertForSequenceClassification (max_position_embeddings 8192), 512..8192 tokens
   vit*   ViT-B/16 ViTForImageClassification at 224 / 384 / 512 pixels (one model per size), batch 1, 8, 32
   t5     Flan-T5-base-shaped T5ForConditionalGeneration, encoder 4k..32k tokens, 8-token decoder prefix
+  vlm    Qwen2.5-VL-7B-shaped Qwen2_5_VLForConditionalGeneration (full depth), 1 / 4 / 16 images of 448 x 448 pixels
 
-  python bench/bench_encoders.py [--quick] [--models t5,bert,vit] [--out DIR]
+  python bench/bench_encoders.py [--quick] [--models t5,bert,vit,vlm] [--out DIR]
   python bench/bench_encoders.py --cpu-smoke     # CPU: tiny models; the pipeline, and ref_sdpa vs attribute
 """
 from __future__ import annotations
 
-import shutil
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -26,7 +25,8 @@ import common  # noqa: E402
 SCRIPT = "bench_encoders"
 BUDGETS = (330.0, 180.0)
 N_DEC = 8
-FAMILIES = ("t5", "bert", "vit")
+FAMILIES = ("t5", "bert", "vit", "vlm")
+VLM_TEXT_IDS = 32  # text tokens around the images of a vlm prompt
 DEFINITIONS = {
     "forward": "plain forward, no grad (attn_implementation 'sdpa'): bert model(input_ids).logits; vit "
                "model(pixel_values).logits; t5 encoder, decoder on the prefix, lm_head at the last decoder position",
@@ -41,6 +41,10 @@ DEFINITIONS = {
                 "lrp_triton.attribute driver with backend='torch'",
     "lrp_triton": "lrp_triton.attribute(model, ..., mode='attnlrp', backend='triton') (T5: compact [H, N + M - 1] "
                   "relative bias added in the kernel; relevance at the encoder tokens plus decoder_relevance)",
+    "vlm": "B = images in one prompt (16 text tokens, then each image as <vision_start> 256 image tokens "
+           "<vision_end>, then 16 text tokens; pixel_values [B * 1024, 1176] N(0, 1), image_grid_thw (1, 32, 32) each: "
+           "the processor's layout of a 448 x 448 image); forward = model(**inputs, logits_to_keep=1), no grad; "
+           "lrp_triton = attribute(model, **inputs) (pixels and tokens); ref_sdpa as above; no gradient rows",
 }
 CONVENTIONS = {
     "time": "CUDA-event time of whole calls after a first call (autotuning; compilation is done beforehand by the "
@@ -54,6 +58,7 @@ CONVENTIONS = {
 }
 _VIT = dict(patch_size=16, num_channels=3, hidden_size=768, num_hidden_layers=12, num_attention_heads=12,
             intermediate_size=3072, hidden_act="gelu", num_labels=1000)
+_VLM = dict(image_token_id=151655, video_token_id=151656, vision_start_token_id=151652, vision_end_token_id=151653)
 _T5 = dict(feed_forward_proj="gated-gelu", tie_word_embeddings=False, decoder_start_token_id=0, pad_token_id=0,
            eos_token_id=1)
 SPECS = {
@@ -63,6 +68,15 @@ SPECS = {
     **{f"vit{s}": ("vit", dict(_VIT, image_size=s)) for s in (224, 384, 512)},
     "t5": ("t5", dict(_T5, vocab_size=32128, d_model=768, d_kv=64, d_ff=2048, num_layers=12, num_decoder_layers=12,
                       num_heads=12, relative_attention_num_buckets=32, relative_attention_max_distance=128)),
+    # Qwen2.5-VL-7B's widths and depth (8.3B parameters): 28 decoder layers, 32 vision blocks (windows of 112 pixels,
+    # full attention in 7, 15, 23, 31)
+    "vlm": ("vlm", dict(_VLM, text_config=dict(vocab_size=152064, hidden_size=3584, intermediate_size=18944,
+                                               num_hidden_layers=28, num_attention_heads=28, num_key_value_heads=4,
+                                               max_position_embeddings=128000, rms_norm_eps=1e-6, rope_parameters=dict(
+                                                   rope_type="default", rope_theta=1e6, mrope_section=[16, 24, 24])),
+                        vision_config=dict(depth=32, hidden_size=1280, intermediate_size=3420, num_heads=16,
+                                           out_hidden_size=3584, patch_size=14, window_size=112,
+                                           fullatt_block_indexes=[7, 15, 23, 31]))),
     # CPU smoke only
     "bert-tiny": ("bert", dict(vocab_size=61, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
                                intermediate_size=48, type_vocab_size=2, num_labels=3, max_position_embeddings=128)),
@@ -70,6 +84,12 @@ SPECS = {
                                     num_attention_heads=2, intermediate_size=48, num_labels=5)) for s in (32, 48)},
     "t5-tiny": ("t5", dict(_T5, vocab_size=101, d_model=64, d_kv=16, d_ff=96, num_layers=2, num_decoder_layers=2,
                            num_heads=4, relative_attention_num_buckets=8, relative_attention_max_distance=20)),
+    "vlm-tiny": ("vlm", dict(_VLM, image_token_id=90, vision_start_token_id=92, vision_end_token_id=93, text_config=dict(
+        vocab_size=97, hidden_size=32, intermediate_size=48, num_hidden_layers=2, num_attention_heads=2,
+        num_key_value_heads=1, bos_token_id=1, eos_token_id=2,
+        rope_parameters=dict(rope_type="default", rope_theta=1e3, mrope_section=[2, 3, 3])),
+        vision_config=dict(depth=2, hidden_size=32, intermediate_size=48, num_heads=2, out_hidden_size=32, patch_size=2,
+                           window_size=8, fullatt_block_indexes=[1]))),
 }
 METHOD_NAMES = ("forward", "lrp_triton", "ref_sdpa", "gradient")
 
@@ -80,19 +100,41 @@ def build_model(key, device, dtype, **init):
     fam, cfg = SPECS[key]
     config_cls, auto = {"bert": (transformers.BertConfig, transformers.AutoModelForSequenceClassification),
                         "vit": (transformers.ViTConfig, transformers.AutoModelForImageClassification),
-                        "t5": (transformers.T5Config, transformers.AutoModelForSeq2SeqLM)}[fam]
+                        "t5": (transformers.T5Config, transformers.AutoModelForSeq2SeqLM),
+                        "vlm": (transformers.Qwen2_5_VLConfig, transformers.AutoModelForImageTextToText)}[fam]
     return common.random_model(auto, config_cls(**cfg), device, dtype, **init)
 
 
-def tokens_of(key, size):
+def tokens_of(key, size, batch=1):
     fam, cfg = SPECS[key]
+    if fam == "vlm":
+        return batch * (image_tokens(key, size) + 2) + VLM_TEXT_IDS
     return (size // cfg["patch_size"]) ** 2 + 1 if fam == "vit" else size
+
+
+def image_tokens(key, size):  # of one size x size image (merged 2 x 2 patches)
+    return (size // SPECS[key][1]["vision_config"]["patch_size"]) ** 2 // 4
+
+
+def vlm_inputs(key, batch, size, device, dtype, g):
+    """One prompt showing `batch` images of size x size pixels, as Qwen2.5-VL's processor lays it out."""
+    cfg = SPECS[key][1]
+    grid, special = size // cfg["vision_config"]["patch_size"], min(cfg["image_token_id"], cfg["vision_start_token_id"])
+    text = torch.randint(3, min(special, cfg["text_config"]["vocab_size"]), (VLM_TEXT_IDS,), generator=g)
+    image = [cfg["vision_start_token_id"], *[cfg["image_token_id"]] * image_tokens(key, size), cfg["vision_end_token_id"]]
+    ids = torch.cat([text[:VLM_TEXT_IDS // 2], torch.tensor(image * batch), text[VLM_TEXT_IDS // 2:]])[None]
+    patch_dim = 3 * 2 * cfg["vision_config"]["patch_size"] ** 2  # channels x temporal patch x patch
+    return dict(input_ids=ids.to(device), attention_mask=torch.ones_like(ids).to(device),
+                pixel_values=torch.randn(batch * grid * grid, patch_dim, generator=g).to(device=device, dtype=dtype),
+                image_grid_thw=torch.tensor([[1, grid, grid]] * batch).to(device))
 
 
 def make_inputs(key, model, batch, size, device, dtype, seed=0):
     g = torch.Generator().manual_seed(seed)
     if SPECS[key][0] == "vit":
         return {"pixels": torch.randn(batch, 3, size, size, generator=g).to(device=device, dtype=dtype)}
+    if SPECS[key][0] == "vlm":
+        return {"vlm": vlm_inputs(key, batch, size, device, dtype, g)}
     ids = {"ids": torch.randint(0, model.config.vocab_size, (batch, size), generator=g).to(device)}
     if SPECS[key][0] == "t5":
         ids["dec"] = torch.randint(0, model.config.vocab_size, (batch, min(N_DEC, size)), generator=g).to(device)
@@ -121,7 +163,9 @@ def run_method(method, model, fam, inp, backend):
 
     if method == "forward":
         with torch.no_grad():
-            if fam == "t5":
+            if fam == "vlm":
+                model(**inp["vlm"], logits_to_keep=1, use_cache=False)
+            elif fam == "t5":
                 enc = model.encoder(input_ids=inp["ids"], use_cache=False)[0]
                 _t5_head(model, model.decoder(input_ids=inp["dec"], encoder_hidden_states=enc, use_cache=False)[0])
             else:
@@ -147,6 +191,8 @@ def run_method(method, model, fam, inp, backend):
     with (common.ref_applied(model) if method == "ref_sdpa" else torch.enable_grad()):
         if fam == "vit":
             return lrp_triton.attribute(model, pixel_values=inp["pixels"], mode=mode, backend=backend).relevance
+        if fam == "vlm":
+            return lrp_triton.attribute(model, **inp["vlm"], mode=mode, backend=backend).relevance
         if fam == "bert":
             return lrp_triton.attribute(model, inp["ids"], mode=mode, backend=backend).relevance
         res = lrp_triton.attribute(model, inp["ids"], decoder_input_ids=inp["dec"], mode=mode, backend=backend)
@@ -164,18 +210,20 @@ def make_methods(models, device, dtype, backend):
 
 
 def case(key, batch, size):
+    vlm = SPECS[key][0] == "vlm"
     return dict(label=f"{key}/B={batch}/size={size}", model=key, family=SPECS[key][0], B=batch, size=size,
-                N=tokens_of(key, size))
+                N=tokens_of(key, size, batch), **(dict(methods=["forward", "lrp_triton", "ref_sdpa"]) if vlm else {}))
 
 
 def plan(args):
+    vlm = [("vlm", b, 448) for b in (1, 4, 16)]  # (--quick: only with --models vlm)
     if args.quick:
-        cases = [("t5", 1, 4096), ("bert", 1, 512), ("vit224", 1, 224)]
+        cases = [("t5", 1, 4096), ("bert", 1, 512), ("vit224", 1, 224)] + vlm
     else:  # the key rows first, then the rest while the budget lasts
-        cases = ([("t5", 1, n) for n in (4096, 8192, 16384, 32768)] + [("bert", 1, 512), ("vit224", 1, 224)]
+        cases = ([("t5", 1, n) for n in (4096, 8192, 16384, 32768)] + [("bert", 1, 512), ("vit224", 1, 224)] + vlm
                  + [("vit224", b, 224) for b in (8, 32)] + [("bert", 1, n) for n in (1024, 2048, 4096, 8192)]
                  + [("bert", b, 512) for b in (8, 32)] + [(f"vit{s}", b, s) for s in (384, 512) for b in (1, 8, 32)])
-    wanted = set(args.models.split(",")) if args.models else set(FAMILIES)
+    wanted = set(args.models.split(",")) if args.models else set(FAMILIES) - ({"vlm"} if args.quick else set())
     return [case(*c) for c in cases if SPECS[c[0]][0] in wanted]
 
 
@@ -242,9 +290,7 @@ def make_runner(args, device, budget, out, smoke=False):
 def cpu_smoke(args):
     from lrp_triton.backend import interpreter_requested
 
-    torch.manual_seed(0)
-    torch.set_num_threads(1)
-    out_dir = tempfile.mkdtemp(prefix="bench_encoders_smoke_")  # never bench/results
+    out_dir = common.smoke_dir(SCRIPT)  # (never bench/results)
     failures = []
     # 1. the pipeline: every method on every family, a simulated OOM (ref_sdpa on T5 above 48 tokens), the writers
     run = make_runner(args, "cpu", 600.0, out_dir, smoke=True)
@@ -252,7 +298,8 @@ def cpu_smoke(args):
     methods = make_methods(models, "cpu", torch.float32, "torch")
     methods["ref_sdpa"] = common.fake_oom(methods["ref_sdpa"], 48, lambda c: c["N"] if c["family"] == "t5" else 0)
     cases = [case(*c) for c in (("t5-tiny", 1, 48), ("t5-tiny", 1, 96), ("bert-tiny", 1, 32), ("bert-tiny", 2, 64),
-                                ("vit-tiny32", 1, 32), ("vit-tiny32", 2, 32), ("vit-tiny48", 1, 48))]
+                                ("vit-tiny32", 1, 32), ("vit-tiny32", 2, 32), ("vit-tiny48", 1, 48),
+                                ("vlm-tiny", 1, 8), ("vlm-tiny", 3, 8))]  # (vlm: 8 x 8 pixels, 4 image tokens each)
     run.run(cases, methods)
     run.write(complete=True)
     if [r for r in run.rows if r["status"] not in ("ok", "oom")]:
@@ -265,8 +312,7 @@ def cpu_smoke(args):
         failures.append("ratio rows incomplete")
     if len(run.agreements) != len(cases) - 1 or any(a["max_abs_diff_over_max_abs"] > 1e-4 for a in run.agreements):
         failures.append(f"pipeline agreement {run.agreements}")
-    failures += [p for p in [run.files_problem(("cpu_smoke", "results", "ratios", "agreement"))] if p]
-    shutil.rmtree(out_dir, ignore_errors=True)
+    failures += run.files_problem(("cpu_smoke", "results", "ratios", "agreement"))
 
     # 2. ref_sdpa against lrp_triton.attribute on fresh random weights and inputs (float32), per family
     seed = common.smoke_seed()
@@ -322,10 +368,12 @@ def main(argv=None):
                       smoke="CPU only: every method on tiny float32 BERT / ViT / T5 models (simulated OOM), the writers "
                             "(temp dir), and ref_sdpa against lrp_triton.attribute per family (Triton too under "
                             "TRITON_INTERPRET=1); prints the 'agree' line")
-    p.add_argument("--models", default=None, help="comma-separated families: t5, bert, vit (default all)")
+    p.add_argument("--models", default=None, help="comma-separated families: t5, bert, vit, vlm (default all; --quick: "
+                                                  "all but vlm)")
     args = p.parse_args(argv)
     if args.models and set(args.models.split(",")) - set(FAMILIES):
-        p.error(f"--models: unknown {sorted(set(args.models.split(',')) - set(FAMILIES))}; choose from t5, bert, vit")
+        p.error(f"--models: unknown {sorted(set(args.models.split(',')) - set(FAMILIES))}; choose from "
+                f"{', '.join(FAMILIES)}")
     common.ensure_lrp_triton()
     if args.cpu_smoke:
         return cpu_smoke(args)
@@ -339,7 +387,7 @@ def main(argv=None):
         "no_mask": (12, 12, 1024, 64, {}), "t5_bias_view": (12, 12, 1024, 64, dict(attn_mask=bias, scale=1.0)),
         "t5_bias_contiguous": (12, 12, 1024, 64, dict(attn_mask=lambda n: bias(n).contiguous(), scale=1.0))})
     cases = plan(args)
-    families = [f for f in FAMILIES if any(c["family"] == f for c in cases)]
+    families = [f for f in PRECOMPILE if any(c["family"] == f for c in cases)]  # (vlm: none, an 8B model per worker)
     if not args.no_precompile and families:
         n_cfg = max(len(t.configs) for t in common.autotuners())
         run.extra["precompile"] = common.precompile(_precompile_task, [(f, i) for f in families for i in range(n_cfg)],

@@ -28,6 +28,7 @@ import json
 import math
 import os
 import platform
+import shutil
 import statistics
 import sys
 import tempfile
@@ -252,9 +253,9 @@ class Runner:
         first = time.perf_counter() - t0
         kept = out.detach().float().cpu() if keep and isinstance(out, torch.Tensor) else None
         del out
-        if not self.cuda:  # CPU: wall clock; calls under 2 s are repeated (median of up to 4 more)
+        if not self.cuda:  # CPU: wall clock; calls under 2 s are repeated (median of up to 4 more; smoke: none)
             peak, times = rss_kib("VmHWM") - base, [first]
-            while not once and first < 2.0 and len(times) < 5 and sum(times) < 6.0:
+            while not once and not self.smoke and first < 2.0 and len(times) < 5 and sum(times) < 6.0:
                 t0, _ = time.perf_counter(), fn()
                 times.append(time.perf_counter() - t0)
             return dict(ms=statistics.median(times[1:] or times) * 1e3, min_ms=min(times) * 1e3, repeats=len(times),
@@ -391,13 +392,16 @@ class Runner:
         return 0 if self.broken is None else 1
 
     def files_problem(self, required):
-        """CPU smoke: None when the written JSON has every key in `required` non-empty and the markdown text."""
+        """CPU smoke: None when the written JSON has every key in `required` non-empty and the markdown text, else
+        what is wrong (a list: [] or [problem]); then removes the smoke's folder (`smoke_dir`)."""
         try:
             rec = json.loads(self.paths[0].read_text())
             ok = all(rec.get(k) for k in required) and self.paths[1].read_text().strip()
-            return None if ok else "the JSON / markdown written by the smoke run are incomplete"
+            return [] if ok else ["the JSON / markdown written by the smoke run are incomplete"]
         except Exception as e:  # noqa: BLE001
-            return f"reading back the smoke JSON failed: {short_error(e)}"
+            return [f"reading back the smoke JSON failed: {short_error(e)}"]
+        finally:
+            shutil.rmtree(self.paths[0].parent, ignore_errors=True)
 
 
 def _cuda_healthy():
@@ -417,9 +421,10 @@ def fake_oom(builder, limit, size_of):
 
 
 def random_model(auto_cls, config, device, dtype, seed=0, gain=1.0, norm_noise=0.02):
-    """A random-weight model built directly on `device` in `dtype` (eval, frozen, SDPA attention): matrices and
-    convolutions N(0, gain^2 / fan_in) (T5's q also / d_kv: T5 does not scale q k^T), embeddings, CLS token and
-    T5's bias table N(0, 1), norm weights N(1, norm_noise^2), other vectors N(0, norm_noise^2)."""
+    """A random-weight model built directly on `device` in `dtype` (eval, frozen, SDPA attention): matrices,
+    convolutions and stacked expert matrices [E, out, in] N(0, gain^2 / fan_in) (T5's q also / d_kv: T5 does not
+    scale q k^T), embeddings, CLS token and T5's bias table N(0, 1), norm weights N(1, norm_noise^2), other vectors
+    N(0, norm_noise^2)."""
     with torch.device(device):
         model = auto_cls.from_config(config, dtype=dtype, attn_implementation="sdpa")
     gen = torch.Generator(device=device).manual_seed(seed)
@@ -428,17 +433,26 @@ def random_model(auto_cls, config, device, dtype, seed=0, gain=1.0, norm_noise=0
         for name, p in model.named_parameters():
             low = name.lower()
             if p.dim() == 1:
-                p.normal_(1.0 if "norm" in low and name.endswith("weight") else 0.0, norm_noise, generator=gen)
+                norm = "norm" in low or low.endswith("ln_q.weight")  # (ln_q: Qwen-VL's merger norm)
+                p.normal_(1.0 if norm and name.endswith("weight") else 0.0, norm_noise, generator=gen)
             elif any(x in low for x in ("embed", "shared", "cls_token", "relative_attention_bias")) and p.dim() < 4:
                 p.normal_(0.0, 1.0, generator=gen)
             else:
-                fan_in = p[0].numel() * (d_kv if d_kv and name.endswith(".q.weight") else 1)
+                fan_in = p.shape[-1] if ".experts." in name and p.dim() == 3 else p[0].numel()  # (experts: [E, out, in])
+                fan_in *= d_kv if d_kv and name.endswith(".q.weight") else 1
                 p.normal_(0.0, gain / math.sqrt(fan_in), generator=gen)
     return model.eval().requires_grad_(False)
 
 
 def rel_diff(a, b):  # max |a - b| / max |b|
     return ((a.float() - b.float()).abs().max() / b.float().abs().max()).item()
+
+
+def smoke_dir(script):
+    """CPU smoke: seeds torch, one thread; a fresh temp folder for its files (never bench/results)."""
+    torch.manual_seed(0)
+    torch.set_num_threads(1)
+    return tempfile.mkdtemp(prefix=f"{script}_smoke_")
 
 
 def smoke_seed():

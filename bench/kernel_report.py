@@ -261,9 +261,10 @@ def count(instrs):
 
 
 def dots_per_loop(ttir):
-    """tt.dot ops per source loop that holds any (each tile run of a kernel is one scf.for with the same
+    """(tt.dot ops, their multiply-adds: the sum of M x N x K read off each dot's operand types, None if one
+    is unreadable) per source loop that holds any (each tile run of a kernel is one scf.for with the same
     matmuls): the enclosing scf.for of a dot is the nearest one above it at a smaller indentation."""
-    open_fors, owners, ndots = [], set(), 0
+    open_fors, owners, ndots, fma = [], set(), 0, 0
     for i, line in enumerate(ttir.splitlines()):
         indent = len(line) - len(line.lstrip())
         open_fors = [(j, d) for j, d in open_fors if d < indent or not line.strip().startswith("}")]
@@ -271,14 +272,16 @@ def dots_per_loop(ttir):
             open_fors.append((i, indent))
         elif "tt.dot " in line:
             ndots += 1
+            mnk = re.search(r"tensor<(\d+)x(\d+)x[^>]*> \* tensor<\d+x(\d+)x", line)  # [M, K] * [K, N]
+            fma = None if mnk is None or fma is None else fma + int(mnk[1]) * int(mnk[2]) * int(mnk[3])
             inside = [j for j, d in open_fors if d < indent]
             owners.add(inside[-1] if inside else -1)
-    return ndots / max(1, len(owners))
+    return ndots / max(1, len(owners)), fma and fma / max(1, len(owners))
 
 
-def loops_of(instrs, ndots, tile, warps):
+def loops_of(instrs, step_fma, warps):
     """Loops = backward branches (target <= branch); counts per loop exclude nested loops' bodies.
-    `ndots`: tt.dot ops per source loop step (`dots_per_loop`)."""
+    `step_fma`: the multiply-adds of one source loop step (`dots_per_loop`; 0: no dots)."""
     ends, fwd = {}, []
     for a, op, text in instrs:
         t = re.findall(r"0x[0-9a-f]+", text) if op.startswith("BRA") else []
@@ -294,8 +297,8 @@ def loops_of(instrs, ndots, tile, warps):
         skip = {x[0] for x in body for b, t in fwd if lo <= b < x[0] < t <= hi + 16}
         loop = dict(start=hex(lo), end=hex(hi), depth=sum(s[0] <= lo and hi <= s[1] for s in spans) - 1,
                     nested_loops=len(inner), skippable_instructions=len(skip), **count(body))
-        if tile and loop["tensor_fma_per_warp"]:
-            loop["tile_iterations"] = round(loop["tensor_fma_per_warp"] * warps / (ndots * tile), 3)
+        if step_fma and loop["tensor_fma_per_warp"]:
+            loop["tile_iterations"] = round(loop["tensor_fma_per_warp"] * warps / step_fma, 3)
         out.append(loop)
     return out
 
@@ -328,7 +331,7 @@ def compile_one(job):
                 ptxas_log=[ln.strip() for ln in buf.getvalue().splitlines() if ln.strip()],
                 resources=res.strip().splitlines()[-1].strip(), ptx_wgmma=ptx.count("wgmma.mma_async"),
                 ptx_mma_sync=ptx.count("mma.sync"), dots_in_ttir=k.asm["ttir"].count("tt.dot "),
-                dots_per_ttir_loop=dots_per_loop(k.asm["ttir"]),
+                **dict(zip(("dots_per_ttir_loop", "dot_fma_per_ttir_loop"), dots_per_loop(k.asm["ttir"]))),
                 sass=[f"{a:x} {t}" for a, _, t in parse_sass(sass)])
 
 
@@ -376,7 +379,9 @@ def analyse(art, tile):
     ctas = min(SM90["max_ctas_per_sm"], SM90["max_warps_per_sm"] // warps,
                SM90["regs_per_sm"] // (regs_per_warp * warps),
                SM90["shared_per_sm"] // (shared + SM90["reserved_shared_per_block"])) if launchable else 0
-    loops = loops_of(instrs, art["dots_per_ttir_loop"], tile, warps)
+    # (artefacts cached before dot_fma_per_ttir_loop: BLOCK_D for every dot, right where D = D_v; `stale` recompiles
+    # the others)
+    loops = loops_of(instrs, art.get("dot_fma_per_ttir_loop") or art["dots_per_ttir_loop"] * tile, warps)
     # hot loop: the most tensor-core work per iteration, the innermost, then the SHORTEST such loop: the
     # kernels walk each tile range in a masked boundary run and an unmasked interior run of the same
     # matmuls, and the interior run is the one that executes all but one or two tiles per block
@@ -393,6 +398,7 @@ def analyse(art, tile):
         stack_frame_bytes=grab(r"(\d+) bytes stack frame"), shared_bytes=shared, cuobjdump_resources=art["resources"],
         launchable=launchable, max_threads_by_registers=max_threads, ctas_per_sm=ctas, mma_kind=mma,
         ptx_wgmma=art["ptx_wgmma"], ptx_mma_sync=art["ptx_mma_sync"], dots_in_ttir=art["dots_in_ttir"],
+        step_fma=art.get("dot_fma_per_ttir_loop"),
         sass_instructions=len(instrs), whole_kernel=count(instrs), loops=loops, hot_loop=hot,
         global_bytes_per_thread=sum(global_bytes(op) for _, op, _ in instrs),
         boundary_loop=boundary if boundary != hot else None,
@@ -572,8 +578,9 @@ def conventions():
                         "keep the tensor cores busy. HMMA does not reach the wgmma rate on sm_90, so its ratio is "
                         "optimistic",
         "MUFU/tensor": "MUFU.EX2 pipe clocks (16 per clock per SM) / tensor-core clocks, same iteration",
-        "tiles/iter": "SASS tensor FMAs per loop iteration / (tt.dot ops per TTIR loop x BLOCK_M x BLOCK_N x "
-                      "BLOCK_D): 1.0 means one SASS iteration is one tile step of its source loop",
+        "tiles/iter": "SASS tensor FMAs per loop iteration / the multiply-adds of one step of its source loop (the "
+                      "sum over the TTIR loop's tt.dot ops of M x N x K: BLOCK_D or BLOCK_DV deep, D_v != D in MLA): "
+                      "1.0 means one SASS iteration is one tile step of its source loop",
         "bytes / element": "norm, GLU, activation kernels: global bytes one launch moves (per thread: the widths of "
                            "its SASS LDG / STG, x threads x programs of the grid) / the elements of its largest tensor; "
                            "(min): every tensor argument read or written once, same unit. Loop-free kernels only (a "
@@ -620,7 +627,7 @@ def main(argv=None):
     import triton
     cache = None if a.no_cache else Path(a.cache)
     cache and cache.mkdir(parents=True, exist_ok=True)
-    rows, jobs = [], {}
+    rows, jobs, mixed = [], {}, set()
     for case in cases(a.quick):
         for kname, binds in launches_cached(case):
             for ci, (cfg, fn, args, kwargs, traffic) in enumerate(binds[:1] if a.quick else binds):
@@ -635,11 +642,14 @@ def main(argv=None):
                                  config=cfg, config_index=ci, modes=[case.get("mode", "-")], key=key, tile=tile,
                                  specialisation=spec, traffic=traffic))
                 jobs.setdefault(key, (case, kname, ci))
+                if kwargs.get("BLOCK_DV", 0) not in (0, kwargs.get("BLOCK_D")):
+                    mixed.add(key)  # D_v != D: its cached artefacts need dot_fma_per_ttir_loop (see analyse)
     arts, n_cached = {}, 0
     for key in list(jobs):
         f = cache / f"{key}.json.gz" if cache else None
-        if f and f.exists():
-            arts[key], n_cached = json.loads(gzip.decompress(f.read_bytes())), n_cached + 1
+        art = json.loads(gzip.decompress(f.read_bytes())) if f and f.exists() else None
+        if art is not None and (key not in mixed or "dot_fma_per_ttir_loop" in art):
+            arts[key], n_cached = art, n_cached + 1
             del jobs[key]
     print(f"{len(rows)} rows, {len(jobs)} to compile, {n_cached} cached, {a.jobs} jobs", flush=True)
     with cf.ProcessPoolExecutor(max_workers=max(1, a.jobs), mp_context=multiprocessing.get_context("spawn")) as ex:

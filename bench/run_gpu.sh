@@ -2,12 +2,13 @@
 # The GPU tests, then the GPU benchmarks, each under a timeout; collects the results.
 #
 #   bash bench/run_gpu.sh [--quick] [--total-s S] [STEP ...]   STEP: tests attention norm_mlp attribute encoders
-#                                                              (default: all five, in this order)
+#                                                              dataset (default: all six, in this order)
 # No total (--total-s S or TOTAL_S; default none): every step runs to its own end. With one, the call stays
 # under it: a step gets <STEP>_TIMEOUT if set, else an equal share of what is left over the steps still to
 # run, is skipped below MIN_STEP_S (60), and a benchmark gets --budget-s = timeout - MARGIN_S (60).
 # Environment: RESULTS_DIR (bench/results), PYTHON, TEST_JOBS (min(6, CPUs)), OUT (a folder: this run's
-# tarball, MAX_OUT_FILES - 2 (default 3) markdown tables and the summary log are copied there). See bench/README.md.
+# tarball, MAX_OUT_FILES - 2 (default 3) markdown tables and the summary log are copied there), <STEP>_ARGS (more
+# options of that benchmark, e.g. ATTENTION_ARGS="--cases mla,sink"). See bench/README.md.
 set -u
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
@@ -20,13 +21,13 @@ while [ $# -gt 0 ]; do
     --quick|quick) QUICK=1 ;;
     --full|full) QUICK=0 ;;
     --total-s) TOTAL_S=$2; shift ;;
-    tests|attention|norm_mlp|attribute|encoders) STEPS+=("$1") ;;
-    -h|--help) sed -n '2,10p' "$0"; exit 0 ;;
-    *) echo "run_gpu.sh: unknown argument '$1' (steps: tests attention norm_mlp attribute encoders; flags: --quick, --total-s S)"; exit 2 ;;
+    tests|attention|norm_mlp|attribute|encoders|dataset) STEPS+=("$1") ;;
+    -h|--help) sed -n '2,11p' "$0"; exit 0 ;;
+    *) echo "run_gpu.sh: unknown argument '$1' (steps: tests attention norm_mlp attribute encoders dataset; flags: --quick, --total-s S)"; exit 2 ;;
   esac
   shift
 done
-[ ${#STEPS[@]} -eq 0 ] && STEPS=(tests attention norm_mlp attribute encoders)
+[ ${#STEPS[@]} -eq 0 ] && STEPS=(tests attention norm_mlp attribute encoders dataset)
 PYTHON=${PYTHON:-python3}
 command -v "$PYTHON" >/dev/null 2>&1 || PYTHON=python
 export PYTHONUNBUFFERED=1
@@ -65,7 +66,8 @@ for step in "${STEPS[@]}"; do
       jobs=${TEST_JOBS:-$(( $(nproc) < 6 ? $(nproc) : 6 ))}
       if [ "$jobs" -gt 1 ] && $PYTHON -c "import xdist" >/dev/null 2>&1; then XDIST=(-n "$jobs"); fi
       cmd=($PYTHON -m pytest -q -m gpu -p no:cacheprovider -rsP ${XDIST[@]+"${XDIST[@]}"} tests/) ;;
-    *) cmd=($PYTHON "bench/bench_$step.py" ${MODE_FLAG[@]+"${MODE_FLAG[@]}"} --out "$RESULTS_DIR") ;;
+    *) var="$(echo "$step" | tr a-z A-Z)_ARGS"; read -r -a extra <<< "${!var:-}"
+       cmd=($PYTHON "bench/bench_$step.py" ${MODE_FLAG[@]+"${MODE_FLAG[@]}"} --out "$RESULTS_DIR" ${extra[@]+"${extra[@]}"}) ;;
   esac
   t=0
   if [ "$TOTAL_S" -gt 0 ]; then

@@ -108,7 +108,9 @@ def _fwd_tile(acc, m_i, l_i, q, k_src, v_src, offs_m, start_n, d_ok, dv_ok, kpm_
     return acc, m_new, l_i
 
 
-@triton.autotune(configs=FWD_CONFIGS, key=TUNE_KEY, prune_configs_by={"early_config_prune": pruner(FWD_HOPPER)})
+# the sinks are a forward-only variant (the backward reads them through lse): they join the forward key only
+@triton.autotune(configs=FWD_CONFIGS, key=TUNE_KEY + ["HAS_SINKS"],
+                 prune_configs_by={"early_config_prune": pruner(FWD_HOPPER)})
 @triton.jit
 def _attn_fwd(
     Q, K, V, O, LSE, KPM, BIAS, REL, SINKS,

@@ -189,6 +189,7 @@ VARIANTS = {"gpt_neox-sequential": ("gpt_neox", lambda: gpt_neox_config(use_para
 def randomize(model: torch.nn.Module) -> torch.nn.Module:
     """Redraws every parameter of a decoder at a scale where the rules are not trivially linear."""
     gemma = model.config.model_type.startswith("gemma")
+    x_at_w = model.config.model_type == "gpt_oss"  # its experts compute x @ W[e]: W[e] is [in, out]
     with torch.no_grad():
         for name, p in model.named_parameters():
             norm_weight = "norm" in name and name.endswith("weight")  # a LayerNorm's bias is drawn as a bias
@@ -201,7 +202,7 @@ def randomize(model: torch.nn.Module) -> torch.nn.Module:
             elif "embed" in name or name.endswith(("wte.weight", "wpe.weight")):
                 p.copy_(torch.randn_like(p))
             else:
-                fan_in = p.shape[-1]
+                fan_in = p.shape[-2] if x_at_w and p.dim() == 3 else p.shape[-1]
                 p.copy_(torch.randn_like(p) * 1.5 / math.sqrt(fan_in))
     return model
 

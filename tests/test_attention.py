@@ -423,3 +423,17 @@ def test_sinks_bad_input():
         lrp_attention(q, q[:, :2], q[:, :2], sinks=torch.zeros(2))
     with pytest.raises(TypeError, match="sinks must be a floating-point tensor"):
         lrp_attention(q, q, q, sinks=torch.zeros(4, dtype=torch.long))
+
+
+def test_every_code_path_flag_is_in_its_autotune_key():
+    """A HAS_* constexpr selects another compiled variant (sinks, window, padding, ...): one left out of the
+    autotuner's key makes the variants share one tuning choice (the first one tuned)."""
+    from triton.runtime.autotuner import Autotuner
+
+    from lrp_triton.kernels import attention, attention_backward
+
+    tuners = [o for m in (attention, attention_backward) for o in vars(m).values() if isinstance(o, Autotuner)]
+    assert {t.base_fn.__name__ for t in tuners} == {"_attn_fwd", "attn_bwd_dq", "attn_bwd_dkdv"}
+    for t in tuners:
+        flags = [a for a in t.arg_names if a.startswith("HAS_")]
+        assert flags and not set(flags) - set(t.keys), (t.base_fn.__name__, set(flags) - set(t.keys))

@@ -50,6 +50,7 @@ def test_kernel_report_quick(tmp_path):
             hot = res["loops"][res["hot_loop"]]
             assert hot["instructions"] > 0 and hot["classes"]["mma"] > 0, (name, hot)
             assert hot["issue_per_tensor"] > 0 and hot["tile_iterations"] == 1.0, (name, hot)
+            assert res["step_fma"] % row["tile"] == 0, (name, res["step_fma"], row["tile"])  # read off the TTIR dots
         for loop in res["loops"]:
             assert loop["instructions"] == sum(loop["classes"].values()) > 0, (name, loop)
     assert seen == set(report["kernels"])
