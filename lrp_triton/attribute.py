@@ -42,7 +42,7 @@ def attribute(model, input_ids=None, *, inputs_embeds=None, attention_mask=None,
               backend: str = "auto", decoder_input_ids=None, decoder_attention_mask=None, tokenizer=None,
               progress: Callable[[int, int], None] | None = None, token_type_ids=None, pixel_values=None,
               linear_rule: str = "epsilon", gamma: float = 0.25, image_grid_thw=None,
-              mm_token_type_ids=None, image_sizes=None) -> Attribution:
+              mm_token_type_ids=None, image_sizes=None, pixel_attention_mask=None) -> Attribution:
     """Explains a score of a supported HuggingFace model (see `lrp_triton.models.supported_model_types()`).
 
     Args:
@@ -81,7 +81,9 @@ def attribute(model, input_ids=None, *, inputs_embeds=None, attention_mask=None,
             [n_images, C, H, W] alone (the tower's image size; no image_grid_thw). LLaVA-NeXT:
             pixel_values [n_images, n_tiles, C, S, S] with image_sizes [n_images, 2]. A processor's
             token_type_ids (a tokenizer's segment ids) are accepted when all 0 and ignored: these
-            decoders have no token-type embedding; others are a ValueError. The result is a
+            decoders have no token-type embedding; others are a ValueError. Idefics3 / SmolVLM:
+            pixel_values [B, n_sub_images, C, H, W] and pixel_attention_mask [B, n_sub_images, H, W]
+            (one map per sub-image, see `lrp_triton.models.idefics3`). The result is a
             `VisionLanguageAttribution`: relevance over the merged sequence, the text tokens', per image
             pixel [H, W], patch and image-token maps, and the image / text totals.
         linear_rule ("epsilon", "gamma", "gamma-signed"), gamma: the rule of the linear and convolution
@@ -136,12 +138,13 @@ def attribute(model, input_ids=None, *, inputs_embeds=None, attention_mask=None,
                                  "are marked by the image token id (Qwen2-VL: mm_token_type_ids)")
         return explain_vision_language(model, adapter, options, input_ids=input_ids, attention_mask=attention_mask,
                                        pixel_values=pixel_values, image_grid_thw=image_grid_thw,
-                                       mm_token_type_ids=mm_token_type_ids, target=target,
+                                       mm_token_type_ids=mm_token_type_ids,
+                                       pixel_attention_mask=pixel_attention_mask, target=target,
                                        position=-1 if position is None else position, contrast=contrast,
                                        checkpoint=checkpoint, tokenizer=tokenizer, progress=progress,
-                                       image_sizes=image_sizes)
+                                       image_sizes=image_sizes, pixel_attention_mask=pixel_attention_mask)
     _refuse(family, "for vision-language models", image_grid_thw=image_grid_thw, mm_token_type_ids=mm_token_type_ids,
-            image_sizes=image_sizes)
+            image_sizes=image_sizes, pixel_attention_mask=pixel_attention_mask)
     if kind in ("causal_lm", "seq2seq"):
         _refuse(family, token_type_ids=token_type_ids, pixel_values=pixel_values,
                 linear_rule=None if linear_rule == "epsilon" else linear_rule)

@@ -15,11 +15,12 @@ count for the image's grid), the image tokens marked in `mm_token_type_ids` (Qwe
 
 The heatmaps draw each image as the model saw it where the adapter lays its pixel values out as the
 map (`VisionLanguageParts.pixel_layout`: LLaVA's resized and centre-cropped image, LLaVA-NeXT's
-high-resolution canvas, resized and padded), the processor's normalisation undone; Qwen's
+high-resolution canvas, resized and padded, Idefics3's sub-images), the processor's normalisation undone; Qwen's
 flattened patches are drawn on the image as read (their processors resize the whole image).
 `--generate N` generates greedily, then explains every generated token in one forward pass and one
 backward pass per token (`attribute` with several positions), as for text models. The heatmaps
-(`--out` .html / .png) show each image with its relevance overlaid above the text.
+(`--out` .html / .png) show each image with its relevance overlaid above the text (Idefics3, which
+splits an image into sub-images: each sub-image as the model saw it, with its own map).
 """
 
 from __future__ import annotations

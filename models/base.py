@@ -151,6 +151,9 @@ class VisionLanguageParts:
     (what the model saw, for display; None: Qwen2-VL's flattened patches, the resized image itself).
     `deepstack` (Qwen3-VL): image_features also returns the features the text model adds at the image
     tokens after its first layers; their relevance counts at those tokens.
+    `image_inputs`: the processor's other image keys the family takes (Idefics3: pixel_attention_mask),
+    passed to `image_grid` as keywords after image_sizes; the grid it returns may be any object its own
+    callables read.
     """
 
     text_model: nn.Module
@@ -169,6 +172,7 @@ class VisionLanguageParts:
     # Qwen3-VL's DeepStack: image_features returns (embeddings, [features added after decoder layer l, each
     # [n_image_tokens, hidden]]), which text_model takes as deepstack_visual_embeds with visual_pos_masks
     deepstack: bool = False
+    image_inputs: tuple[str, ...] = ()  # processor keys besides pixel_values (and image_sizes) image_grid takes
 
 
 @dataclass(frozen=True)

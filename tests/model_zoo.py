@@ -28,6 +28,7 @@ from reference_lrp import decoder_reference, gpt2_reference, gpt_neox_reference,
 from reference_bart import bart_reference
 from reference_deberta import deberta_reference
 from reference_t5 import t5_reference
+from reference_idefics3 import idefics3_reference
 from reference_llava import llava_next_reference, llava_reference
 from reference_vlm import vlm_reference
 
@@ -1700,6 +1701,92 @@ class LlavaNext(Llava):
         return batch, singles, {f: batch["attention_mask"] for f in self.fields}
 
 
+# Idefics3 / SmolVLM: a SigLIP-like tower on sub-images of 56 x 56 in patches of 14 (4 x 4 patches), the pixel
+# shuffle by 2 (2 x 2 = 4 image tokens per sub-image), a Llama decoder. SmolVLM's tower has a 2 x 2 position
+# table (image_size 28): its 4 x 4 patches read it at bucketed coordinates.
+IDEFICS3_VISION = dict(hidden_size=32, intermediate_size=48, num_hidden_layers=2, num_attention_heads=2, image_size=56,
+                       patch_size=14)
+
+
+def idefics3_config(smolvlm=False, **vision):
+    config = transformers.SmolVLMConfig if smolvlm else transformers.Idefics3Config
+    return config(vision_config=dict(IDEFICS3_VISION, **vision), text_config=dict(LLAVA_TEXT, pad_token_id=0),
+                  image_token_id=90, scale_factor=2)
+
+
+def idefics3_batch(rows, n_sub, side="right", size=56):
+    """The processor's outputs for prompts `rows` with n_sub[b] sub-images each: pixel_values [B, max n_sub, 3,
+    size, size] (zero slots pad the rows with fewer) and pixel_attention_mask [B, max n_sub, size, size]."""
+    ids, mask = pad_rows(rows, side, 0)
+    pixels = torch.zeros(len(rows), max(n_sub), 3, size, size)
+    pixel_mask = torch.zeros(len(rows), max(n_sub), size, size, dtype=torch.long)
+    for b, k in enumerate(n_sub):
+        pixels[b, :k] = torch.randn(k, 3, size, size)
+        pixel_mask[b, :k] = 1
+    return {"input_ids": ids, "attention_mask": mask, "pixel_values": pixels, "pixel_attention_mask": pixel_mask}
+
+
+class Idefics3(Llava):
+    """Idefics3 (SmolVLM: `smolvlm`, bucketed tower positions): pixel_values [B, n_sub_images, 3, 56, 56] with
+    a zero padding slot, pixel_attention_mask, 4 image tokens per sub-image."""
+
+    def __init__(self, name, smolvlm=False):
+        super().__init__(name)
+        self.smolvlm = smolvlm
+        if smolvlm:  # the ops are Idefics3's, checked there; its own: the class names, the bucketed positions
+            self.cases, self.padding_sides = self.cases[:2], ("left",)
+
+    def config(self):
+        return idefics3_config(self.smolvlm, **({"image_size": 28} if self.smolvlm else {}))
+
+    def build(self):
+        cls = (transformers.SmolVLMForConditionalGeneration if self.smolvlm
+               else transformers.Idefics3ForConditionalGeneration)
+        return randomize_vlm(cls(self.config()))
+
+    def inputs(self, batch=1, size=None, pad=0):
+        n = size or 7
+        images = [2] + [1] * (batch - 1)  # two sub-images in the first prompt
+        rows = [llava_row(n + 4 * (2 - k), k, 4) for k in images]  # rows of one length
+        out = idefics3_batch(rows, images)
+        if pad:  # the last row's last `pad` (text) tokens padding
+            out["input_ids"][-1, -pad:] = 0
+            out["attention_mask"][-1, -pad:] = False
+        return out
+
+    def reference(self, model, inputs, result, case, request):
+        ids, mask = inputs["input_ids"], inputs["attention_mask"].bool()
+        positions = padded_index(mask, request.get("position", -1))
+        fields, score, z = idefics3_reference(model, ids, mask, inputs["pixel_values"], positions,
+                                              request.get("target", result.target), request.get("contrast"),
+                                              case.mode, inputs["pixel_attention_mask"])
+        rows = torch.arange(len(ids))
+        hidden = (torch.arange(ids.shape[1])[None] > positions[:, None]) | ~mask  # causal, and padding
+        position_ids = (mask.long().cumsum(-1) - 1).clamp(min=0)
+        return Reference({k: fields[k] for k in self.fields}, score, z,
+                         lambda: self.outputs(model, dict(inputs, position_ids=position_ids))[rows, positions],
+                         zeros={"relevance": hidden, "text_relevance": hidden | (ids == 90)}, position=positions)
+
+    def leaf(self, model, inputs):
+        """The merged sequence (word embeddings, the connector's image features at the image tokens)."""
+        inner, ids, mask = model.model, inputs["input_ids"], inputs["attention_mask"]
+        image = torch.cat(list(inner.get_image_features(inputs["pixel_values"],
+                                                        inputs["pixel_attention_mask"]).pooler_output))
+        embeds = inner.get_input_embeddings()(ids)
+        x = embeds.masked_scatter((ids == 90)[..., None], image.to(embeds.dtype)).detach().requires_grad_()
+        position_ids = (mask.long().cumsum(-1) - 1).clamp(min=0)
+        return x, {"inputs_embeds": x, "attention_mask": mask, "position_ids": position_ids}
+
+    def padded(self, side):
+        n_sub = [2, 1]
+        rows = [llava_row(n, k, 4) for n, k in zip((9, 5), n_sub)]
+        batch = idefics3_batch(rows, n_sub, side)
+        singles = [{"input_ids": r[None], "pixel_values": batch["pixel_values"][b:b + 1, :k],
+                    "pixel_attention_mask": batch["pixel_attention_mask"][b:b + 1, :k]}
+                   for b, (r, k) in enumerate(zip(rows, n_sub))]
+        return batch, singles, {f: batch["attention_mask"] for f in self.fields}
+
+
 ZOO = ([Decoder(f) for f in (*FAMILIES, *VARIANTS)]
        + [Text(n) for n in ("bert-cls", "bert-mlm", "bert-base", "roberta-cls", "roberta-mlm", "xlm-roberta-cls",
                             "xlm-roberta-mlm", "camembert-cls", "camembert-mlm", "distilbert-cls", "distilbert-mlm",
@@ -1711,5 +1798,6 @@ ZOO = ([Decoder(f) for f in (*FAMILIES, *VARIANTS)]
        + [DecoderClassifier(f) for f in CLASSIFIERS]
        + [cls(f) for f in TWO_TOWER for cls in (TwoTower, TowerVision, TowerText)]
        + [VisionLanguage("qwen2_vl"), VisionLanguage25("qwen2_5_vl"), Qwen3VL("qwen3_vl"), Qwen3VLMoe("qwen3_vl_moe"),
-          Llava("llava"), LlavaNext("llava_next")])
+          Llava("llava"), LlavaNext("llava_next")]
+       + [Idefics3("idefics3"), Idefics3("smolvlm", smolvlm=True)])
 BY_NAME = {e.name: e for e in ZOO}

@@ -144,9 +144,11 @@ def _valid_as_zero(conv):
     return clone
 
 
-def vision_tower(tower, pixel_values, mode, rule="epsilon", gamma=0.25):
+def vision_tower(tower, pixel_values, mode, rule="epsilon", gamma=0.25, position_ids=None, patch_mask=None):
     """(hidden [B, T, H] as HF's last_hidden_state, pooled [B, H] as pooler_output, back) of a CLIP / SigLIP
-    vision tower. back(R_hidden, R_pooled) -> dict(pixel [B, H, W], patch, cls, pos)."""
+    vision tower (or Idefics3's: `position_ids` [B, T] the position-table rows read, default 0..T-1;
+    `patch_mask` [B, T] the patches attended as keys, default all). back(R_hidden, R_pooled) -> dict(pixel
+    [B, H, W], patch, cls, pos)."""
     emb = tower.embeddings
     px = d64(pixel_values)
     p, b_conv = conv2d(px, _valid_as_zero(emb.patch_embedding), rule, gamma)
@@ -156,11 +158,12 @@ def vision_tower(tower, pixel_values, mode, rule="epsilon", gamma=0.25):
     prefix = d64(cls).view(1, 1, -1).expand(b, 1, -1) if cls is not None else patches[:, :0]
     n_prefix = prefix.shape[1]
     tokens = torch.cat([prefix, patches], dim=1)
-    x, b_emb = add(tokens, d64(emb.position_embedding.weight)[None].expand(b, -1, -1))
+    table = d64(emb.position_embedding.weight)
+    x, b_emb = add(tokens, table[None].expand(b, -1, -1) if position_ids is None else table[position_ids])
     b_pre = lambda r: r  # noqa: E731
     if hasattr(tower, "pre_layrnorm"):
         x, b_pre = layer_norm(x, tower.pre_layrnorm)
-    h, b_stack = stack(tower.encoder.layers, x, None, False, mode, rule, gamma)
+    h, b_stack = stack(tower.encoder.layers, x, patch_mask, False, mode, rule, gamma)
     if cls is not None:  # CLIP: last_hidden_state before the post-norm, pooled = post_layernorm(h[:, 0])
         pooled, b_post = layer_norm(h[:, 0], tower.post_layernorm)
         hidden = h

@@ -81,11 +81,12 @@ def llava_reference(model, ids, mask, pixels, positions, target, contrast=None, 
              "patches": r_patches}, score, z)
 
 
-def decoder_reference(model, ids, mask, image_embeds, positions, target, contrast, mode):
+def decoder_reference(model, ids, mask, image_embeds, positions, target, contrast, mode, lm=None):
     """(R at the merged sequence [B, N, hidden], the image-token mask, the score, the logits): the image
-    embeddings [n_image_tokens, hidden] put at the image tokens, the decoder and the head, by the rules."""
-    inner, cfg = model.model, model.config.text_config
-    lm = inner.language_model
+    embeddings [n_image_tokens, hidden] put at the image tokens, the decoder (`lm`, default
+    model.model.language_model; Idefics3: model.model.text_model) and the head, by the rules."""
+    cfg = model.config.text_config
+    lm = model.model.language_model if lm is None else lm
     mask = mask.bool()
     is_image = ids == model.config.image_token_id
     x = d64(lm.embed_tokens(ids)).clone()

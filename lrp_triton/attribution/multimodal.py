@@ -1,5 +1,5 @@
 """Attribution of a vision-language model's logits (adapter kind "vision_language": Qwen2-VL, Qwen2.5-VL,
-Qwen3-VL, LLaVA, LLaVA-NeXT).
+Qwen3-VL, LLaVA, LLaVA-NeXT, Idefics3, SmolVLM).
 
 One forward pass: the word embeddings (a relevance leaf), the vision tower on the pixel values (a
 leaf) and its merger (`VisionLanguageParts.image_features`), the image embeddings put at the image
@@ -30,14 +30,20 @@ from lrp_triton.attribution.targets import explained_positions, ids_per_position
 from lrp_triton.backend import upcast
 
 
-def check_images(model, parts, input_ids, pixel_values, image_grid_thw, mm_token_type_ids, image_sizes=None):
+def check_images(model, parts, input_ids, pixel_values, image_grid_thw, mm_token_type_ids, image_sizes=None,
+                 image_inputs=None):
     """(pixel_values in the model's dtype or None, image_grid_thw [n_images, 3] or None,
     mm_token_type_ids [B, N], the image rows): what the processor returns, checked against the image
     tokens of input_ids (one ValueError per mismatch, naming the fix). pixel_values: Qwen2-VL's
     flattened patches [n_patches, patch_dim] with image_grid_thw; a fixed-size tower's images
     [n_images, C, H, W] alone, LLaVA-NeXT's tiles [n_images, n_tiles, C, S, S] with image_sizes
-    (`VisionLanguageParts.image_grid`, which returns the grid the other parts read)."""
+    (`VisionLanguageParts.image_grid`, which returns the grid the other parts read); Idefics3's sub-images
+    [batch, n_sub_images, C, H, W] with the other processor keys of `image_inputs` (pixel_attention_mask)."""
     device = model_device(model)
+    image_inputs = {k: v for k, v in (image_inputs or {}).items() if v is not None}
+    for name in image_inputs:
+        if name not in parts.image_inputs:
+            raise ValueError(f"attribute: {name} does not apply to {model.config.model_type} models")
     is_image = input_ids == parts.image_token_id
     if mm_token_type_ids is None:
         mm_token_type_ids = is_image.to(torch.long) * parts.mm_token_types["image"]
@@ -52,7 +58,8 @@ def check_images(model, parts, input_ids, pixel_values, image_grid_thw, mm_token
             raise ValueError("attribute: mm_token_type_ids must mark exactly the image tokens of input_ids "
                              f"(id {parts.image_token_id}) as images; videos are not supported")
     if parts.image_grid is not None:
-        pixels, grid = fixed_size_images(model, parts, pixel_values, image_grid_thw, image_sizes, is_image)
+        pixels, grid = fixed_size_images(model, parts, pixel_values, image_grid_thw, image_sizes, is_image,
+                                         image_inputs)
     else:
         if image_sizes is not None:
             raise ValueError(f"attribute: image_sizes does not apply to {model.config.model_type} models (their "
@@ -107,7 +114,7 @@ def flattened_patches(parts, pixel_values, image_grid_thw, is_image, device):
     return pixels, grid
 
 
-def fixed_size_images(model, parts, pixel_values, image_grid_thw, image_sizes, is_image):
+def fixed_size_images(model, parts, pixel_values, image_grid_thw, image_sizes, is_image, image_inputs):
     """A fixed-size tower's images: (pixel_values [n_images, C, H, W] or LLaVA-NeXT's tiles, their grid),
     or (None, None)."""
     if image_grid_thw is not None:
@@ -121,19 +128,20 @@ def fixed_size_images(model, parts, pixel_values, image_grid_thw, image_sizes, i
     pixels = torch.as_tensor(pixel_values, device=model_device(model))
     if not is_image.any():
         raise ValueError("attribute: pixel_values need image tokens in input_ids (the processor's input_ids)")
-    return pixels, parts.image_grid(pixels, image_sizes)
+    return pixels, parts.image_grid(pixels, image_sizes, **image_inputs)
 
 
 def explain_vision_language(model, adapter, options, *, input_ids, attention_mask, pixel_values, image_grid_thw,
                             mm_token_type_ids, target, position, contrast, checkpoint, tokenizer,
-                            progress, image_sizes=None) -> VisionLanguageAttribution:
+                            progress, image_sizes=None, pixel_attention_mask=None) -> VisionLanguageAttribution:
     """See `lrp_triton.attribute` for the arguments; `position` defaults to the last token there."""
     parts = adapter.vision_language_of(model)
     head = adapter.head(model)
     inputs = check_text_inputs(model, input_ids, None, attention_mask, adapter.max_length(model.config))
     ids, mask = inputs.input_ids, inputs.attention_mask
     pixels, grid, mm_types, image_rows = check_images(model, parts, ids, pixel_values, image_grid_thw,
-                                                      mm_token_type_ids, image_sizes)
+                                                      mm_token_type_ids, image_sizes,
+                                                      {"pixel_attention_mask": pixel_attention_mask})
     is_image = ids == parts.image_token_id
     positions, several = explained_positions(position, mask)
     vocab = output_size(head)
