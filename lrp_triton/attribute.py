@@ -142,7 +142,7 @@ def attribute(model, input_ids=None, *, inputs_embeds=None, attention_mask=None,
                                        pixel_attention_mask=pixel_attention_mask, target=target,
                                        position=-1 if position is None else position, contrast=contrast,
                                        checkpoint=checkpoint, tokenizer=tokenizer, progress=progress,
-                                       image_sizes=image_sizes, pixel_attention_mask=pixel_attention_mask)
+                                       image_sizes=image_sizes)
     _refuse(family, "for vision-language models", image_grid_thw=image_grid_thw, mm_token_type_ids=mm_token_type_ids,
             image_sizes=image_sizes, pixel_attention_mask=pixel_attention_mask)
     if kind in ("causal_lm", "seq2seq"):
