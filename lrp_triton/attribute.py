@@ -77,7 +77,10 @@ def attribute(model, input_ids=None, *, inputs_embeds=None, attention_mask=None,
             the model's processor returns them (`attribute(model, **processor(images=..., text=...))`):
             the flattened patches [n_patches, patch_dim], the (t, h, w) patch grid of each image, and the
             token types (default: images where input_ids holds the image token). LLaVA: pixel_values
-            [n_images, C, H, W] alone (the tower's image size; no image_grid_thw). The result is a
+            [n_images, C, H, W] alone (the tower's image size; no image_grid_thw); PaliGemma and Gemma 3
+            likewise, with the processor's token_type_ids (they make the decoder attend bidirectionally
+            over PaliGemma's prefix and within each Gemma 3 image; without them it is causal, as in
+            the model). The result is a
             `VisionLanguageAttribution`: relevance over the merged sequence, the text tokens', per image
             pixel [H, W], patch and image-token maps, and the image / text totals.
         linear_rule ("epsilon", "gamma", "gamma-signed"), gamma: the rule of the linear and convolution
@@ -120,11 +123,12 @@ def attribute(model, input_ids=None, *, inputs_embeds=None, attention_mask=None,
         _refuse(family, decoder_input_ids=decoder_input_ids, decoder_attention_mask=decoder_attention_mask)
     if kind == "vision_language":
         _refuse(family, "a vision-language model takes input_ids with pixel_values", inputs_embeds=inputs_embeds,
-                token_type_ids=token_type_ids, latent=latent,
+                latent=latent,
                 linear_rule=None if linear_rule == "epsilon" else linear_rule)
         return explain_vision_language(model, adapter, options, input_ids=input_ids, attention_mask=attention_mask,
                                        pixel_values=pixel_values, image_grid_thw=image_grid_thw,
-                                       mm_token_type_ids=mm_token_type_ids, target=target,
+                                       mm_token_type_ids=mm_token_type_ids, token_type_ids=token_type_ids,
+                                       target=target,
                                        position=-1 if position is None else position, contrast=contrast,
                                        checkpoint=checkpoint, tokenizer=tokenizer, progress=progress)
     _refuse(family, "for vision-language models", image_grid_thw=image_grid_thw, mm_token_type_ids=mm_token_type_ids)

@@ -145,6 +145,7 @@ class VisionLanguageParts:
     `image_grid(pixel_values)` checks them and returns the grid [n_images, 3] = (1, H / patch,
     W / patch) that the other callables read; level "pixel" values are then [..., n_images, C, H, W].
     `patch_rows` turns the patch embedding's output (and its grad) into rows [n_patches, hidden].
+    `text_masks` builds the decoder's mask where it is more than causal (bidirectional image tokens).
     """
 
     text_model: nn.Module
@@ -158,6 +159,11 @@ class VisionLanguageParts:
     mm_token_types: dict = field(default_factory=lambda: {"image": 1})  # mm_token_type_ids of each modality
     image_grid: Callable[[torch.Tensor], torch.Tensor] | None = None  # fixed-size towers: pixels -> grid
     patch_rows: Callable[[torch.Tensor], torch.Tensor] = nn.Identity()  # patch embedding output -> [n, hidden]
+    # models whose decoder mask depends on token_type_ids (PaliGemma's bidirectional prefix, Gemma 3's image
+    # blocks): (merged embeds, attention_mask, position_ids, token_type_ids or None) -> the text model's
+    # attention_mask (a mask or a mapping per layer type, as the model's own forward builds it); None: the
+    # text model builds its causal mask from attention_mask, and token_type_ids do not apply
+    text_masks: Callable[..., object] | None = None
 
 
 @dataclass(frozen=True)
