@@ -41,7 +41,7 @@ def attribute(model, input_ids=None, *, inputs_embeds=None, attention_mask=None,
               backend: str = "auto", decoder_input_ids=None, decoder_attention_mask=None, tokenizer=None,
               progress: Callable[[int, int], None] | None = None, token_type_ids=None, pixel_values=None,
               linear_rule: str = "epsilon", gamma: float = 0.25, image_grid_thw=None,
-              mm_token_type_ids=None) -> Attribution:
+              mm_token_type_ids=None, labels=None) -> Attribution:
     """Explains a score of a supported HuggingFace model (see `lrp_triton.models.supported_model_types()`).
 
     Args:
@@ -80,7 +80,8 @@ def attribute(model, input_ids=None, *, inputs_embeds=None, attention_mask=None,
             [n_images, C, H, W] alone (the tower's image size; no image_grid_thw); PaliGemma and Gemma 3
             likewise, with the processor's token_type_ids (they make the decoder attend bidirectionally
             over PaliGemma's prefix and within each Gemma 3 image; without them it is causal, as in
-            the model). The result is a
+            the model); `labels` (training targets, which PaliGemma's processor returns) are accepted
+            and do not change the explained logits. The result is a
             `VisionLanguageAttribution`: relevance over the merged sequence, the text tokens', per image
             pixel [H, W], patch and image-token maps, and the image / text totals.
         linear_rule ("epsilon", "gamma", "gamma-signed"), gamma: the rule of the linear and convolution
@@ -121,6 +122,8 @@ def attribute(model, input_ids=None, *, inputs_embeds=None, attention_mask=None,
     family, kind = adapter.family, adapter.kind_for(model)
     if kind != "seq2seq":
         _refuse(family, decoder_input_ids=decoder_input_ids, decoder_attention_mask=decoder_attention_mask)
+    if kind != "vision_language":
+        _refuse(family, "training labels; explain a `target`", labels=labels)
     if kind == "vision_language":
         _refuse(family, "a vision-language model takes input_ids with pixel_values", inputs_embeds=inputs_embeds,
                 latent=latent,

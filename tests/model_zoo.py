@@ -1559,7 +1559,7 @@ GEMMA_VL_TEXT = dict(vocab_size=97, hidden_size=32, intermediate_size=48, num_hi
 
 def paligemma_config(text=None):
     return transformers.PaliGemmaConfig(vision_config=dict(SIGLIP_VL_VISION, projection_dim=32), projection_dim=32,
-                                        text_config=dict(GEMMA_VL_TEXT, model_type="gemma", **(text or {})),
+                                        text_config=dict(GEMMA_VL_TEXT, **{"model_type": "gemma", **(text or {})}),
                                         image_token_index=90)
 
 
@@ -1590,6 +1590,14 @@ def gemma3_vl_row(n_text, n_images):
     return ids, (ids == 90).long()
 
 
+def randomize_gemma_vl(model):
+    """randomize_vlm, then unit-size text embeddings after Gemma's sqrt(hidden) scale (as the image features)."""
+    model = randomize_vlm(model)
+    with torch.no_grad():
+        model.get_input_embeddings().weight /= math.sqrt(model.config.text_config.hidden_size)
+    return model
+
+
 class GemmaVisionLanguage(Llava):
     """PaliGemma / Gemma 3: SigLIP tower, projector, Gemma decoder with bidirectional attention over
     PaliGemma's prefix or within each Gemma 3 image (token_type_ids); pixel_values [n_images, 3, 28, 28]."""
@@ -1597,6 +1605,8 @@ class GemmaVisionLanguage(Llava):
     def __init__(self, name):
         super().__init__(name)
         self.row, self.block = (paligemma_row, 4) if name == "paligemma" else (gemma3_vl_row, 6)  # tokens per image
+        if name == "paligemma":  # (the Triton case: Gemma 3's, the same tower and kernels, with sliding layers)
+            self.cases = tuple(c for c in self.cases if c.backend != "triton")
 
     def config(self):
         return paligemma_config() if self.name == "paligemma" else gemma3_vl_config()
@@ -1604,10 +1614,7 @@ class GemmaVisionLanguage(Llava):
     def build(self):
         cls = (transformers.PaliGemmaForConditionalGeneration if self.name == "paligemma"
                else transformers.Gemma3ForConditionalGeneration)
-        model = randomize_vlm(cls(self.config()))
-        with torch.no_grad():  # unit-size text embeddings after Gemma's sqrt(hidden) scale, as the image features
-            model.get_input_embeddings().weight /= math.sqrt(model.config.text_config.hidden_size)
-        return model
+        return randomize_gemma_vl(cls(self.config()))
 
     def position_ids(self, mask):
         return (mask.long().cumsum(-1) - 1).clamp(min=0) + (self.name == "paligemma")  # PaliGemma counts from 1
