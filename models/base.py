@@ -164,6 +164,7 @@ class VisionLanguageParts:
     # attention_mask (a mask or a mapping per layer type, as the model's own forward builds it); None: the
     # text model builds its causal mask from attention_mask, and token_type_ids do not apply
     text_masks: Callable[..., object] | None = None
+    generated_token_type: int = 0  # token_type_ids of generated tokens (PaliGemma's: 1, the causal suffix)
 
 
 @dataclass(frozen=True)

@@ -46,7 +46,8 @@ def image_maps(values: torch.Tensor, grid: torch.Tensor, level: str, token_side:
     return [chunk.reshape(*chunk.shape[:-1], h, w) for chunk, (h, w) in zip(chunks, shapes)]
 
 
-def siglip_parts(model, image_features, text_masks, position_ids, token_side=None) -> VisionLanguageParts:
+def siglip_parts(model, image_features, text_masks, position_ids, token_side=None,
+                 generated_token_type=0) -> VisionLanguageParts:
     """The parts of a SigLIP-tower model (PaliGemma, Gemma 3): fixed-size images, no CLS token."""
     config, inner = model.config, model.model
     vision = config.vision_config
@@ -57,7 +58,8 @@ def siglip_parts(model, image_features, text_masks, position_ids, token_side=Non
         image_maps=lambda values, grid, level: image_maps(values, grid, level, token_side),
         tokens_per_image=lambda grid: [per_image] * len(grid),
         patch_dim=vision.patch_size ** 2 * getattr(vision, "num_channels", 3),
-        image_grid=lambda pixels: fixed_grid(pixels, vision), patch_rows=patch_rows, text_masks=text_masks)
+        image_grid=lambda pixels: fixed_grid(pixels, vision), patch_rows=patch_rows, text_masks=text_masks,
+        generated_token_type=generated_token_type)
 
 
 def projected_images(inner):
@@ -87,7 +89,8 @@ def vision_language(model) -> VisionLanguageParts:
     return siglip_parts(model, projected_images(inner),
                         lambda embeds, mask, position_ids, types: prefix_masks(inner.language_model, embeds, mask,
                                                                                position_ids, types),
-                        lambda ids, types, grid, mask: positions_from_zero(model.config, mask) + 1)
+                        lambda ids, types, grid, mask: positions_from_zero(model.config, mask) + 1,
+                        generated_token_type=1)  # generated tokens: the suffix, as in PaliGemma's generate
 
 
 @dataclass(frozen=True)

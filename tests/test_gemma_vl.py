@@ -183,3 +183,38 @@ def test_bad_inputs_are_clear_errors():
         lrp_triton.attribute(llava.build(), **llava.inputs(batch=1), token_type_ids=torch.zeros(1, 25, dtype=int))
     with pytest.raises(ValueError, match="labels does not apply"):
         lrp_triton.attribute(BY_NAME["gemma"].build(), torch.randint(0, 50, (1, 6)), labels=torch.zeros(1, 6))
+
+
+def test_explain_image_generates_with_paligemma(tmp_path, capsys):
+    """`lrp-triton explain --image --generate 2` on a saved PaliGemma and its processor: the generated tokens are
+    the causal suffix (token type 1, as the model's generate), explained as `attribute` explains them."""
+    import json
+
+    from lrp_triton import cli
+
+    tokenizer = word_tokenizer()
+    images = transformers.SiglipImageProcessorPil(size={"height": 28, "width": 28})
+    images.image_seq_length = 4
+    processor = transformers.PaliGemmaProcessor(image_processor=images, tokenizer=tokenizer)
+    config = paligemma_config(text={"vocab_size": len(tokenizer)})
+    config.image_token_id = processor.image_token_id
+    model = randomize_gemma_vl(transformers.PaliGemmaForConditionalGeneration(config))
+    model.save_pretrained(tmp_path)
+    processor.save_pretrained(tmp_path)
+    random_image(30, 40).save(tmp_path / "picture.png")
+    out = tmp_path / "pg.json"
+    code = cli.main(["explain", "--model", str(tmp_path), "--image", str(tmp_path / "picture.png"), "--prompt",
+                     "w1 w2 w3", "--generate", "2", "--device", "cpu", "--out", str(out)])
+    assert code == 0, capsys.readouterr().err
+    doc = json.loads(out.read_text())
+    inputs = processor(images=[Image.open(tmp_path / "picture.png").convert("RGB")], text=["w1 w2 w3"],
+                       return_tensors="pt")
+    ids, n = inputs["input_ids"], inputs["input_ids"].shape[1]
+    generated = [row["target"] for row in doc["rows"]]
+    full = torch.cat([ids, torch.tensor([generated[:1]])], 1)
+    types = torch.cat([inputs["token_type_ids"], torch.ones(1, 1, dtype=torch.long)], 1)
+    expected = lrp_triton.attribute(model, full, pixel_values=inputs["pixel_values"], token_type_ids=types,
+                                    position=[n - 1, n], target=generated)
+    for j, row in enumerate(doc["rows"]):
+        torch.testing.assert_close(torch.tensor(row["relevance"]), expected.relevance[0, j, :n + j],
+                                   atol=1e-5, rtol=1e-4)
