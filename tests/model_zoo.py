@@ -1591,9 +1591,14 @@ def gemma3_vl_row(n_text, n_images):
 
 
 def randomize_gemma_vl(model):
-    """randomize_vlm, then unit-size text embeddings after Gemma's sqrt(hidden) scale (as the image features)."""
+    """randomize_vlm, then Gemma's (1 + w) norms near 1 (w near 0: randomize_vlm draws w near 1, a factor 2 per
+    norm that grows the residual stream and its float32 rounding), and unit-size text embeddings after Gemma's
+    sqrt(hidden) scale (as the image features)."""
     model = randomize_vlm(model)
     with torch.no_grad():
+        for name, p in model.named_parameters():
+            if name.endswith("norm.weight") and (".language_model." in name or "mm_soft_emb_norm" in name):
+                p.sub_(1.0)
         model.get_input_embeddings().weight /= math.sqrt(model.config.text_config.hidden_size)
     return model
 

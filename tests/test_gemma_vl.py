@@ -115,8 +115,7 @@ def test_paligemma_processor_outputs_explain_as_the_reference():
     processor = transformers.PaliGemmaProcessor(image_processor=images, tokenizer=tokenizer)
     config = paligemma_config(text={"vocab_size": len(tokenizer)})
     config.image_token_id = processor.image_token_id
-    # float64: this random PaliGemma's float32 pixel maps carry rounding up to ~4e-5 of their scale (a backward
-    # through the bidirectional prefix with cancellations; the zoo's float32 cases check the token relevance)
+    # float64: every map to float64 rounding (the zoo's and the Gemma 3 processor test's cases run float32)
     model = randomize_gemma_vl(transformers.PaliGemmaForConditionalGeneration(config)).double()
     inputs = processor(images=[random_image(40, 52)], text=["w1 w2 w3"], return_tensors="pt")
     inputs["pixel_values"] = inputs["pixel_values"].double()
@@ -158,8 +157,8 @@ def test_paligemma2_gemma2_decoder_matches_the_reference():
     the prefix of 9, so transformers' OR of the prefix over the window and the reference's extent agree)."""
     config = paligemma_config(text={"model_type": "gemma2", "sliding_window": 10, "attn_logit_softcapping": 2.0,
                                     "final_logit_softcapping": 3.0, "query_pre_attn_scalar": 16})
-    model = randomize_gemma_vl(transformers.PaliGemmaForConditionalGeneration(config)).double()  # (float64: as the
-    # PaliGemma processor test; the Gemma 2 decoder's float32 rules are the zoo's gemma2 entry)
+    model = randomize_gemma_vl(transformers.PaliGemmaForConditionalGeneration(config)).double()  # (float64 as the
+    # PaliGemma processor test; the Gemma 2 decoder in float32: the zoo's gemma2 entry)
     ids, types = paligemma_row(11, 1, n_suffix=6)  # 4 image tokens, <bos> and 4 prompt tokens, a suffix of 6
     inputs = {"input_ids": ids[None], "token_type_ids": types[None], "pixel_values": torch.randn(1, 3, 28, 28).double(),
               "attention_mask": torch.ones(1, len(ids), dtype=torch.long)}
