@@ -4,10 +4,16 @@ transformers looks attention up by `config._attn_implementation`; only models wh
 "lrp_triton" (set per instance by `lrp_triton.apply`, on a private copy of the config) reach this
 function, so registering it changes nothing for any other model. The mode and backend come from
 the options `apply` left on the attention module (`module.lrp_options`, see `lrp_triton.options`):
-a module reached without them is an error. Its mask function hands over the 2-D padding mask only: causality, sliding
+a module reached without them is an error. Its mask function hands over the 2-D padding mask
+wherever the model's mask is the plain causal / sliding / bidirectional one: causality, sliding
 windows and soft-capping come from the attention module's own arguments and are applied inside
-the kernel (never as an N x M mask tensor). gpt-oss's attention sinks arrive as `s_aux` ([H], one
-logit per head) and are handed to the kernel as `sinks`.
+the kernel (never as an N x M mask tensor). A mask that deviates from those (transformers'
+`or_mask_function` / `and_mask_function` / `block_sequence_ids` overlays: PaliGemma's bidirectional
+prefix, Gemma 3's bidirectional image blocks) is evaluated as transformers' own `sdpa_mask` does,
+and reaches the kernel as that complete 4-D mask, an additive bias (0 / -inf, N x M memory per
+row; the compact per-row bound is not implemented yet); it receives no gradient and no relevance
+(its 0 entries take no share). gpt-oss's attention sinks arrive as `s_aux` ([H], one logit per
+head) and are handed to the kernel as `sinks`.
 
 `sdpa_attention_interface` is the same glue around `lrp_sdpa_attention` (the rule through torch's
 SDPA: lxt's method, the benchmarks' reference), for registering under a name of one's own.
@@ -65,7 +71,8 @@ def lrp_attention_forward(module, query, key, value, attention_mask, dropout: fl
                                   "lrp_triton will not guess")
     causal = bool(is_causal if is_causal is not None else module.is_causal)
     key_padding_mask, bias = mask_terms(attention_mask, key.shape[2], query.dtype)
-    causal = causal and bias is None  # a 4-D mask prepared by the caller already holds causality
+    if bias is not None:  # a 4-D mask is complete, as in transformers' eager / SDPA attention: it holds
+        causal, sliding_window = False, None  # the causality and the window (Gemma 3: one-sided, past the block)
     out = lrp_attention(query, key, value, causal=causal, scale=scaling, mode=options.mode,
                         key_padding_mask=key_padding_mask, sliding_window=sliding_window, softcap=softcap,
                         bias=bias, sinks=kwargs.get("s_aux"), backend=options.backend)
@@ -100,12 +107,29 @@ def sdpa_attention_interface(module, query, key, value, attention_mask, dropout:
 
 
 def lrp_attention_mask(batch_size, q_length, kv_length, q_offset=0, kv_offset=0, mask_function=None,
-                       attention_mask=None, **kwargs):
-    """The padding mask as bool [B, kv_length] (True = attend), or None when nothing is padded."""
-    if attention_mask is None:
-        return None
-    attention_mask = attention_mask[:, -kv_length:].to(torch.bool)
-    return None if bool(attention_mask.all()) else attention_mask
+                       attention_mask=None, allow_is_causal_skip=True, allow_is_bidirectional_skip=False, **kwargs):
+    """The padding mask as bool [B, kv_length] (True = attend), or None when nothing is padded, for
+    the plain causal / sliding / bidirectional masks (transformers allows them to be skipped: the
+    kernel applies them from the module's arguments). A mask with overlays (no skip allowed) is
+    evaluated with transformers' `sdpa_mask`: the padding mask again if it is the plain causal one,
+    else the complete bool mask [B, 1, q_length, kv_length] (module docstring)."""
+    padding = None
+    if attention_mask is not None:
+        padding = attention_mask[:, -kv_length:].to(torch.bool)
+        padding = None if bool(padding.all()) else padding
+    if allow_is_causal_skip or allow_is_bidirectional_skip or mask_function is None:
+        return padding
+    from transformers.masking_utils import sdpa_mask
+
+    device = kwargs.get("device", attention_mask.device if attention_mask is not None else "cpu")
+    full = sdpa_mask(batch_size=batch_size, q_length=q_length, kv_length=kv_length, q_offset=q_offset,
+                     kv_offset=kv_offset, mask_function=mask_function, attention_mask=attention_mask,
+                     allow_is_causal_skip=False, allow_is_bidirectional_skip=False,
+                     use_vmap=kwargs.get("use_vmap", False), device=device)
+    q_pos = torch.arange(q_length, device=full.device)[:, None] + q_offset
+    causal = torch.arange(kv_length, device=full.device)[None, :] + kv_offset <= q_pos
+    plain = causal if padding is None else causal & padding[:, None, None, :]
+    return padding if torch.equal(full, plain.expand_as(full)) else full
 
 
 _registered = False

@@ -42,7 +42,7 @@ def attribute(model, input_ids=None, *, inputs_embeds=None, attention_mask=None,
               backend: str = "auto", decoder_input_ids=None, decoder_attention_mask=None, tokenizer=None,
               progress: Callable[[int, int], None] | None = None, token_type_ids=None, pixel_values=None,
               linear_rule: str = "epsilon", gamma: float = 0.25, image_grid_thw=None,
-              mm_token_type_ids=None, image_sizes=None, pixel_attention_mask=None) -> Attribution:
+              mm_token_type_ids=None, image_sizes=None, pixel_attention_mask=None, labels=None) -> Attribution:
     """Explains a score of a supported HuggingFace model (see `lrp_triton.models.supported_model_types()`).
 
     Args:
@@ -79,11 +79,15 @@ def attribute(model, input_ids=None, *, inputs_embeds=None, attention_mask=None,
             the flattened patches [n_patches, patch_dim], the (t, h, w) patch grid of each image, and the
             token types (default: images where input_ids holds the image token). LLaVA: pixel_values
             [n_images, C, H, W] alone (the tower's image size; no image_grid_thw). LLaVA-NeXT:
-            pixel_values [n_images, n_tiles, C, S, S] with image_sizes [n_images, 2]. A processor's
-            token_type_ids (a tokenizer's segment ids) are accepted when all 0 and ignored: these
-            decoders have no token-type embedding; others are a ValueError. Idefics3 / SmolVLM:
+            pixel_values [n_images, n_tiles, C, S, S] with image_sizes [n_images, 2]. Idefics3 / SmolVLM:
             pixel_values [B, n_sub_images, C, H, W] and pixel_attention_mask [B, n_sub_images, H, W]
-            (one map per sub-image, see `lrp_triton.models.idefics3`). The result is a
+            (one map per sub-image, see `lrp_triton.models.idefics3`). PaliGemma and Gemma 3: pixel_values
+            [n_images, C, H, W] with the processor's token_type_ids (they make the decoder attend
+            bidirectionally over PaliGemma's prefix and within each Gemma 3 image; without them it is
+            causal, as in the model). Other families accept a processor's token_type_ids (a tokenizer's
+            segment ids) when all 0 and ignore them: their decoders have no token-type embedding;
+            others are a ValueError. `labels` (training targets, which PaliGemma's processor returns)
+            are accepted and do not change the explained logits. The result is a
             `VisionLanguageAttribution`: relevance over the merged sequence, the text tokens', per image
             pixel [H, W], patch and image-token maps, and the image / text totals.
         linear_rule ("epsilon", "gamma", "gamma-signed"), gamma: the rule of the linear and convolution
@@ -124,21 +128,14 @@ def attribute(model, input_ids=None, *, inputs_embeds=None, attention_mask=None,
     family, kind = adapter.family, adapter.kind_for(model)
     if kind != "seq2seq":
         _refuse(family, decoder_input_ids=decoder_input_ids, decoder_attention_mask=decoder_attention_mask)
+    if kind != "vision_language":
+        _refuse(family, "training labels; explain a `target`", labels=labels)
     if kind == "vision_language":
         _refuse(family, "a vision-language model takes input_ids with pixel_values", inputs_embeds=inputs_embeds,
                 latent=latent, linear_rule=None if linear_rule == "epsilon" else linear_rule)
-        if token_type_ids is not None:  # a tokenizer's segment ids, as a processor may return them
-            types = torch.as_tensor(token_type_ids)
-            if input_ids is not None and types.shape != torch.as_tensor(input_ids).shape:
-                raise ValueError(f"attribute: token_type_ids {tuple(types.shape)} do not match input_ids "
-                                 f"{tuple(torch.as_tensor(input_ids).shape)}")
-            if bool(types.ne(0).any()):
-                raise ValueError(f"attribute: token_type_ids must be all 0 for {family} models (a tokenizer's "
-                                 "single segment, ignored: the decoder has no token-type embedding); image tokens "
-                                 "are marked by the image token id (Qwen2-VL: mm_token_type_ids)")
         return explain_vision_language(model, adapter, options, input_ids=input_ids, attention_mask=attention_mask,
                                        pixel_values=pixel_values, image_grid_thw=image_grid_thw,
-                                       mm_token_type_ids=mm_token_type_ids,
+                                       mm_token_type_ids=mm_token_type_ids, token_type_ids=token_type_ids,
                                        pixel_attention_mask=pixel_attention_mask, target=target,
                                        position=-1 if position is None else position, contrast=contrast,
                                        checkpoint=checkpoint, tokenizer=tokenizer, progress=progress,

@@ -174,7 +174,7 @@ def explain_vision(args, source, config, adapter, device, dtype, prompt, status)
     parts = adapter.vision_language_of(model)
     built = build_inputs(processor, image_processor, tokenizer, parts, config, images, prompt)
     shown = seen_images(parts, image_processor, built, images)
-    inputs = {k: v.to(device) for k, v in built.items()}
+    inputs = {k: v.to(device) for k, v in built.items() if k != "labels"}  # (PaliGemma's labels: for training)
     n_prompt = inputs["input_ids"].shape[1]
     limit = adapter.max_length(config)
     if limit is not None and n_prompt + (args.generate or 0) > limit:
@@ -195,6 +195,10 @@ def explain_vision(args, source, config, adapter, device, dtype, prompt, status)
         if "mm_token_type_ids" in inputs:  # the generated tokens are text
             types = inputs["mm_token_type_ids"]
             explained["mm_token_type_ids"] = torch.cat([types, types.new_zeros(1, len(generated) - 1)], 1)
+        if "token_type_ids" in inputs:  # PaliGemma / Gemma 3: the generated tokens' type, as the model's generate
+            types = inputs["token_type_ids"]
+            explained["token_type_ids"] = torch.cat(
+                [types, types.new_full((1, len(generated) - 1), parts.generated_token_type)], 1)
         bar = ProgressBar(len(positions), "explaining")
         result = attribute(model, **explained, position=positions, target=generated,
                            contrast=None if contrast is None else [contrast] * len(positions),

@@ -13,7 +13,8 @@ from lrp_triton.models import deberta, deberta_v2  # issue 14, DeBERTa
 from lrp_triton.models import glm4_moe, olmoe, phimoe, qwen2_moe, qwen3_moe  # issue 13, MoE
 from lrp_triton.models import clip, siglip  # issue 14, two towers (each module: joint, vision, text adapters)
 from lrp_triton.models import dinov2, modernbert  # issue 14
-from lrp_triton.models import idefics3, llava, llava_next, qwen2_5_vl, qwen2_vl, qwen3_vl  # issue 15, vision-language
+from lrp_triton.models import gemma3_vl, idefics3, llava, llava_next, paligemma  # issue 15, vision-language
+from lrp_triton.models import qwen2_5_vl, qwen2_vl, qwen3_vl  # issue 15, vision-language
 from lrp_triton.models import gpt_oss, granitemoe, granitemoeshared  # issue 13: sinks, Granite's MoE
 from lrp_triton.models import deepseek_v2, deepseek_v3  # issue 13, multi-head latent attention
 from lrp_triton.models.base import Adapter
@@ -24,7 +25,8 @@ ADAPTERS: dict[str, Adapter] = {
                    gptj, olmo, olmo2, starcoder2, smollm3, glm4, granite, cohere, cohere2, ernie4_5, exaone4, olmo3,
                    t5, bert, roberta, vit, xlm_roberta, camembert, distilbert, electra, mt5, umt5, bart, mbart, marian,
                    qwen2_moe, qwen3_moe, olmoe, phimoe, glm4_moe, clip, siglip, modernbert, dinov2,
-                   deberta, deberta_v2, qwen2_vl, qwen2_5_vl, qwen3_vl, llava, llava_next, idefics3,
+                   deberta, deberta_v2, qwen2_vl, qwen2_5_vl, qwen3_vl, llava, llava_next, idefics3, paligemma,
+                   gemma3_vl,
                    gpt_oss, granitemoe, granitemoeshared, deepseek_v2, deepseek_v3)
     for adapter in getattr(module, "ADAPTERS", (module.ADAPTER,))
     for model_type in adapter.model_types

@@ -154,6 +154,7 @@ class VisionLanguageParts:
     `image_inputs`: the processor's other image keys the family takes (Idefics3: pixel_attention_mask),
     passed to `image_grid` as keywords after image_sizes; the grid it returns may be any object its own
     callables read.
+    `text_masks` builds the decoder's mask where it is more than causal (bidirectional image tokens).
     """
 
     text_model: nn.Module
@@ -173,6 +174,12 @@ class VisionLanguageParts:
     # [n_image_tokens, hidden]]), which text_model takes as deepstack_visual_embeds with visual_pos_masks
     deepstack: bool = False
     image_inputs: tuple[str, ...] = ()  # processor keys besides pixel_values (and image_sizes) image_grid takes
+    # models whose decoder mask depends on token_type_ids (PaliGemma's bidirectional prefix, Gemma 3's image
+    # blocks): (merged embeds, attention_mask, position_ids, token_type_ids or None) -> the text model's
+    # attention_mask (a mask or a mapping per layer type, as the model's own forward builds it); None: the
+    # text model builds its causal mask from attention_mask, and token_type_ids do not apply
+    text_masks: Callable[..., object] | None = None
+    generated_token_type: int = 0  # token_type_ids of generated tokens (PaliGemma's: 1, the causal suffix)
 
 
 @dataclass(frozen=True)

@@ -29,6 +29,7 @@ from reference_bart import bart_reference
 from reference_deberta import deberta_reference
 from reference_t5 import t5_reference
 from reference_idefics3 import idefics3_reference
+from reference_gemma_vl import decoder_extent, gemma_vl_reference
 from reference_llava import llava_next_reference, llava_reference
 from reference_vlm import vlm_reference
 
@@ -1787,6 +1788,128 @@ class Idefics3(Llava):
         return batch, singles, {f: batch["attention_mask"] for f in self.fields}
 
 
+# PaliGemma and Gemma 3: a SigLIP tower on 28 x 28 images (PaliGemma: patches of 14, 2 x 2 = 4 image tokens per
+# image; Gemma 3: patches of 7, 4 x 4 pooled to 2 x 2 = 4 image tokens), a Gemma (1) / Gemma 3 decoder
+SIGLIP_VL_VISION = dict(hidden_size=32, intermediate_size=48, num_hidden_layers=2, num_attention_heads=2, image_size=28,
+                        patch_size=14, vision_use_head=False)
+GEMMA_VL_TEXT = dict(vocab_size=97, hidden_size=32, intermediate_size=48, num_hidden_layers=2, num_attention_heads=2,
+                     num_key_value_heads=1, head_dim=16, max_position_embeddings=128, bos_token_id=1, eos_token_id=2,
+                     pad_token_id=0)
+
+
+def paligemma_config(text=None):
+    return transformers.PaliGemmaConfig(vision_config=dict(SIGLIP_VL_VISION, projection_dim=32), projection_dim=32,
+                                        text_config=dict(GEMMA_VL_TEXT, **{"model_type": "gemma", **(text or {})}),
+                                        image_token_index=90)
+
+
+def gemma3_vl_config(text=None):
+    """Gemma 3 with a sliding layer (window 3: shorter than an image's block of 4 tokens) and a full one."""
+    text = dict(GEMMA_VL_TEXT, sliding_window=3, layer_types=["sliding_attention", "full_attention"], **(text or {}))
+    return transformers.Gemma3Config(vision_config=dict(SIGLIP_VL_VISION, patch_size=7), text_config=text,
+                                     image_token_index=90, boi_token_index=91, eoi_token_index=92,
+                                     mm_tokens_per_image=4)
+
+
+def paligemma_row(n_text, n_images, n_suffix=2):
+    """(ids, token types) of one PaliGemma prompt: the image tokens, <bos> and the prompt (type 0, the
+    bidirectional prefix), then a suffix of `n_suffix` tokens (type 1, causal)."""
+    ids = torch.cat([torch.full((4 * n_images,), 90), torch.tensor([1]), torch.randint(3, 90, (n_text - 1,))])
+    types = torch.zeros_like(ids)
+    types[len(ids) - n_suffix:] = 1
+    return ids, types
+
+
+def gemma3_vl_row(n_text, n_images):
+    """(ids, token types) of one Gemma 3 prompt: text, each image as <boi> 4 image tokens <eoi>, text; type 1
+    at the image tokens."""
+    pieces = [torch.randint(3, 90, (n_text - n_text // 2,))]
+    for _ in range(n_images):
+        pieces += [torch.tensor([91]), torch.full((4,), 90), torch.tensor([92])]
+    ids = torch.cat(pieces + [torch.randint(3, 90, (n_text // 2,))])
+    return ids, (ids == 90).long()
+
+
+def randomize_gemma_vl(model):
+    """randomize_vlm, then Gemma's (1 + w) norms near 1 (w near 0: randomize_vlm draws w near 1, a factor 2 per
+    norm that grows the residual stream and its float32 rounding), and unit-size text embeddings after Gemma's
+    sqrt(hidden) scale (as the image features)."""
+    model = randomize_vlm(model)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if name.endswith("norm.weight") and (".language_model." in name or "mm_soft_emb_norm" in name):
+                p.sub_(1.0)
+        model.get_input_embeddings().weight /= math.sqrt(model.config.text_config.hidden_size)
+    return model
+
+
+class GemmaVisionLanguage(Llava):
+    """PaliGemma / Gemma 3: SigLIP tower, projector, Gemma decoder with bidirectional attention over
+    PaliGemma's prefix or within each Gemma 3 image (token_type_ids); pixel_values [n_images, 3, 28, 28]."""
+
+    def __init__(self, name):
+        super().__init__(name)
+        self.row, self.block = (paligemma_row, 4) if name == "paligemma" else (gemma3_vl_row, 6)  # tokens per image
+        if name == "paligemma":  # (the Triton case: Gemma 3's, the same tower and kernels, with sliding layers)
+            self.cases = tuple(c for c in self.cases if c.backend != "triton")
+
+    def config(self):
+        return paligemma_config() if self.name == "paligemma" else gemma3_vl_config()
+
+    def build(self):
+        cls = (transformers.PaliGemmaForConditionalGeneration if self.name == "paligemma"
+               else transformers.Gemma3ForConditionalGeneration)
+        return randomize_gemma_vl(cls(self.config()))
+
+    def position_ids(self, mask):
+        return (mask.long().cumsum(-1) - 1).clamp(min=0) + (self.name == "paligemma")  # PaliGemma counts from 1
+
+    def batch(self, rows, n_images, side="right"):
+        ids, mask, types = pad_rows([r for r, _ in rows], side, 0, ([t for _, t in rows], 0))
+        return {"input_ids": ids, "attention_mask": mask, "pixel_values": torch.randn(sum(n_images), 3, 28, 28),
+                "token_type_ids": types}
+
+    def inputs(self, batch=1, size=None, pad=0):
+        n = size or 7
+        images = [2] + [1] * (batch - 1)  # two images in the first prompt
+        out = self.batch([self.row(n + self.block * (2 - k), k) for k in images], images)  # rows of one length
+        if pad:  # the last row's last `pad` tokens padding
+            out["input_ids"][-1, -pad:] = 0
+            out["attention_mask"][-1, -pad:] = False
+            out["token_type_ids"][-1, -pad:] = 0
+        return out
+
+    def reference(self, model, inputs, result, case, request):
+        ids, mask, types = inputs["input_ids"], inputs["attention_mask"].bool(), inputs["token_type_ids"]
+        positions = padded_index(mask, request.get("position", -1))
+        fields, score, z = gemma_vl_reference(model, ids, mask, inputs["pixel_values"], types, positions,
+                                              request.get("target", result.target), request.get("contrast"),
+                                              case.mode)
+        rows = torch.arange(len(ids))
+        reach = decoder_extent(model, types, ids.shape[1])[rows, positions]  # the explained token's block end
+        hidden = (torch.arange(ids.shape[1])[None] > reach[:, None]) | ~mask
+        position_ids = self.position_ids(mask)
+        return Reference({k: fields[k] for k in self.fields}, score, z,
+                         lambda: self.outputs(model, dict(inputs, position_ids=position_ids))[rows, positions],
+                         zeros={"relevance": hidden, "text_relevance": hidden | (ids == 90)}, position=positions)
+
+    def leaf(self, model, inputs):
+        """The merged sequence (word embeddings, projected image features at the image tokens)."""
+        inner, ids, mask = model.model, inputs["input_ids"], inputs["attention_mask"]
+        image = inner.get_image_features(pixel_values=inputs["pixel_values"]).pooler_output
+        embeds = inner.get_input_embeddings()(ids)
+        x = embeds.masked_scatter((ids == 90)[..., None], image.to(embeds.dtype)).detach().requires_grad_()
+        return x, {"inputs_embeds": x, "attention_mask": mask, "position_ids": self.position_ids(mask),
+                   "token_type_ids": inputs["token_type_ids"]}
+
+    def padded(self, side):
+        rows = [self.row(n, k) for n, k in ((9, 2), (5, 1))]
+        batch = self.batch(rows, [2, 1], side)
+        singles = [{"input_ids": r[None], "token_type_ids": t[None], "pixel_values": px}
+                   for (r, t), px in zip(rows, batch["pixel_values"].split([2, 1]))]
+        return batch, singles, {f: batch["attention_mask"] for f in self.fields}
+
+
 ZOO = ([Decoder(f) for f in (*FAMILIES, *VARIANTS)]
        + [Text(n) for n in ("bert-cls", "bert-mlm", "bert-base", "roberta-cls", "roberta-mlm", "xlm-roberta-cls",
                             "xlm-roberta-mlm", "camembert-cls", "camembert-mlm", "distilbert-cls", "distilbert-mlm",
@@ -1799,5 +1922,6 @@ ZOO = ([Decoder(f) for f in (*FAMILIES, *VARIANTS)]
        + [cls(f) for f in TWO_TOWER for cls in (TwoTower, TowerVision, TowerText)]
        + [VisionLanguage("qwen2_vl"), VisionLanguage25("qwen2_5_vl"), Qwen3VL("qwen3_vl"), Qwen3VLMoe("qwen3_vl_moe"),
           Llava("llava"), LlavaNext("llava_next")]
-       + [Idefics3("idefics3"), Idefics3("smolvlm", smolvlm=True)])
+       + [Idefics3("idefics3"), Idefics3("smolvlm", smolvlm=True)]
+       + [GemmaVisionLanguage(n) for n in ("paligemma", "gemma3")])
 BY_NAME = {e.name: e for e in ZOO}

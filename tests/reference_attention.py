@@ -23,16 +23,27 @@ import math
 import torch
 
 
-def visibility(b, n, m, *, causal, sliding_window, key_padding_mask, device):
-    """[B, 1, N, M] bool: which key each query sees (queries are the last N of M positions)."""
+def visibility(b, n, m, *, causal, sliding_window, key_padding_mask, device, causal_extent=None):
+    """[B, 1, N, M] bool: which key each query sees (queries are the last N of M positions).
+
+    causal_extent [B, N] (with causal): query i sees the keys j <= causal_extent[b, i] (>= its own
+    position: the end of its bidirectional block), and a window then bounds the past only, i - j <
+    window (a block reaches ahead past the window, as transformers' sliding overlay j > i - window)."""
     q_pos = torch.arange(n, device=device)[:, None] + (m - n)
     k_pos = torch.arange(m, device=device)[None, :]
     vis = torch.ones(n, m, dtype=torch.bool, device=device)
-    if causal:
-        vis &= k_pos <= q_pos
-    if sliding_window is not None:
-        vis &= (q_pos - k_pos).abs() < sliding_window  # causal: i - j < window; else the band |i - j| < window
-    vis = vis.expand(b, 1, n, m)
+    if causal and causal_extent is not None:
+        assert (causal_extent >= q_pos[:, 0]).all(), "causal_extent must reach at least each query's position"
+        vis = vis & (k_pos[None] <= causal_extent[:, :, None])  # [B, N, M]
+        if sliding_window is not None:
+            vis = vis & (q_pos - k_pos < sliding_window)
+        vis = vis[:, None]
+    else:
+        if causal:
+            vis &= k_pos <= q_pos
+        if sliding_window is not None:
+            vis &= (q_pos - k_pos).abs() < sliding_window  # causal: i - j < window; else the band |i - j| < window
+        vis = vis.expand(b, 1, n, m)
     if key_padding_mask is not None:
         vis = vis & key_padding_mask[:, None, None, :]
     return vis
@@ -49,7 +60,7 @@ def dense_relative_bias(relative_bias, n, m):
 
 
 def attention_forward_reference(q, k, v, *, causal, scale=None, key_padding_mask=None, sliding_window=None,
-                                softcap=None, bias=None, relative_bias=None, sinks=None):
+                                softcap=None, bias=None, relative_bias=None, sinks=None, causal_extent=None):
     """float64 eager attention; returns a dict of every intermediate (S_raw, S_cap, S, P, O)."""
     q, k, v = q.double(), k.double(), v.double()
     b, h, n, d = q.shape
@@ -64,7 +75,8 @@ def attention_forward_reference(q, k, v, *, causal, scale=None, key_padding_mask
     s_cap = softcap * torch.tanh(s_raw / softcap) if softcap is not None else s_raw
     s = s_cap + bias.double() if bias is not None else s_cap
     vis = visibility(b, n, m, causal=causal, sliding_window=sliding_window,
-                     key_padding_mask=key_padding_mask, device=q.device).expand(b, h, n, m)
+                     key_padding_mask=key_padding_mask, device=q.device,
+                     causal_extent=causal_extent).expand(b, h, n, m)
     s_masked = s.masked_fill(~vis, float("-inf"))
     row_max = s_masked.amax(-1, keepdim=True)
     sink = None if sinks is None else sinks.double().view(1, h, 1, 1)
@@ -81,11 +93,12 @@ def attention_forward_reference(q, k, v, *, causal, scale=None, key_padding_mask
 
 
 def attention_relevance_reference(q, k, v, grad_out, *, mode, causal, scale=None, key_padding_mask=None,
-                                  sliding_window=None, softcap=None, bias=None, relative_bias=None, sinks=None):
+                                  sliding_window=None, softcap=None, bias=None, relative_bias=None, sinks=None,
+                                  causal_extent=None):
     """(R_q, R_k, R_v) in float64 for the upstream relevance R_O = O * grad_out (AttnLRP or CP-LRP)."""
     f = attention_forward_reference(q, k, v, causal=causal, scale=scale, key_padding_mask=key_padding_mask,
                                     sliding_window=sliding_window, softcap=softcap, bias=bias,
-                                    relative_bias=relative_bias, sinks=sinks)
+                                    relative_bias=relative_bias, sinks=sinks, causal_extent=causal_extent)
     return attention_relevance_from(f, f["out"] * grad_out.double(), mode=mode,
                                     has_bias=bias is not None or relative_bias is not None)
 

@@ -215,11 +215,12 @@ def attention_core(q, k, v, mode, **kw):
     return f["out"], lambda r: attention_relevance_from(f, r, mode=mode, has_bias=kw.get("bias") is not None)
 
 
-def llama_attention(attn, x, cos, sin, mask, cfg, mode):
+def llama_attention(attn, x, cos, sin, mask, cfg, mode, extent=None):
     """Llama-family self-attention: fused qkv (Phi-3); q/k/v clipping (OLMo's clip_qkv); q/k norms
     over the whole projection (OLMo 2, OLMo 3; OLMoE: before its clip) or per head (Qwen3 / Gemma 3 / EXAONE 4;
     Cohere's with a weight per head); RoPE and the window where the layer has them (`rope_and_window`).
-    DeepSeek-V2 / V3's multi-head latent attention: reference_mla."""
+    DeepSeek-V2 / V3's multi-head latent attention: reference_mla. `extent` [B, N]: the last key each
+    query sees (bidirectional image blocks: reference_attention.visibility's causal_extent)."""
     if hasattr(attn, "kv_a_proj_with_mqa"):
         from reference_mla import mla_attention
         return mla_attention(attn, x, cos, sin, mask, cfg, mode)
@@ -263,7 +264,8 @@ def llama_attention(attn, x, cos, sin, mask, cfg, mode):
         k, b_rk = rope(k, cos[:, None], sin[:, None], interleaved)
     o, b_core = attention_core(q, k, v, mode, causal=True, scale=attn.scaling, key_padding_mask=mask,
                                sliding_window=window, softcap=getattr(attn, "attn_logit_softcapping", None),
-                               sinks=d64(getattr(attn, "sinks", None)))  # gpt-oss: a sink logit per head
+                               sinks=d64(getattr(attn, "sinks", None)),  # gpt-oss: a sink logit per head
+                               causal_extent=extent)
     y, b_o = linear(merge_heads(o), attn.o_proj.weight, attn.o_proj.bias)
 
     def back(r):
@@ -549,15 +551,15 @@ def layer_norms(layer):
     return layer.input_layernorm, None, layer.post_attention_layernorm, None
 
 
-def llama_layer(layer, x, cos, sin, mask, cfg, mode):
+def llama_layer(layer, x, cos, sin, mask, cfg, mode, extent=None):
     """Decoder layer x + post(attn(pre(x))), then the same around the MLP; each norm with its own rule
-    (RMSNorm: identity; LayerNorm: std constant)."""
+    (RMSNorm: identity; LayerNorm: std constant). `extent`: see llama_attention."""
     if cfg.model_type in PARALLEL_BLOCK:
         return parallel_llama_layer(layer, x, cos, sin, mask, cfg, mode)
     residual_scale = getattr(layer, "residual_multiplier", 1.0)  # Granite: x + m * f(x)
     pre_attn, post_attn, pre_mlp, post_mlp = layer_norms(layer)
     a, b_n1 = norm(x, pre_attn)
-    o, b_attn = llama_attention(layer.self_attn, a, cos, sin, mask, cfg, mode)
+    o, b_attn = llama_attention(layer.self_attn, a, cos, sin, mask, cfg, mode, extent)
     o, b_n2 = norm(o, post_attn)
     o, _ = scaled(o, residual_scale)
     x2, b_add1 = add(x, o)

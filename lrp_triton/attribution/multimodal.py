@@ -1,14 +1,15 @@
 """Attribution of a vision-language model's logits (adapter kind "vision_language": Qwen2-VL, Qwen2.5-VL,
-Qwen3-VL, LLaVA, LLaVA-NeXT, Idefics3, SmolVLM).
+Qwen3-VL, LLaVA, LLaVA-NeXT, Idefics3, SmolVLM, PaliGemma, Gemma 3).
 
 One forward pass: the word embeddings (a relevance leaf), the vision tower on the pixel values (a
 leaf) and its merger (`VisionLanguageParts.image_features`), the image embeddings put at the image
 tokens (`masked_scatter`, as the model does: a copy, so each position's relevance goes to exactly
 one of the two), the decoder on the merged sequence with the model's own position ids (3-D
 multimodal rotary ids; Qwen3-VL: its DeepStack features added at the image tokens after the first
-layers, their relevance counted at those tokens), and the language-model head at the explained
-positions. Then the backward of the explained scores, several positions in one batched pass, as
-for text decoders (`core.one_backward_per_score`).
+layers, their relevance counted at those tokens) and mask (PaliGemma's bidirectional prefix and
+Gemma 3's bidirectional image blocks, from token_type_ids: `VisionLanguageParts.text_masks`), and
+the language-model head at the explained positions. Then the backward of the explained scores,
+several positions in one batched pass, as for text decoders (`core.one_backward_per_score`).
 
 Read after each backward: token relevance of the merged sequence (`relevance`), of the word
 embeddings (`text_relevance`), the pixel values * grad (summed over channels into one map per
@@ -131,14 +132,36 @@ def fixed_size_images(model, parts, pixel_values, image_grid_thw, image_sizes, i
     return pixels, parts.image_grid(pixels, image_sizes, **image_inputs)
 
 
+def check_token_types(model, parts, token_type_ids, ids):
+    """token_type_ids [B, N] (integers) for a model whose decoder mask reads them (`parts.text_masks`); None
+    for the others, which accept only all-0 segment ids (a tokenizer's), or when absent."""
+    if token_type_ids is None:
+        return None
+    types = torch.as_tensor(token_type_ids, device=ids.device)
+    types = types[None] if types.dim() == 1 else types
+    if tuple(types.shape) != tuple(ids.shape):
+        raise ValueError(f"attribute: token_type_ids shape {tuple(types.shape)} does not match input_ids "
+                         f"{tuple(ids.shape)}")
+    types = integer_ids(types, "token_type_ids", str(tuple(ids.shape)))
+    if parts.text_masks is not None:
+        return types
+    if bool(types.ne(0).any()):  # a tokenizer's single segment, as a processor may return it: ignored
+        raise ValueError(f"attribute: token_type_ids must be all 0 for {model.config.model_type} models (a "
+                         "tokenizer's single segment, ignored: the decoder has no token-type embedding); image "
+                         "tokens are marked by the image token id (Qwen2-VL: mm_token_type_ids)")
+    return None
+
+
 def explain_vision_language(model, adapter, options, *, input_ids, attention_mask, pixel_values, image_grid_thw,
                             mm_token_type_ids, target, position, contrast, checkpoint, tokenizer,
-                            progress, image_sizes=None, pixel_attention_mask=None) -> VisionLanguageAttribution:
+                            progress, image_sizes=None, pixel_attention_mask=None,
+                            token_type_ids=None) -> VisionLanguageAttribution:
     """See `lrp_triton.attribute` for the arguments; `position` defaults to the last token there."""
     parts = adapter.vision_language_of(model)
     head = adapter.head(model)
     inputs = check_text_inputs(model, input_ids, None, attention_mask, adapter.max_length(model.config))
     ids, mask = inputs.input_ids, inputs.attention_mask
+    token_types = check_token_types(model, parts, token_type_ids, ids)
     pixels, grid, mm_types, image_rows = check_images(model, parts, ids, pixel_values, image_grid_thw,
                                                       mm_token_type_ids, image_sizes,
                                                       {"pixel_attention_mask": pixel_attention_mask})
@@ -162,7 +185,9 @@ def explain_vision_language(model, adapter, options, *, input_ids, attention_mas
                     extra = {"visual_pos_masks": is_image, "deepstack_visual_embeds": deepstack}
                 merged = embeds.masked_scatter(is_image[..., None], image_embeds.to(embeds.dtype))
             position_ids = parts.position_ids(ids, mm_types, grid, mask)
-            hidden = parts.text_model(inputs_embeds=merged, attention_mask=mask, position_ids=position_ids,
+            text_mask = mask if parts.text_masks is None else parts.text_masks(merged, mask, position_ids,
+                                                                               token_types)
+            hidden = parts.text_model(inputs_embeds=merged, attention_mask=text_mask, position_ids=position_ids,
                                       use_cache=False, **extra)[0]
             scores, targets = explained_scores(model, adapter, options, head, hidden, positions, targets, contrasts)
 
