@@ -28,12 +28,12 @@ from lrp_triton.models.mistral import ADAPTER as MISTRAL
 from lrp_triton.models.qwen2_vl import text_max_length
 
 
-def fixed_grid(pixel_values: torch.Tensor, vision_config, image_sizes=None) -> torch.Tensor:
+def fixed_grid(pixel_values: torch.Tensor, vision_config, image_sizes=None, family="llava") -> torch.Tensor:
     """[n_images, 3] = (1, H / patch, W / patch) per image, after checking pixel_values is float
     [n_images, C, H, W] at the tower's channels and image size (a ValueError naming the shape) and that
     no image_sizes came (LLaVA-NeXT's: every LLaVA image is one tile at the tower's size)."""
     if image_sizes is not None:
-        raise ValueError("attribute: image_sizes does not apply to llava models: each image is pixel_values "
+        raise ValueError(f"attribute: image_sizes does not apply to {family} models: each image is pixel_values "
                          "[channels, height, width] at the vision tower's image size (LLaVA-NeXT takes image_sizes)")
     size, patch = vision_config.image_size, vision_config.patch_size
     channels = getattr(vision_config, "num_channels", 3)

@@ -58,8 +58,8 @@ def siglip_parts(model, image_features, text_masks, position_ids, token_side=Non
         image_maps=lambda values, grid, level: image_maps(values, grid, level, token_side),
         tokens_per_image=lambda grid: [per_image] * len(grid),
         patch_dim=vision.patch_size ** 2 * getattr(vision, "num_channels", 3),
-        image_grid=lambda pixels: fixed_grid(pixels, vision), patch_rows=patch_rows, text_masks=text_masks,
-        generated_token_type=generated_token_type)
+        image_grid=lambda pixels, image_sizes: fixed_grid(pixels, vision, image_sizes, config.model_type),
+        patch_rows=patch_rows, text_masks=text_masks, generated_token_type=generated_token_type)
 
 
 def projected_images(inner):
