@@ -28,7 +28,6 @@ both maps. Patches alike ([rows h, cols w] and [h, w]). Tokens: `image_token_rel
 from __future__ import annotations
 
 import torch
-from transformers.models.llava_next.modeling_llava_next import get_anyres_image_grid_shape, unpad_image
 
 from lrp_triton.models.base import Adapter, VisionLanguageParts, positions_from_zero
 from lrp_triton.models.llava import ADAPTER as LLAVA, patch_rows
@@ -37,7 +36,10 @@ from lrp_triton.models.qwen2_vl import text_max_length
 
 def canvas_layout(config, size) -> tuple[int, int, int, int]:
     """(rows, cols) of canvas tiles and (R, C), the canvas feature grid [rows h, cols w] once unpadded,
-    of an image of `size` = (height, width): the model's own functions, run on an index grid."""
+    of an image of `size` = (height, width): the model's own functions, run on an index grid (imported
+    here: HF's modeling module pulls in torch._dynamo and Triton, which `import lrp_triton` must not)."""
+    from transformers.models.llava_next.modeling_llava_next import get_anyres_image_grid_shape, unpad_image
+
     vision = config.vision_config
     rows, cols = get_anyres_image_grid_shape(list(size), config.image_grid_pinpoints, vision.image_size)
     side = vision.image_size // vision.patch_size
