@@ -11,6 +11,15 @@ Per (batch, head), queries are the last N of M positions (query i sits at positi
     sinks (gpt-oss): P_ij = exp(S_ij) / (exp(s_h) + sum_j' exp(S_ij')), a learned logit s_h per head
             that joins the denominator and attends nowhere (no value: its probability is dropped)
 
+Causal extents (HAS_EXTENT, `causal_extent` int32 [B, N]: PaliGemma's prefix, Gemma 3's image
+blocks): query i sees the keys j <= ext[i] (>= its own position), the window bounding the past only,
+position(i) - j < window. A query block's key range ends at max(ext) + 1 over the block, its unmasked
+interior at the last whole key tile <= min(ext) (`extent_keys`); a key block's query range starts at
+first_query[n0] = min{i : ext[i] >= n0} (computed on the host by a cummax and a binary search; it is
+non-decreasing in the key, so the block's first key bounds it: `extent_queries`), so that every tile
+no query sees is skipped and the interior runs only where every pair is visible. Without extents the
+kernels compile exactly as before (HAS_EXTENT is in the autotune key).
+
 Forward (FlashAttention-2): one program per block of queries walks the visible key blocks with an
 online softmax (running max m, running sum l, rescaled accumulator) and stores O and the log2
 log-sum-exp L = m + log2(l) per row (+inf for a row with no visible key, so that P = 0 there). A sink

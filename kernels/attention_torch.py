@@ -8,7 +8,8 @@ Attention, per head, with queries the last N of M positions (bottom-right alignm
 
     S_raw = scale * Q K^T
     S     = softcap(S_raw) + bias + rel + mask  softcap(x) = c * tanh(x / c); mask is 0 or -inf;
-                                                 rel[h, i, j] = relative_bias[h, j - i + N - 1] (T5)
+                                                 rel[h, i, j] = relative_bias[h, j - i + N - 1] (T5);
+                                                 causal_extent: visible j <= ext[b, i], i - j < window
     P     = softmax(S)                           (rows whose keys are all masked: P = 0)
     O     = P V
     sinks: P_ij = exp(S_ij) / (exp(s_h) + sum_j' exp(S_ij')): a logit per head in the denominator only

@@ -117,19 +117,52 @@ def test_extent_equal_to_causal_is_plain_causal(backend):
         assert torch.equal(a, c)
 
 
+def test_extent_form_reads_block_masks_exactly():
+    """lrp_triton.mask_extent on transformers' masks: Gemma 3's (causal OR blocks, AND the window, padding) gives
+    the blocks' extents and the padding; a mask of another form gives None (the interface keeps the bias):
+    PaliGemma 2's sliding layers (causal AND window) OR a prefix longer than the window, a block id on two
+    separate runs."""
+    from transformers.masking_utils import (and_masks, blockwise_overlay, causal_mask_function, or_masks,
+                                            sdpa_mask, sliding_window_causal_mask_function, sliding_window_overlay)
+
+    from lrp_triton.mask_extent import extent_form
+
+    n = 14
+    pad = torch.ones(2, n, dtype=torch.bool)
+    pad[1, -3:] = False
+    ids = torch.full((2, n), -1)
+    ids[0, 2:8], ids[1, 4:7], ids[1, 8:10] = 0, 1, 2
+
+    def mask(fn, pad=pad):
+        return sdpa_mask(batch_size=2, q_length=n, kv_length=n, mask_function=fn, attention_mask=pad,
+                         allow_is_causal_skip=False, device="cpu")
+
+    ext = torch.arange(n).expand(2, n).clone()
+    ext[0, 2:8], ext[1, 4:7], ext[1, 8:10] = 7, 6, 9
+    for window in (None, 3):
+        fn = or_masks(causal_mask_function, blockwise_overlay(ids))
+        if window is not None:
+            fn = and_masks(fn, sliding_window_overlay(window))
+        padding, extent = extent_form(mask(fn), window)
+        assert torch.equal(padding, pad) and torch.equal(extent, ext.to(torch.int32))
+    plain = extent_form(mask(causal_mask_function, None), None)
+    assert plain == (None, None)  # plain causal: no extent
+    assert extent_form(mask(or_masks(sliding_window_causal_mask_function(3), blockwise_overlay(ids))), 3) is None
+    split = ids.clone()
+    split[1, 8:10] = 1  # block 1 on two runs: the text between them is not seen
+    assert extent_form(mask(or_masks(causal_mask_function, blockwise_overlay(split))), None) is None
+
+
 def test_reference_extent_rule_is_transformers_mask():
     """visibility's causal_extent rule (window one-sided) is transformers' sdpa_mask of causal OR blocks,
     AND the sliding overlay for Gemma 3's sliding layers, with padding."""
-    from transformers.masking_utils import (and_masks, causal_mask_function, or_masks, sdpa_mask,
+    from transformers.masking_utils import (and_masks, blockwise_overlay, causal_mask_function, or_masks, sdpa_mask,
                                             sliding_window_overlay)
 
     n, window = 13, 4
     group = torch.full((2, n), -1)
     group[0, 2:9], group[1, 0:5], group[1, 7:11] = 0, 1, 2
-
-    def blocks(batch_idx, head_idx, q_idx, kv_idx):
-        g = group[batch_idx, q_idx]
-        return (g >= 0) & (g == group[batch_idx, kv_idx])
+    blocks = blockwise_overlay(group)
 
     pad = torch.ones(2, n, dtype=torch.bool)
     pad[1, -2:] = False
