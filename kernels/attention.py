@@ -11,6 +11,15 @@ Per (batch, head), queries are the last N of M positions (query i sits at positi
     sinks (gpt-oss): P_ij = exp(S_ij) / (exp(s_h) + sum_j' exp(S_ij')), a learned logit s_h per head
             that joins the denominator and attends nowhere (no value: its probability is dropped)
 
+Causal extents (HAS_EXTENT, `causal_extent` int32 [B, N]: PaliGemma's prefix, Gemma 3's image
+blocks): query i sees the keys j <= ext[i] (>= its own position), the window bounding the past only,
+position(i) - j < window. A query block's key range ends at max(ext) + 1 over the block, its unmasked
+interior at the last whole key tile <= min(ext) (`extent_keys`); a key block's query range starts at
+first_query[n0] = min{i : ext[i] >= n0} (computed on the host by a cummax and a binary search; it is
+non-decreasing in the key, so the block's first key bounds it: `extent_queries`), so that every tile
+no query sees is skipped and the interior runs only where every pair is visible. Without extents the
+kernels compile exactly as before (HAS_EXTENT is in the autotune key).
+
 Forward (FlashAttention-2): one program per block of queries walks the visible key blocks with an
 online softmax (running max m, running sum l, rescaled accumulator) and stores O and the log2
 log-sum-exp L = m + log2(l) per row (+inf for a row with no visible key, so that P = 0 there). A sink
@@ -48,7 +57,7 @@ import triton.language as tl
 
 from lrp_triton.kernels import buffers
 from lrp_triton.kernels.attention_backward import attn_bwd_delta, attn_bwd_dkdv, attn_bwd_dq
-from lrp_triton.kernels.attention_tiles import (FWD_CONFIGS, FWD_HOPPER, LOG2E, NEG_INF, TUNE_CAP, TUNE_KEY,
+from lrp_triton.kernels.attention_tiles import (FWD_CONFIGS, FWD_HOPPER, LOG2E, NEG_INF, TUNE_CAP, TUNE_KEY, extent_keys,
                                              interior_keys, key_range, load_tile, pruner, tile_scores, tile_src,
                                              tma_allowed, visible)
 from lrp_triton.kernels.triton_setup import INTERPRETING, ensure_allocator, on_tensor_device
@@ -59,11 +68,11 @@ from lrp_triton.rules import ATTENTION_RULES
 # ----------------------------------------------------------------------------------------------
 @triton.jit
 def _fwd_tile(acc, m_i, l_i, q, k_src, v_src, offs_m, start_n, d_ok, dv_ok, kpm_base, bias_base, stride_bn, stride_bm,
-              rel_base, stride_rm, N, M, scale, qk_scale, softcap, window,
+              rel_base, stride_rm, N, M, scale, qk_scale, softcap, window, ext,
               MASKED: tl.constexpr, CAUSAL: tl.constexpr, HAS_WINDOW: tl.constexpr, HAS_SOFTCAP: tl.constexpr,
               HAS_KPM: tl.constexpr, HAS_BIAS: tl.constexpr, HAS_REL: tl.constexpr, EVEN_D: tl.constexpr,
               EVEN_DV: tl.constexpr, DOT_F32: tl.constexpr, PRECISION: tl.constexpr, BLOCK_N: tl.constexpr,
-              USE_TMA: tl.constexpr):
+              USE_TMA: tl.constexpr, HAS_EXTENT: tl.constexpr):
     """One key tile of the online softmax: (acc, m, l) after the keys [start_n, start_n + BLOCK_N).
 
     Interior tiles (MASKED False: every key visible to every query of the block) load without masks
@@ -80,7 +89,7 @@ def _fwd_tile(acc, m_i, l_i, q, k_src, v_src, offs_m, start_n, d_ok, dv_ok, kpm_
         v = v.to(tl.float32)
     qk = tl.dot(q, k_t, input_precision=PRECISION)
     if MASKED:
-        vis = visible(offs_m[:, None], offs_n[None, :], N, M, window, CAUSAL, HAS_WINDOW)
+        vis = visible(offs_m[:, None], offs_n[None, :], N, M, window, CAUSAL, HAS_WINDOW, ext[:, None], HAS_EXTENT)
     else:
         vis = offs_n[None, :] >= 0  # (all true; only used with padding or a bias)
     if HAS_KPM:
@@ -113,7 +122,7 @@ def _fwd_tile(acc, m_i, l_i, q, k_src, v_src, offs_m, start_n, d_ok, dv_ok, kpm_
                  prune_configs_by={"early_config_prune": pruner(FWD_HOPPER)})
 @triton.jit
 def _attn_fwd(
-    Q, K, V, O, LSE, KPM, BIAS, REL, SINKS,
+    Q, K, V, O, LSE, KPM, BIAS, REL, SINKS, EXT, stride_eb,
     stride_qb, stride_qh, stride_qn, stride_qd,
     stride_kb, stride_kh, stride_kn, stride_kd,
     stride_vb, stride_vh, stride_vn, stride_vd,
@@ -124,7 +133,7 @@ def _attn_fwd(
     CAUSAL: tl.constexpr, HAS_WINDOW: tl.constexpr,
     HAS_SOFTCAP: tl.constexpr, HAS_KPM: tl.constexpr, HAS_BIAS: tl.constexpr, HAS_REL: tl.constexpr,
     DOT_F32: tl.constexpr, PRECISION: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
-    HAS_SINKS: tl.constexpr, USE_TMA: tl.constexpr,
+    HAS_SINKS: tl.constexpr, USE_TMA: tl.constexpr, HAS_EXTENT: tl.constexpr,
 ):
     # causal: the last query blocks see the most keys; they start first (heaviest first)
     pid_m = tl.num_programs(0) - 1 - tl.program_id(0) if CAUSAL else tl.program_id(0)
@@ -166,6 +175,10 @@ def _attn_fwd(
     # interior [a, b); tile addresses are a 64-bit scalar base plus loop-invariant 32-bit offsets
     lo, hi = key_range(m0, N, M, window, CAUSAL, HAS_WINDOW, BLOCK_M, BLOCK_N)
     a, b_int = interior_keys(m0, lo, hi, N, M, window, CAUSAL, HAS_WINDOW, BLOCK_M, BLOCK_N)
+    ext = offs_m  # (unused without causal extents)
+    if HAS_EXTENT:  # keys j <= ext[i]: the range ends at the block's largest extent (extent_keys)
+        ext = tl.load(EXT + b * stride_eb + offs_m, mask=offs_m < N, other=-1)
+        hi, b_int = extent_keys(ext, m0, lo, a, N, M, BLOCK_M, BLOCK_N)
     rows = tl.arange(0, BLOCK_N)
     kt_off = rows[None, :] * stride_kn + offs_d[:, None] * stride_kd  # K^T tile [BLOCK_D, BLOCK_N]
     v_off = rows[:, None] * stride_vn + offs_dv[None, :] * stride_vd
@@ -175,16 +188,16 @@ def _attn_fwd(
         row0 = tl.cast(start_n, tl.int64)
         acc, m_i, l_i = _fwd_tile(acc, m_i, l_i, q, tile_src(k_base, row0, stride_kn, kt_off, USE_TMA),
                                   tile_src(v_base, row0, stride_vn, v_off, USE_TMA), offs_m, start_n, d_ok, dv_ok, kpm_base, bias_base,
-                                  stride_bn, stride_bm, rel_base, stride_rm, N, M, scale, qk_scale, softcap, window,
+                                  stride_bn, stride_bm, rel_base, stride_rm, N, M, scale, qk_scale, softcap, window, ext,
                                   True, CAUSAL, HAS_WINDOW, HAS_SOFTCAP, HAS_KPM, HAS_BIAS, HAS_REL, EVEN_D,
-                                  EVEN_DV, DOT_F32, PRECISION, BLOCK_N, USE_TMA)
+                                  EVEN_DV, DOT_F32, PRECISION, BLOCK_N, USE_TMA, HAS_EXTENT)
     for start_n in range(a, b_int, BLOCK_N):
         row0 = tl.cast(start_n, tl.int64)
         acc, m_i, l_i = _fwd_tile(acc, m_i, l_i, q, tile_src(k_base, row0, stride_kn, kt_off, USE_TMA),
                                   tile_src(v_base, row0, stride_vn, v_off, USE_TMA), offs_m, start_n, d_ok, dv_ok, kpm_base, bias_base,
-                                  stride_bn, stride_bm, rel_base, stride_rm, N, M, scale, qk_scale, softcap, window,
+                                  stride_bn, stride_bm, rel_base, stride_rm, N, M, scale, qk_scale, softcap, window, ext,
                                   False, CAUSAL, HAS_WINDOW, HAS_SOFTCAP, HAS_KPM, HAS_BIAS, HAS_REL, EVEN_D,
-                                  EVEN_DV, DOT_F32, PRECISION, BLOCK_N, USE_TMA)
+                                  EVEN_DV, DOT_F32, PRECISION, BLOCK_N, USE_TMA, HAS_EXTENT)
 
     if HAS_SINKS:  # the head's sink logit joins the running max and sum; it adds nothing to acc (no value)
         sink = tl.load(SINKS + h).to(tl.float32) * LOG2E
@@ -205,7 +218,7 @@ def _attn_fwd(
 # ----------------------------------------------------------------------------------------------
 # Launchers
 # ----------------------------------------------------------------------------------------------
-def _common(q, k, key_padding_mask, bias, relative_bias, sliding_window, softcap):
+def _common(q, k, key_padding_mask, bias, relative_bias, sliding_window, softcap, causal_extent=None):
     """Arguments every kernel shares: optional tensors (or q as a never-read dummy) and flags."""
     b, h, n, d = q.shape
     m = k.shape[2]
@@ -227,7 +240,7 @@ def _common(q, k, key_padding_mask, bias, relative_bias, sliding_window, softcap
     meta = dict(
         HEAD_DIM=d, BLOCK_D=max(16, triton.next_power_of_2(d)), HAS_WINDOW=sliding_window is not None,
         HAS_SOFTCAP=softcap is not None, HAS_KPM=key_padding_mask is not None, HAS_BIAS=bias is not None,
-        HAS_REL=relative_bias is not None,
+        HAS_REL=relative_bias is not None, HAS_EXTENT=causal_extent is not None,
         # float32 inputs: exact float32 products ("ieee", not TF32); for fp16/bf16 tiles the value is unused
         DOT_F32=dot_f32, PRECISION="ieee" if dot_f32 else "tf32",
     )
@@ -238,6 +251,19 @@ def _common(q, k, key_padding_mask, bias, relative_bias, sliding_window, softcap
     return kpm, kpm_stride, (bias_t, rel_t), bias_strides + rel_strides, scalars, meta
 
 
+def _extents(q, k, causal_extent):
+    """(ext [B, N] int32, first_query [B, M] int32, their batch strides) or dummies: first_query[b, j] is the least query i
+    with ext[b, i] >= j (N if none), by a cummax and a binary search (O(N + M log N) on the device), so that
+    a key block's query range starts where its first key is first seen (non-decreasing in j)."""
+    if causal_extent is None:
+        return q, q, (0, 0)
+    ext = causal_extent.to(torch.int32).contiguous()
+    reach = torch.cummax(ext, dim=1).values
+    keys = torch.arange(k.shape[2], device=q.device, dtype=torch.int32).expand(ext.shape[0], -1).contiguous()
+    first = torch.searchsorted(reach, keys).to(torch.int32)
+    return ext, first, (ext.stride(0), first.stride(0))
+
+
 def _value_dims(v):
     """The value head dim D_v (V, O, dO, dV) and its tile width; D_v may differ from D_qk (MLA: 128 vs 192)."""
     return dict(HEAD_DV=v.shape[3], BLOCK_DV=max(16, triton.next_power_of_2(v.shape[3])))
@@ -245,7 +271,7 @@ def _value_dims(v):
 
 @on_tensor_device
 def attention_forward(q, k, v, *, causal, scale, key_padding_mask=None, sliding_window=None,
-                      softcap=None, bias=None, relative_bias=None, sinks=None):
+                      softcap=None, bias=None, relative_bias=None, sinks=None, causal_extent=None):
     """Exact attention. Returns (out [B, H, N, D_v] in q's dtype, lse [B, H, N] float32, log2 units);
     `sinks` [H] (one logit per query head) joins each row's denominator and so its lse."""
     b, h, n, d = q.shape
@@ -253,14 +279,15 @@ def attention_forward(q, k, v, *, causal, scale, key_padding_mask=None, sliding_
     out = buffers.new_output((b, h, n, v.shape[3]), q.dtype, q.device)
     lse = buffers.new_output((b, h, n), torch.float32, q.device)
     kpm, kpm_stride, biases, bias_strides, scalars, meta = _common(
-        q, k, key_padding_mask, bias, relative_bias, sliding_window, softcap)
+        q, k, key_padding_mask, bias, relative_bias, sliding_window, softcap, causal_extent)
     meta.update(_value_dims(v))
+    ext, _, ext_strides = _extents(q, k, causal_extent)
     grid = lambda META: (triton.cdiv(n, META["BLOCK_M"]), b * h)  # noqa: E731
     tma = tma_allowed("fwd", q, k, v)
     if tma:
         ensure_allocator(q.device)
     _attn_fwd[grid](
-        q, k, v, out, lse, kpm, *biases, q if sinks is None else sinks, *q.stride(), *k.stride(), *v.stride(),
+        q, k, v, out, lse, kpm, *biases, q if sinks is None else sinks, ext, ext_strides[0], *q.stride(), *k.stride(), *v.stride(),
         *out.stride(), kpm_stride, *bias_strides, h, h // hkv, n, m, float(scale), CAUSAL=bool(causal),
         HAS_SINKS=sinks is not None, USE_TMA=tma, **scalars, **meta)
     return out, lse
@@ -268,7 +295,7 @@ def attention_forward(q, k, v, *, causal, scale, key_padding_mask=None, sliding_
 
 @on_tensor_device
 def attention_backward(do, q, k, v, out, lse, *, causal, scale, mode, key_padding_mask=None,
-                       sliding_window=None, softcap=None, bias=None, relative_bias=None):
+                       sliding_window=None, softcap=None, bias=None, relative_bias=None, causal_extent=None):
     """The mode's gradient form (module docstring) for (q, k, v), each in its input's dtype.
 
     `do` is one cotangent [B, H, N, D_v] or K stacked cotangents [K, B, H, N, D_v] (several explained scores
@@ -286,8 +313,9 @@ def attention_backward(do, q, k, v, out, lse, *, causal, scale, mode, key_paddin
     do_strides = tuple(do.stride()) if streams else (0, *do.stride())
     lead = (ks,) if streams else ()
     kpm, kpm_stride, biases, bias_strides, scalars, meta = _common(
-        q, k, key_padding_mask, bias, relative_bias, sliding_window, softcap)
+        q, k, key_padding_mask, bias, relative_bias, sliding_window, softcap, causal_extent)
     meta.update(_value_dims(v))
+    ext, first, ext_strides = _extents(q, k, causal_extent)
     compute_dqk = rule.dqk != 0.0
 
     tma = {kern: tma_allowed(kern, q, k, v, do) for kern in ("dkdv", "dq")}
@@ -302,7 +330,7 @@ def attention_backward(do, q, k, v, out, lse, *, causal, scale, mode, key_paddin
     dk = buffers.new_output((*lead, b, hkv, m, d), k.dtype, q.device)
     dv = buffers.new_output((*lead, b, hkv, m, d_v), v.dtype, q.device)
     attn_bwd_dkdv[lambda META: (triton.cdiv(m, META["BLOCK_N"]), b * hkv, ks)](
-        q, k, v, do, lse, delta, dk, dv, kpm, *biases,
+        q, k, v, do, lse, delta, dk, dv, kpm, *biases, ext, first, *ext_strides,
         *q.stride(), *k.stride(), *v.stride(), *do_strides, kpm_stride, *bias_strides,
         b, h, hkv, h // hkv, n, m, float(scale), scalars["softcap"], scalars["window"], rule.dqk, rule.dv,
         scalars["N_BUCKET"], scalars["M_BUCKET"], CAUSAL=bool(causal), COMPUTE_DQK=compute_dqk,
@@ -312,7 +340,7 @@ def attention_backward(do, q, k, v, out, lse, *, causal, scale, mode, key_paddin
         return torch.zeros((*lead, b, h, n, d), dtype=q.dtype, device=q.device), dk, dv
     dq = buffers.new_output((*lead, b, h, n, d), q.dtype, q.device)
     attn_bwd_dq[lambda META: (triton.cdiv(n, META["BLOCK_M"]), b * h, ks)](
-        q, k, v, do, lse, delta, dq, kpm, *biases,
+        q, k, v, do, lse, delta, dq, kpm, *biases, ext, ext_strides[0],
         *q.stride(), *k.stride(), *v.stride(), *do_strides, kpm_stride, *bias_strides,
         b, h, h // hkv, n, m, float(scale), scalars["softcap"], scalars["window"], rule.dqk,
         scalars["N_BUCKET"], scalars["M_BUCKET"], CAUSAL=bool(causal),

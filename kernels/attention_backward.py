@@ -17,8 +17,9 @@ import triton
 import triton.language as tl
 
 from lrp_triton.kernels.attention_tiles import (BWD_CONFIGS, BWD_HOPPER, DQ_CONFIGS, DQ_HOPPER, LOG2E, NEG_INF, TUNE_KEY,
-                                             interior_keys, interior_queries, key_range, load_tile, pruner,
-                                             query_range, softcap_grad_factor, tile_scores, tile_src, visible)
+                                             extent_keys, extent_queries, interior_keys, interior_queries,
+                                             key_range, load_tile, pruner, query_range, softcap_grad_factor,
+                                             tile_scores, tile_src, visible)
 
 
 @triton.jit
@@ -45,11 +46,11 @@ def attn_bwd_delta(
 
 @triton.jit
 def _dkdv_tile(dk, dv, k, v, keep, q_src, do_src, hq, lse_row, delta_row, offs_n, start_m, d_ok, dv_ok, bias_base,
-               stride_bn, stride_bm, rel_base, stride_rm, N, M, scale, qk_scale, softcap, window,
+               stride_bn, stride_bm, rel_base, stride_rm, N, M, scale, qk_scale, softcap, window, ext_base,
                MASKED: tl.constexpr, CAUSAL: tl.constexpr, HAS_WINDOW: tl.constexpr, HAS_SOFTCAP: tl.constexpr,
                HAS_KPM: tl.constexpr, HAS_BIAS: tl.constexpr, HAS_REL: tl.constexpr, COMPUTE_DQK: tl.constexpr,
                SOFTCAP_IDENTITY: tl.constexpr, EVEN_D: tl.constexpr, EVEN_DV: tl.constexpr, DOT_F32: tl.constexpr,
-               PRECISION: tl.constexpr, BLOCK_M: tl.constexpr, USE_TMA: tl.constexpr):
+               PRECISION: tl.constexpr, BLOCK_M: tl.constexpr, USE_TMA: tl.constexpr, HAS_EXTENT: tl.constexpr):
     """One query tile (query head hq) of the dK-dV accumulation, in transposed tiles [BLOCK_N, BLOCK_M]
     (rows: keys); q_src, do_src: pointer tiles, or (USE_TMA) [heads, rows, head dim] tensor descriptors.
 
@@ -72,7 +73,11 @@ def _dkdv_tile(dk, dv, k, v, keep, q_src, do_src, hq, lse_row, delta_row, offs_n
     s_raw = qk_t
     if HAS_SOFTCAP or HAS_BIAS or HAS_REL or MASKED:
         if MASKED:
-            vis = visible(offs_m[None, :], offs_n[:, None], N, M, window, CAUSAL, HAS_WINDOW)
+            ext = offs_m  # (unused without causal extents)
+            if HAS_EXTENT:
+                ext = tl.load(ext_base + offs_m, mask=m_ok, other=-1)
+            vis = visible(offs_m[None, :], offs_n[:, None], N, M, window, CAUSAL, HAS_WINDOW, ext[None, :],
+                          HAS_EXTENT)
         else:
             vis = offs_m[None, :] >= 0  # (all true)
         vis = vis & (keep[:, None] != 0)
@@ -117,7 +122,7 @@ def _head_tile(Q, DO, LSE, DELTA, BIAS, REL, qt_off, do_off, b, h, pid_k, start_
                  prune_configs_by={"early_config_prune": pruner(BWD_HOPPER)})
 @triton.jit
 def attn_bwd_dkdv(
-    Q, K, V, DO, LSE, DELTA, DK, DV, KPM, BIAS, REL,
+    Q, K, V, DO, LSE, DELTA, DK, DV, KPM, BIAS, REL, EXT, FIRST, stride_eb, stride_fb,
     stride_qb, stride_qh, stride_qn, stride_qd,
     stride_kb, stride_kh, stride_kn, stride_kd,
     stride_vb, stride_vh, stride_vn, stride_vd,
@@ -129,7 +134,7 @@ def attn_bwd_dkdv(
     HAS_SOFTCAP: tl.constexpr, HAS_KPM: tl.constexpr, HAS_BIAS: tl.constexpr, HAS_REL: tl.constexpr,
     COMPUTE_DQK: tl.constexpr, SOFTCAP_IDENTITY: tl.constexpr,
     DOT_F32: tl.constexpr, PRECISION: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
-    USE_TMA: tl.constexpr,
+    USE_TMA: tl.constexpr, HAS_EXTENT: tl.constexpr,
 ):
     """dK and dV of one block of keys of one kv head (one stream), summed over the query heads of its group."""
     pid_n = tl.program_id(0)  # causal: the first key blocks are seen by the most queries, and start first
@@ -168,6 +173,8 @@ def attn_bwd_dkdv(
     # j carried as counters: no nested loop, whose live state would spill the accumulators); addresses:
     # a 64-bit scalar base plus 32-bit tile offsets
     lo, hi = query_range(n0, N, M, window, CAUSAL, HAS_WINDOW, BLOCK_M, BLOCK_N)
+    if HAS_EXTENT:  # the first query that sees key n0 (host: first_query), the window's end unchanged
+        lo, hi = extent_queries(tl.load(FIRST + b * stride_fb + n0), hi, BLOCK_M)
     a, b_int = interior_queries(n0, lo, hi, N, M, window, CAUSAL, HAS_WINDOW, BLOCK_M, BLOCK_N)
     n_lo = tl.cdiv(a - lo, BLOCK_M)  # (a may sit at hi, off the tile grid)
     n_bnd = n_lo + tl.cdiv(hi - b_int, BLOCK_M)
@@ -180,6 +187,7 @@ def attn_bwd_dkdv(
                                            [1, BLOCK_M, BLOCK_D])
         do_desc = tl.make_tensor_descriptor(DO + pid_k * stride_dok + b * stride_dob, [H, N, HEAD_DV],
                                             [stride_doh, stride_don, 1], [1, BLOCK_M, BLOCK_DV])
+    ext_base = EXT + b * stride_eb
     g = 0
     j = 0
     for _ in range(0, GROUP * n_bnd):
@@ -191,9 +199,10 @@ def attn_bwd_dkdv(
             q_ptrs = q_desc
             do_ptrs = do_desc
         dk, dv = _dkdv_tile(dk, dv, k, v, keep, q_ptrs, do_ptrs, hk * GROUP + g, lse_ptr, delta_ptr, offs_n, start_m, d_ok, dv_ok,
-                            bias_base, stride_bn, stride_bm, rel_base, stride_rm, N, M, scale, qk_scale, softcap, window, True,
-                            CAUSAL, HAS_WINDOW, HAS_SOFTCAP, HAS_KPM, HAS_BIAS, HAS_REL, COMPUTE_DQK,
-                            SOFTCAP_IDENTITY, EVEN_D, EVEN_DV, DOT_F32, PRECISION, BLOCK_M, USE_TMA)
+                            bias_base, stride_bn, stride_bm, rel_base, stride_rm, N, M, scale, qk_scale, softcap, window,
+                            ext_base, True, CAUSAL, HAS_WINDOW, HAS_SOFTCAP, HAS_KPM, HAS_BIAS, HAS_REL,
+                            COMPUTE_DQK, SOFTCAP_IDENTITY, EVEN_D, EVEN_DV, DOT_F32, PRECISION, BLOCK_M, USE_TMA,
+                            HAS_EXTENT)
         j += 1
         g = tl.where(j == n_bnd, g + 1, g)
         j = tl.where(j == n_bnd, 0, j)
@@ -213,8 +222,9 @@ def attn_bwd_dkdv(
         dk, dv = _dkdv_tile(dk, dv, k, v, keep, tile_src(q_row, 0, 0, qt_off, USE_TMA),
                             tile_src(do_row, 0, 0, do_off, USE_TMA), hq, lse_row, delta_row, offs_n, start_m,
                             d_ok, dv_ok, bias_base, stride_bn, stride_bm, rel_base, stride_rm, N, M, scale, qk_scale,
-                            softcap, window, False, CAUSAL, HAS_WINDOW, HAS_SOFTCAP, HAS_KPM, HAS_BIAS, HAS_REL,
-                            COMPUTE_DQK, SOFTCAP_IDENTITY, EVEN_D, EVEN_DV, DOT_F32, PRECISION, BLOCK_M, USE_TMA)
+                            softcap, window, ext_base, False, CAUSAL, HAS_WINDOW, HAS_SOFTCAP, HAS_KPM, HAS_BIAS,
+                            HAS_REL, COMPUTE_DQK, SOFTCAP_IDENTITY, EVEN_D, EVEN_DV, DOT_F32, PRECISION, BLOCK_M,
+                            USE_TMA, HAS_EXTENT)
         j += 1
         wrap = j == n_int
         j = tl.where(wrap, 0, j)
@@ -239,11 +249,11 @@ def attn_bwd_dkdv(
 
 @triton.jit
 def _dq_tile(dq, q, do, lse, delta, k_src, v_src, offs_m, start_n, d_ok, dv_ok, kpm_base, bias_base, stride_bn,
-             stride_bm, rel_base, stride_rm, N, M, scale, qk_scale, softcap, window,
+             stride_bm, rel_base, stride_rm, N, M, scale, qk_scale, softcap, window, ext,
              MASKED: tl.constexpr, CAUSAL: tl.constexpr, HAS_WINDOW: tl.constexpr, HAS_SOFTCAP: tl.constexpr,
              HAS_KPM: tl.constexpr, HAS_BIAS: tl.constexpr, HAS_REL: tl.constexpr, SOFTCAP_IDENTITY: tl.constexpr,
              EVEN_D: tl.constexpr, EVEN_DV: tl.constexpr, DOT_F32: tl.constexpr, PRECISION: tl.constexpr,
-             BLOCK_N: tl.constexpr, USE_TMA: tl.constexpr):
+             BLOCK_N: tl.constexpr, USE_TMA: tl.constexpr, HAS_EXTENT: tl.constexpr):
     """One key tile of the dQ accumulation (interior tiles as in `_fwd_tile`: no masks, one FFMA exponent)."""
     offs_n = start_n + tl.arange(0, BLOCK_N)
     n_ok = offs_n < M
@@ -258,7 +268,8 @@ def _dq_tile(dq, q, do, lse, delta, k_src, v_src, offs_m, start_n, d_ok, dv_ok, 
     s_raw = qk
     if HAS_SOFTCAP or HAS_BIAS or HAS_REL or MASKED or HAS_KPM:
         if MASKED:
-            vis = visible(offs_m[:, None], offs_n[None, :], N, M, window, CAUSAL, HAS_WINDOW)
+            vis = visible(offs_m[:, None], offs_n[None, :], N, M, window, CAUSAL, HAS_WINDOW, ext[:, None],
+                          HAS_EXTENT)
         else:
             vis = offs_n[None, :] >= 0  # (all true)
         if HAS_KPM:
@@ -283,7 +294,7 @@ def _dq_tile(dq, q, do, lse, delta, k_src, v_src, offs_m, start_n, d_ok, dv_ok, 
 @triton.autotune(configs=DQ_CONFIGS, key=TUNE_KEY, prune_configs_by={"early_config_prune": pruner(DQ_HOPPER)})
 @triton.jit
 def attn_bwd_dq(
-    Q, K, V, DO, LSE, DELTA, DQ, KPM, BIAS, REL,
+    Q, K, V, DO, LSE, DELTA, DQ, KPM, BIAS, REL, EXT, stride_eb,
     stride_qb, stride_qh, stride_qn, stride_qd,
     stride_kb, stride_kh, stride_kn, stride_kd,
     stride_vb, stride_vh, stride_vn, stride_vd,
@@ -295,7 +306,7 @@ def attn_bwd_dq(
     HAS_SOFTCAP: tl.constexpr, HAS_KPM: tl.constexpr, HAS_BIAS: tl.constexpr, HAS_REL: tl.constexpr,
     SOFTCAP_IDENTITY: tl.constexpr,
     DOT_F32: tl.constexpr, PRECISION: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
-    USE_TMA: tl.constexpr,
+    USE_TMA: tl.constexpr, HAS_EXTENT: tl.constexpr,
 ):
     """dQ of one block of queries of one head (one stream)."""
     pid_m = tl.num_programs(0) - 1 - tl.program_id(0) if CAUSAL else tl.program_id(0)  # heaviest first
@@ -343,6 +354,10 @@ def attn_bwd_dq(
     # keys [lo, hi): the masked boundary tiles in one run, then the unmasked interior (as in the forward)
     lo, hi = key_range(m0, N, M, window, CAUSAL, HAS_WINDOW, BLOCK_M, BLOCK_N)
     a, b_int = interior_keys(m0, lo, hi, N, M, window, CAUSAL, HAS_WINDOW, BLOCK_M, BLOCK_N)
+    ext = offs_m  # (unused without causal extents)
+    if HAS_EXTENT:  # as in the forward: keys up to the block's largest extent
+        ext = tl.load(EXT + b * stride_eb + offs_m, mask=m_ok, other=-1)
+        hi, b_int = extent_keys(ext, m0, lo, a, N, M, BLOCK_M, BLOCK_N)
     rows = tl.arange(0, BLOCK_N)
     kt_off = rows[None, :] * stride_kn + offs_d[:, None] * stride_kd  # K^T, V^T tiles [BLOCK_D, BLOCK_N]
     vt_off = rows[None, :] * stride_vn + offs_dv[:, None] * stride_vd
@@ -353,15 +368,15 @@ def attn_bwd_dq(
         dq = _dq_tile(dq, q, do, lse, delta, tile_src(k_base, row0, stride_kn, kt_off, USE_TMA),
                       tile_src(v_base, row0, stride_vn, vt_off, USE_TMA),
                       offs_m, start_n, d_ok, dv_ok, kpm_base, bias_base, stride_bn, stride_bm, rel_base, stride_rm, N, M,
-                      scale, qk_scale, softcap, window, True, CAUSAL, HAS_WINDOW, HAS_SOFTCAP, HAS_KPM, HAS_BIAS,
-                      HAS_REL, SOFTCAP_IDENTITY, EVEN_D, EVEN_DV, DOT_F32, PRECISION, BLOCK_N, USE_TMA)
+                      scale, qk_scale, softcap, window, ext, True, CAUSAL, HAS_WINDOW, HAS_SOFTCAP, HAS_KPM, HAS_BIAS,
+                      HAS_REL, SOFTCAP_IDENTITY, EVEN_D, EVEN_DV, DOT_F32, PRECISION, BLOCK_N, USE_TMA, HAS_EXTENT)
     for start_n in range(a, b_int, BLOCK_N):
         row0 = tl.cast(start_n, tl.int64)
         dq = _dq_tile(dq, q, do, lse, delta, tile_src(k_base, row0, stride_kn, kt_off, USE_TMA),
                       tile_src(v_base, row0, stride_vn, vt_off, USE_TMA),
                       offs_m, start_n, d_ok, dv_ok, kpm_base, bias_base, stride_bn, stride_bm, rel_base, stride_rm, N, M,
-                      scale, qk_scale, softcap, window, False, CAUSAL, HAS_WINDOW, HAS_SOFTCAP, HAS_KPM, HAS_BIAS,
-                      HAS_REL, SOFTCAP_IDENTITY, EVEN_D, EVEN_DV, DOT_F32, PRECISION, BLOCK_N, USE_TMA)
+                      scale, qk_scale, softcap, window, ext, False, CAUSAL, HAS_WINDOW, HAS_SOFTCAP, HAS_KPM, HAS_BIAS,
+                      HAS_REL, SOFTCAP_IDENTITY, EVEN_D, EVEN_DV, DOT_F32, PRECISION, BLOCK_N, USE_TMA, HAS_EXTENT)
 
     dq = dq * (scale * dqk_scale)  # epilogue: AttnLRP dQ / 4 and the softmax scale
     tl.store(DQ + (pid_k * B * H + pid_bh) * N * HEAD_DIM + offs_m[:, None] * HEAD_DIM + offs_d[None, :],

@@ -33,15 +33,23 @@ def tanh_over_x(x):
 
 
 @triton.jit
-def visible(q_idx, k_idx, N, M, window, CAUSAL: tl.constexpr, HAS_WINDOW: tl.constexpr):
-    """Which (query, key) pairs attend; q_idx and k_idx broadcast against each other. The window is
-    |position(i) - j| < window: one-sided (j <= i) when causal, symmetric (a local band) otherwise."""
+def visible(q_idx, k_idx, N, M, window, CAUSAL: tl.constexpr, HAS_WINDOW: tl.constexpr, ext=0,
+            HAS_EXTENT: tl.constexpr = False):
+    """Which (query, key) pairs attend; q_idx, k_idx (and `ext`, the queries' causal extents) broadcast
+    against each other. The window is |position(i) - j| < window: one-sided (j <= i) when causal,
+    symmetric (a local band) otherwise. HAS_EXTENT: j <= ext[i] replaces j <= position(i) and the
+    window bounds the past only, position(i) - j < window (a bidirectional block reaches ahead)."""
     q_pos = q_idx + (M - N)  # bottom-right alignment: the queries are the last N positions
     vis = (q_idx < N) & (k_idx < M)
-    if CAUSAL:
-        vis = vis & (k_idx <= q_pos)
-    if HAS_WINDOW:
-        vis = vis & (tl.abs(q_pos - k_idx) < window)
+    if HAS_EXTENT:
+        vis = vis & (k_idx <= ext)
+        if HAS_WINDOW:
+            vis = vis & (q_pos - k_idx < window)
+    else:
+        if CAUSAL:
+            vis = vis & (k_idx <= q_pos)
+        if HAS_WINDOW:
+            vis = vis & (tl.abs(q_pos - k_idx) < window)
     return vis
 
 
@@ -129,6 +137,30 @@ def interior_keys(m0, lo, hi, N, M, window, CAUSAL: tl.constexpr, HAS_WINDOW: tl
         b = a
     a = tl.minimum(a, hi)
     return a, tl.minimum(tl.maximum(b, a), hi)
+
+
+@triton.jit
+def extent_keys(ext, m0, lo, a, N, M, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
+    """(hi, b) for a query block [m0, m0 + BLOCK_M) whose rows see the keys j <= ext[i] (causal extents,
+    each >= its row's causal limit; rows past N hold -1): the key range ends at max(ext) + 1 instead of
+    the causal diagonal, and the interior [a, b) reaches the last whole key tile below min(ext) + 1
+    (every key there is visible to every row: j <= min(ext), and the window's past side is `a`'s)."""
+    rows_ok = m0 + tl.arange(0, BLOCK_M) < N
+    hi = tl.maximum(tl.minimum(M, tl.max(ext, 0) + 1), lo)
+    last = tl.minimum(M - BLOCK_N, tl.min(tl.where(rows_ok, ext, M), 0) + 1 - BLOCK_N)
+    b = tl.maximum(last + BLOCK_N, 0) // BLOCK_N * BLOCK_N
+    if m0 + BLOCK_M > N:
+        b = a
+    return hi, tl.minimum(tl.maximum(b, a), hi)
+
+
+@triton.jit
+def extent_queries(first, hi, BLOCK_M: tl.constexpr):
+    """(lo, hi) for a key block whose first key n0 is seen first by query `first` (= first_query[n0], the
+    least i with ext[i] >= n0, non-decreasing in the key): the query range starts at its tile; the
+    window's end `hi` (query_range's) still holds, the window being one-sided."""
+    lo = first // BLOCK_M * BLOCK_M
+    return lo, tl.maximum(hi, lo)
 
 
 @triton.jit
@@ -286,4 +318,4 @@ BWD_HOPPER = {64: [(64, 128, 8, 3), (64, 128, 8, 2), (64, 64, 4, 2)], 128: [(32,
 TMA_SM90 = {"fwd": (128,), "dq": (64, 128), "dkdv": (64,)}
 TUNE_CAP = 16384
 TUNE_KEY = ["N_BUCKET", "M_BUCKET", "BLOCK_D", "BLOCK_DV", "CAUSAL",
-            "HAS_WINDOW", "HAS_SOFTCAP", "HAS_KPM", "HAS_BIAS", "HAS_REL", "USE_TMA"]
+            "HAS_WINDOW", "HAS_SOFTCAP", "HAS_KPM", "HAS_BIAS", "HAS_REL", "USE_TMA", "HAS_EXTENT"]

@@ -8,7 +8,8 @@ Attention, per head, with queries the last N of M positions (bottom-right alignm
 
     S_raw = scale * Q K^T
     S     = softcap(S_raw) + bias + rel + mask  softcap(x) = c * tanh(x / c); mask is 0 or -inf;
-                                                 rel[h, i, j] = relative_bias[h, j - i + N - 1] (T5)
+                                                 rel[h, i, j] = relative_bias[h, j - i + N - 1] (T5);
+                                                 causal_extent: visible j <= ext[b, i], i - j < window
     P     = softmax(S)                           (rows whose keys are all masked: P = 0)
     O     = P V
     sinks: P_ij = exp(S_ij) / (exp(s_h) + sum_j' exp(S_ij')): a logit per head in the denominator only
@@ -63,10 +64,12 @@ def _chunk_size(batch: int, heads: int, n: int, m: int) -> int:
     return max(1, min(n, _CHUNK_ELEMENTS // max(1, batch * heads * m)))
 
 
-def _scores(qc, k, n0, n, *, causal, scale, key_padding_mask, sliding_window, softcap, bias, relative_bias):
+def _scores(qc, k, n0, n, *, causal, scale, key_padding_mask, sliding_window, softcap, bias, relative_bias,
+            causal_extent=None):
     """Scores of the query chunk `qc` [B, Hkv, G, c, D] starting at query n0: (S_raw, S), in compute_dtype.
 
-    S has -inf wherever a key is invisible to a query (causal, window, padding).
+    S has -inf wherever a key is invisible to a query (causal, window, padding). With `causal_extent`
+    [B, N] the causal limit is j <= causal_extent[b, i] and the window bounds the past only, i - j < window.
     """
     m = k.shape[2]
     hkv, g, c = qc.shape[1], qc.shape[2], qc.shape[3]
@@ -81,11 +84,16 @@ def _scores(qc, k, n0, n, *, causal, scale, key_padding_mask, sliding_window, so
     q_pos = torch.arange(n0, n0 + c, device=qc.device) + (m - n)
     k_pos = torch.arange(m, device=qc.device)
     visible = torch.ones(c, m, dtype=torch.bool, device=qc.device)
-    if causal:
-        visible &= k_pos[None, :] <= q_pos[:, None]
-    if sliding_window is not None:
-        visible &= (q_pos[:, None] - k_pos[None, :]).abs() < sliding_window  # symmetric without causality
-    visible = visible[None, None, None]
+    if causal_extent is not None:  # [B, c, M]: up to each row's extent; the window one-sided
+        if sliding_window is not None:
+            visible &= q_pos[:, None] - k_pos[None, :] < sliding_window
+        visible = (visible & (k_pos <= causal_extent[:, n0:n0 + c, None]))[:, None, None]
+    else:
+        if causal:
+            visible &= k_pos[None, :] <= q_pos[:, None]
+        if sliding_window is not None:
+            visible &= (q_pos[:, None] - k_pos[None, :]).abs() < sliding_window  # symmetric without causality
+        visible = visible[None, None, None]
     if key_padding_mask is not None:
         visible = visible & key_padding_mask[:, None, None, None, :]
     return s_raw, s.masked_fill(~visible, float("-inf"))
@@ -103,7 +111,7 @@ def _grouped(q, k, bias):
 
 
 def attention_forward_torch(q, k, v, *, causal, scale, key_padding_mask=None, sliding_window=None,
-                            softcap=None, bias=None, relative_bias=None, sinks=None):
+                            softcap=None, bias=None, relative_bias=None, sinks=None, causal_extent=None):
     """Exact attention. Returns (out [B, H, N, D_v] in q's dtype, lse [B, H, N] in compute_dtype).
 
     `lse` is the natural log-sum-exp of each score row (with the head's sink logit, `sinks` [H], when
@@ -120,7 +128,7 @@ def attention_forward_torch(q, k, v, *, causal, scale, key_padding_mask=None, sl
         n1 = min(n, n0 + step)
         _, s = _scores(qg[:, :, :, n0:n1], k, n0, n, causal=causal, scale=scale,
                        key_padding_mask=key_padding_mask, sliding_window=sliding_window,
-                       softcap=softcap, bias=bias_g, relative_bias=relative_bias)
+                       softcap=softcap, bias=bias_g, relative_bias=relative_bias, causal_extent=causal_extent)
         row_lse = torch.logsumexp(s, dim=-1)
         if sinks is not None:
             row_lse = torch.logaddexp(row_lse, sinks.to(acc).view(1, hkv, h // hkv, 1))
@@ -133,7 +141,7 @@ def attention_forward_torch(q, k, v, *, causal, scale, key_padding_mask=None, sl
 
 
 def attention_backward_torch(do, q, k, v, out, lse, *, causal, scale, mode, key_padding_mask=None,
-                             sliding_window=None, softcap=None, bias=None, relative_bias=None):
+                             sliding_window=None, softcap=None, bias=None, relative_bias=None, causal_extent=None):
     """The mode's gradient form (module docstring) for (q, k, v), each in its input's dtype.
 
     `do` is one cotangent [B, H, N, D_v] or K stacked ones [K, B, H, N, D_v] (several explained scores
@@ -165,7 +173,7 @@ def attention_backward_torch(do, q, k, v, out, lse, *, causal, scale, mode, key_
         qc = qg[:, :, :, n0:n1]
         s_raw, s = _scores(qc, k, n0, n, causal=causal, scale=scale,
                            key_padding_mask=key_padding_mask, sliding_window=sliding_window,
-                           softcap=softcap, bias=bias_g, relative_bias=relative_bias)
+                           softcap=softcap, bias=bias_g, relative_bias=relative_bias, causal_extent=causal_extent)
         # the recomputed attention weights, once for the K streams: [B, Hkv, 1, G * c, M]
         p = torch.exp(s - lse_g[:, :, 0, :, n0:n1, None]).reshape(b, hkv, 1, rows, m)
         doc = dog[:, :, :, :, n0:n1].reshape(b, hkv, streams, rows, -1)

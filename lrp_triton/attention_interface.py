@@ -10,10 +10,12 @@ windows and soft-capping come from the attention module's own arguments and are 
 the kernel (never as an N x M mask tensor). A mask that deviates from those (transformers'
 `or_mask_function` / `and_mask_function` / `block_sequence_ids` overlays: PaliGemma's bidirectional
 prefix, Gemma 3's bidirectional image blocks) is evaluated as transformers' own `sdpa_mask` does,
-and reaches the kernel as that complete 4-D mask, an additive bias (0 / -inf, N x M memory per
-row; the compact per-row bound is not implemented yet); it receives no gradient and no relevance
-(its 0 entries take no share). gpt-oss's attention sinks arrive as `s_aux` ([H], one logit per
-head) and are handed to the kernel as `sinks`.
+into the complete 4-D bool mask. Where that mask is "causal OR blocks" (AND Gemma 3's one-sided
+window), checked exactly once per forward (`lrp_triton.mask_extent`), it reaches the kernel as the
+padding mask and per-row causal extents (`causal_extent`: O(N), the Triton kernels skip the tiles
+no query sees); any other complete mask reaches it as an additive bias (0 / -inf, N x M memory per
+row). Neither receives gradient or relevance (a bias's 0 entries take no share). gpt-oss's
+attention sinks arrive as `s_aux` ([H], one logit per head) and are handed to the kernel as `sinks`.
 
 `sdpa_attention_interface` is the same glue around `lrp_sdpa_attention` (the rule through torch's
 SDPA: lxt's method, the benchmarks' reference), for registering under a name of one's own.
@@ -23,6 +25,7 @@ from __future__ import annotations
 
 import torch
 
+from lrp_triton.mask_extent import extent_form
 from lrp_triton.ops.attention import lrp_attention
 from lrp_triton.ops.sdpa_attention import lrp_sdpa_attention
 from lrp_triton.options import LRPOptions
@@ -70,12 +73,20 @@ def lrp_attention_forward(module, query, key, value, attention_mask, dropout: fl
         raise NotImplementedError(f"{type(module).__name__} does not say whether it is causal (no `is_causal`); "
                                   "lrp_triton will not guess")
     causal = bool(is_causal if is_causal is not None else module.is_causal)
-    key_padding_mask, bias = mask_terms(attention_mask, key.shape[2], query.dtype)
+    found = None  # a complete 4-D mask of the form causal OR blocks (AND the window): per-row extents (it holds
+    if attention_mask is not None and attention_mask.dim() == 4 and tuple(attention_mask.shape[2:]) == (
+            query.shape[2], key.shape[2]):  # the causality: PaliGemma's decoder layers say is_causal=False)
+        found = extent_form(attention_mask, sliding_window)
+    if found is not None:
+        (key_padding_mask, extent), bias, causal = found, None, True
+    else:
+        extent = None
+        key_padding_mask, bias = mask_terms(attention_mask, key.shape[2], query.dtype)
     if bias is not None:  # a 4-D mask is complete, as in transformers' eager / SDPA attention: it holds
         causal, sliding_window = False, None  # the causality and the window (Gemma 3: one-sided, past the block)
     out = lrp_attention(query, key, value, causal=causal, scale=scaling, mode=options.mode,
                         key_padding_mask=key_padding_mask, sliding_window=sliding_window, softcap=softcap,
-                        bias=bias, sinks=kwargs.get("s_aux"), backend=options.backend)
+                        bias=bias, sinks=kwargs.get("s_aux"), backend=options.backend, causal_extent=extent)
     out = out.transpose(1, 2)
     options.taps.heads(out)
     return out, None

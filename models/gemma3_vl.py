@@ -14,8 +14,10 @@ returns them: 1 at the image tokens), each run of consecutive image tokens is on
 query i sees key j when j <= i or both sit in the same block (OR), and j is not padding; the
 sliding layers AND the one-sided window j > i - window on top, so an image token sees its whole
 block ahead of it even past the window. Without token_type_ids the decoder is causal, as in the
-model. The mask reaches lrp_triton's attention as the complete 4-D mask (an additive 0 / -inf
-bias, N x N memory per row: lrp_triton.attention_interface).
+model. The mask reaches lrp_triton's attention as the padding mask and per-row causal extents
+(query i sees the keys j <= extent[i]: its block's end inside a block, else i; the window then bounds
+the past only, i - j < window; O(N), lrp_triton.mask_extent), checked exactly against the complete
+4-D mask (a mask of another form would reach it as an additive 0 / -inf bias).
 
 Images: pixel_values [n_images, C, S, S]; each gives mm_tokens_per_image image tokens. Maps: pixels
 [S, S], patches [S / patch, S / patch], tokens [t, t] with t = sqrt(mm_tokens_per_image).

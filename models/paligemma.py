@@ -14,8 +14,11 @@ Attention mask (transformers' PaliGemmaModel.forward): with token_type_ids (the 
 them: 0 for the prefix, image and prompt, 1 for the suffix), query i sees key j when j <= i, or
 when both are prefix tokens (`block_sequence_ids` = 0 for type 0, -1 else), and key j is not
 padding; without token_type_ids the decoder is causal, as in the model. Gemma 2's sliding layers
-AND the window in. The mask reaches lrp_triton's attention as the complete 4-D mask (an additive
-0 / -inf bias, N x N memory per row: lrp_triton.attention_interface).
+take (causal AND window) OR the prefix. The mask reaches lrp_triton's attention as the padding mask and
+per-row causal extents (query i sees the keys j <= extent[i]: the prefix's end for a prefix token, else i;
+O(N), lrp_triton.mask_extent), checked against the complete 4-D mask; a Gemma 2 sliding layer whose
+prefix is longer than the window (not of that form) gets the complete mask as an additive 0 / -inf
+bias (N x N memory per row: lrp_triton.attention_interface).
 
 Images: pixel_values [n_images, C, S, S] at the tower's image size; each gives (S / patch)^2 image
 tokens (`image_token_id`), expanded in input_ids by the processor. Maps: pixels [S, S] (summed over

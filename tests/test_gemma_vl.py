@@ -172,14 +172,23 @@ def test_paligemma2_gemma2_decoder_matches_the_reference():
 
 
 @pytest.mark.parametrize("name", ["paligemma", "gemma3"])
-def test_float64_maps_match_the_reference(name):
+def test_float64_maps_match_the_reference(name, monkeypatch):
     """Float64 throughout: every field, the pixel, patch and token maps included, to float64 rounding (two images
-    in the first prompt, padding at the end of the second)."""
+    in the first prompt, padding at the end of the second). The decoder's block masks reach the attention op as
+    per-row causal extents (lrp_triton.mask_extent), never as an N x N bias."""
+    import lrp_triton.attention_interface as interface
+
     entry = BY_NAME[name]
     model = entry.build().double()
     inputs = entry.inputs(batch=2, pad=3)
     inputs["pixel_values"] = inputs["pixel_values"].double()
+    calls, op = [], interface.lrp_attention
+    monkeypatch.setattr(interface, "lrp_attention", lambda *a, **kw: calls.append(kw) or op(*a, **kw))
     result = lrp_triton.attribute(model, **inputs)
+    decoder = [kw for kw in calls if kw.get("causal_extent") is not None]
+    assert decoder and all(kw["bias"] is None and kw["causal"] for kw in decoder)
+    assert len(decoder) == model.config.text_config.num_hidden_layers  # every decoder layer
+    assert not any(kw["bias"] is not None for kw in calls)
     err = check_against_reference(model, inputs, result, tol=1e-12)
     print(f"\n[{name} float64] max rel err {err:.1e}; image share {result.image_share.tolist()}, "
           f"text share {result.text_share.tolist()}")

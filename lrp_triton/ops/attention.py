@@ -21,7 +21,7 @@ import torch
 
 from lrp_triton.backend import resolve_backend
 from lrp_triton.kernels.attention_torch import attention_backward_torch, attention_forward_torch, default_scale
-from lrp_triton.ops.checks import check_attention_inputs
+from lrp_triton.ops.checks import check_attention_inputs, check_causal_extent
 from lrp_triton.ops.dispatch import KernelPair
 from lrp_triton.ops.sdpa_attention import lrp_sdpa_attention
 from lrp_triton.ops.streams import StreamKernel, refuse_batched_inputs, stream_backward
@@ -42,9 +42,11 @@ class LRPAttentionFunction(torch.autograd.Function):
     for the K streams; the Triton kernels run the streams on their third grid axis)."""
 
     @staticmethod
-    def forward(q, k, v, key_padding_mask, bias, relative_bias, options, sinks):
+    def forward(q, k, v, key_padding_mask, bias, relative_bias, options, sinks, causal_extent):
         forward, _ = ATTENTION(options["backend"])
         extra = {} if sinks is None else {"sinks": sinks}
+        if causal_extent is not None:
+            extra["causal_extent"] = causal_extent
         return forward(q, k, v, causal=options["causal"], scale=options["scale"],
                        key_padding_mask=key_padding_mask, sliding_window=options["sliding_window"],
                        softcap=options["softcap"], bias=bias, relative_bias=relative_bias, **extra)
@@ -54,7 +56,7 @@ class LRPAttentionFunction(torch.autograd.Function):
         q, k, v, key_padding_mask, bias, relative_bias, options = inputs[:7]  # (the sinks are in lse)
         out, lse = output
         ctx.mark_non_differentiable(lse)
-        ctx.save_for_backward(q, k, v, out, lse, key_padding_mask, bias, relative_bias)
+        ctx.save_for_backward(q, k, v, out, lse, key_padding_mask, bias, relative_bias, inputs[8])
         ctx.options = options
 
     vmap = refuse_batched_inputs("lrp_attention")
@@ -62,9 +64,9 @@ class LRPAttentionFunction(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_out, grad_lse):
         if not any(ctx.needs_input_grad[:3]):
-            return (None,) * 8
+            return (None,) * 9
         dq, dk, dv = stream_backward(attention_kernel(ctx.options), 1, grad_out, *ctx.saved_tensors)
-        return dq, dk, dv, None, None, None, None, None
+        return dq, dk, dv, None, None, None, None, None, None
 
 
 def attention_kernel(o: dict) -> StreamKernel:
@@ -72,16 +74,18 @@ def attention_kernel(o: dict) -> StreamKernel:
     ones [K, B, H, N, D_v] (dq [K, B, H, N, D], dk [K, B, Hkv, M, D], dv [K, B, Hkv, M, D_v])."""
     _, backward = ATTENTION(o["backend"])
 
-    def call(do, q, k, v, out, lse, key_padding_mask, bias, relative_bias):
+    def call(do, q, k, v, out, lse, key_padding_mask, bias, relative_bias, causal_extent=None):
+        extra = {} if causal_extent is None else {"causal_extent": causal_extent}
         return backward(do, q, k, v, out, lse, causal=o["causal"], scale=o["scale"], mode=o["mode"],
                         key_padding_mask=key_padding_mask, sliding_window=o["sliding_window"],
-                        softcap=o["softcap"], bias=bias, relative_bias=relative_bias)
+                        softcap=o["softcap"], bias=bias, relative_bias=relative_bias, **extra)
 
     return StreamKernel(call, call)  # both backends take dO [B, H, N, D] or [K, B, H, N, D]
 
 
 def lrp_attention(q, k, v, *, causal=True, scale=None, mode="attnlrp", key_padding_mask=None,
-                  sliding_window=None, softcap=None, bias=None, relative_bias=None, sinks=None, backend="auto"):
+                  sliding_window=None, softcap=None, bias=None, relative_bias=None, sinks=None, backend="auto",
+                  causal_extent=None):
     """Attention whose backward propagates relevance by the chosen LRP rule.
 
     Args:
@@ -103,6 +107,11 @@ def lrp_attention(q, k, v, *, causal=True, scale=None, mode="attnlrp", key_paddi
         sinks: [H] float, one attention-sink logit per query head (gpt-oss): it joins each row's softmax
             denominator, P_ij = exp(S_ij) / (exp(sinks[h]) + sum_j' exp(S_ij')), and attends nowhere; it
             takes its share of the relevance, passes it to no token, and receives no gradient.
+        causal_extent: int [B, N], with causal: the last key index each query sees, at least its own
+            position (i + M - N, bottom-right aligned): query i sees the keys j <= causal_extent[b, i]
+            (a bidirectional block ahead of it: PaliGemma's prefix, Gemma 3's image blocks), and a
+            sliding window then bounds the past only, i - j < window (transformers' sliding overlay,
+            OR'ed with the blocks); O(N) memory, the Triton kernels skip the tiles no query sees.
         backend: "auto", "triton", "torch" or "sdpa" (torch's scaled_dot_product_attention with the
             mode's gradient factors: `lrp_sdpa_attention`; no softcap, no relative_bias); see
             `lrp_triton.backend`.
@@ -112,6 +121,7 @@ def lrp_attention(q, k, v, *, causal=True, scale=None, mode="attnlrp", key_paddi
     """
     check_attention_inputs(q, k, v, key_padding_mask, bias, relative_bias, mode, sliding_window, softcap, scale,
                            sinks=sinks)
+    check_causal_extent(q, k, causal, causal_extent)
     if backend == "auto" and q.device.type == "cpu" and softcap is None and relative_bias is None:
         backend = "sdpa"  # measured on CPU: the fastest exact route (module docstring)
     if backend == "sdpa":
@@ -120,7 +130,7 @@ def lrp_attention(q, k, v, *, causal=True, scale=None, mode="attnlrp", key_paddi
             raise NotImplementedError(f"lrp_attention: backend='sdpa' cannot express {what} through torch's "
                                       "scaled_dot_product_attention; use backend='auto', 'torch' or 'triton'")
         return lrp_sdpa_attention(q, k, v, causal=causal, scale=scale, mode=mode, key_padding_mask=key_padding_mask,
-                                  sliding_window=sliding_window, bias=bias, sinks=sinks)
+                                  sliding_window=sliding_window, bias=bias, sinks=sinks, causal_extent=causal_extent)
     d = q.shape[3]
     bad = [x for x in dict.fromkeys((d, v.shape[3])) if not _TRITON_HEAD_DIMS[0] <= x <= _TRITON_HEAD_DIMS[1]]
     supported = not bad
@@ -132,4 +142,6 @@ def lrp_attention(q, k, v, *, causal=True, scale=None, mode="attnlrp", key_paddi
                    mode=mode, sliding_window=None if sliding_window is None else int(sliding_window),
                    softcap=None if softcap is None else float(softcap), backend=chosen)
     sinks = None if sinks is None else sinks.detach()
-    return LRPAttentionFunction.apply(q, k, v, key_padding_mask, bias, relative_bias, options, sinks)[0]
+    causal_extent = None if causal_extent is None else causal_extent.to(torch.int32)
+    return LRPAttentionFunction.apply(q, k, v, key_padding_mask, bias, relative_bias, options, sinks,
+                                      causal_extent)[0]

@@ -120,3 +120,24 @@ def check_attention_inputs(q, k, v, key_padding_mask, bias, relative_bias, mode,
         raise TypeError(f"lrp_attention: scale must be a number, got {type(scale).__name__}")
     if scale is not None and not 0 < scale < float("inf"):  # (the kernels fold it into the running max)
         raise ValueError(f"lrp_attention: scale must be positive and finite, got {scale!r}")
+
+
+def check_causal_extent(q, k, causal, causal_extent):
+    """causal_extent: an integer tensor [B, N] with causal=True, each entry at least its query's own causal
+    limit (position i + M - N: a query sees at least the keys up to itself)."""
+    if causal_extent is None:
+        return
+    b, n, m = q.shape[0], q.shape[2], k.shape[2]
+    if not causal:
+        raise ValueError("lrp_attention: causal_extent extends the causal mask; it needs causal=True")
+    if not isinstance(causal_extent, torch.Tensor) or causal_extent.is_floating_point() or causal_extent.dtype == torch.bool:
+        raise TypeError("lrp_attention: causal_extent must be an integer tensor [batch, q_len] (the last key "
+                        "index each query sees)")
+    if tuple(causal_extent.shape) != (b, n):
+        raise ValueError(f"lrp_attention: causal_extent must have shape {(b, n)}, got {tuple(causal_extent.shape)}")
+    if causal_extent.device != q.device:
+        raise ValueError(f"lrp_attention: causal_extent is on {causal_extent.device}, q on {q.device}")
+    own = torch.arange(n, device=q.device) + (m - n)
+    if not bool((causal_extent >= own).all()):
+        raise ValueError("lrp_attention: causal_extent[b, i] must be at least query i's own position "
+                         "(i + kv_len - q_len): a query sees the keys up to itself")

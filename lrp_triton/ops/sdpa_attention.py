@@ -67,7 +67,7 @@ def _check(q, k, v, mode, key_padding_mask, sliding_window, bias, scale, softcap
 
 
 def lrp_sdpa_attention(q, k, v, *, causal=True, scale=None, mode="attnlrp", key_padding_mask=None,
-                       sliding_window=None, bias=None, softcap=None, relative_bias=None, sinks=None):
+                       sliding_window=None, bias=None, softcap=None, relative_bias=None, sinks=None, causal_extent=None):
     """SDPA attention whose backward is the LRP rule `mode` (the exact gradient, scaled per input).
 
     Args:
@@ -84,6 +84,8 @@ def lrp_sdpa_attention(q, k, v, *, causal=True, scale=None, mode="attnlrp", key_
         bias: additive float tensor broadcastable to [B, H, N, M]; it absorbs its share of relevance.
         sinks: [H] float, one attention-sink logit per query head (gpt-oss), through the extra key of
             the module docstring; it takes its share of relevance and passes it to no token.
+        causal_extent: int [B, N] (with causal), the last key each query sees (`lrp_attention`); SDPA
+            takes it as the boolean mask [B, 1, N, M] it needs (N x M here, unlike the other backends).
         softcap, relative_bias: refused (not expressible in SDPA; use `lrp_attention`).
 
     Returns [B, H, N, D] in q's dtype; rows with no visible key are 0 (not NaN). Plain causal
@@ -98,11 +100,12 @@ def lrp_sdpa_attention(q, k, v, *, causal=True, scale=None, mode="attnlrp", key_
     gqa = q.shape[1] != k.shape[1]
     if sinks is not None:
         return _with_sink(q, k, v, sinks, causal=causal, scale=scale, key_padding_mask=key_padding_mask,
-                          sliding_window=sliding_window, bias=bias, gqa=gqa)
-    if key_padding_mask is None and sliding_window is None and bias is None and (not causal or n == m):
+                          sliding_window=sliding_window, bias=bias, gqa=gqa, causal_extent=causal_extent)
+    if (key_padding_mask is None and sliding_window is None and bias is None and causal_extent is None
+            and (not causal or n == m)):
         return F.scaled_dot_product_attention(q, k, v, is_causal=bool(causal), scale=scale, enable_gqa=gqa)
 
-    visible = _visible(q, n, m, causal, sliding_window, key_padding_mask)
+    visible = _visible(q, n, m, causal, sliding_window, key_padding_mask, causal_extent)
     if bias is None:
         mask = visible
         rows = visible.any(-1, keepdim=True)
@@ -116,10 +119,18 @@ def lrp_sdpa_attention(q, k, v, *, causal=True, scale=None, mode="attnlrp", key_
     return out if every_row else torch.where(rows, out, torch.zeros((), dtype=out.dtype, device=out.device))
 
 
-def _visible(q, n, m, causal, sliding_window, key_padding_mask):
-    """Bool [B or 1, 1, N, M]: which keys each query sees (queries the last N of M), or None: all of them."""
+def _visible(q, n, m, causal, sliding_window, key_padding_mask, causal_extent=None):
+    """Bool [B or 1, 1, N, M]: which keys each query sees (queries the last N of M), or None: all of them.
+    With causal_extent [B, N]: j <= causal_extent[b, i], and the window bounds the past only."""
     visible = None
-    if causal or sliding_window is not None:
+    if causal_extent is not None:
+        q_pos = torch.arange(n, device=q.device)[:, None] + (m - n)
+        k_pos = torch.arange(m, device=q.device)
+        visible = k_pos <= causal_extent[:, :, None]
+        if sliding_window is not None:
+            visible = visible & (q_pos - k_pos < sliding_window)
+        visible = visible[:, None]
+    elif causal or sliding_window is not None:
         q_pos = torch.arange(n, device=q.device)[:, None] + (m - n)
         k_pos = torch.arange(m, device=q.device)[None, :]
         visible = (k_pos <= q_pos) if causal else torch.ones(n, m, dtype=torch.bool, device=q.device)
@@ -132,7 +143,7 @@ def _visible(q, n, m, causal, sliding_window, key_padding_mask):
     return visible
 
 
-def _with_sink(q, k, v, sinks, *, causal, scale, key_padding_mask, sliding_window, bias, gqa):
+def _with_sink(q, k, v, sinks, *, causal, scale, key_padding_mask, sliding_window, bias, gqa, causal_extent=None):
     """SDPA with one extra key per kv head (value 0) that every query sees, scored s_h through an extra
     coordinate (module docstring). Every row sees the sink: no row is empty, its output is 0 where no
     real key is visible."""
@@ -145,7 +156,7 @@ def _with_sink(q, k, v, sinks, *, causal, scale, key_padding_mask, sliding_windo
     sink_key[..., d] = 1.0
     k = torch.cat([F.pad(k, (0, 1)), sink_key], 2)
     v = F.pad(v, (0, 1, 0, 1))  # the sink's value row is 0; the extra column (dropped) keeps D + 1 throughout
-    visible = _visible(q, n, m, causal, sliding_window, key_padding_mask)
+    visible = _visible(q, n, m, causal, sliding_window, key_padding_mask, causal_extent)
     mask = visible
     if bias is not None:
         mask = bias.to(q.dtype) if visible is None else bias.to(q.dtype).masked_fill(~visible, float("-inf"))
