@@ -83,10 +83,10 @@ def attribute(model, input_ids=None, *, inputs_embeds=None, attention_mask=None,
             pixel_values [B, n_sub_images, C, H, W] and pixel_attention_mask [B, n_sub_images, H, W]
             (one map per sub-image, see `lrp_triton.models.idefics3`). PaliGemma and Gemma 3: pixel_values
             [n_images, C, H, W] with the processor's token_type_ids (they make the decoder attend
-            bidirectionally over PaliGemma's prefix and within each Gemma 3 image; without them it is
-            causal, as in the model). Other families accept a processor's token_type_ids (a tokenizer's
-            segment ids) when all 0 and ignore them: their decoders have no token-type embedding;
-            others are a ValueError. `labels` (training targets, which PaliGemma's processor returns)
+            bidirectionally over PaliGemma's prefix and within each Gemma 3 image; without them, as in
+            the model: Gemma 3 causal, PaliGemma bidirectional over the whole sequence). Other
+            families accept a processor's token_type_ids (a tokenizer's segment ids) when all 0 and
+            ignore them: their decoders have no token-type embedding; others are a ValueError. `labels` (training targets, which PaliGemma's processor returns)
             are accepted and do not change the explained logits. The result is a
             `VisionLanguageAttribution`: relevance over the merged sequence, the text tokens', per image
             pixel [H, W], patch and image-token maps, and the image / text totals.
@@ -169,8 +169,8 @@ def attribute(model, input_ids=None, *, inputs_embeds=None, attention_mask=None,
         return explain_encoder(model, adapter, options, input_ids=input_ids, inputs_embeds=inputs_embeds,
                                attention_mask=attention_mask, token_type_ids=token_type_ids, target=target,
                                position=position, latent=latent, tokenizer=tokenizer, progress=progress)
-    _refuse(family, "a vision model takes pixel_values", input_ids=input_ids, inputs_embeds=inputs_embeds, token_type_ids=token_type_ids,
-            attention_mask=attention_mask, position=position)
+    _refuse(family, "a vision model takes pixel_values", input_ids=input_ids, inputs_embeds=inputs_embeds,
+            token_type_ids=token_type_ids, attention_mask=attention_mask, position=position)
     if tokenizer is not None:
         raise ValueError("attribute: tokenizer is for text models; a vision model's relevance is per pixel")
     return explain_vision(model, adapter, options, pixel_values=pixel_values, target=target, latent=latent,

@@ -13,7 +13,8 @@ real tokens (PaliGemma numbers from 1; an unpadded row gets the model's own defa
 Attention mask (transformers' PaliGemmaModel.forward): with token_type_ids (the processor returns
 them: 0 for the prefix, image and prompt, 1 for the suffix), query i sees key j when j <= i, or
 when both are prefix tokens (`block_sequence_ids` = 0 for type 0, -1 else), and key j is not
-padding; without token_type_ids the decoder is causal, as in the model. Gemma 2's sliding layers
+padding; without token_type_ids the decoder does as the model: its text config's
+`use_bidirectional_attention` (True for PaliGemma) makes every token see every other. Gemma 2's sliding layers
 take (causal AND window) OR the prefix. The mask reaches lrp_triton's attention as the padding mask and
 per-row causal extents (query i sees the keys j <= extent[i]: the prefix's end for a prefix token, else i;
 O(N), lrp_triton.mask_extent), checked against the complete 4-D mask; a Gemma 2 sliding layer whose

@@ -205,6 +205,19 @@ def test_without_token_type_ids_the_decoder_is_causal_as_in_the_model():
     check_against_reference(model, causal, without)
 
 
+def test_without_token_type_ids_paligemma_is_bidirectional_as_in_the_model():
+    """HF's PaliGemma text config has use_bidirectional_attention: without token types every token sees
+    every other, so a token after the explained one gets relevance, and the logit is the model's."""
+    entry = BY_NAME["paligemma"]
+    model = entry.build()
+    inputs = {k: v for k, v in entry.inputs(batch=1).items() if k != "token_type_ids"}
+    result = lrp_triton.attribute(model, **inputs, position=-2, backend="torch")
+    with torch.no_grad():
+        logits = model(**inputs).logits[:, -2]
+    torch.testing.assert_close(result.logit, logits.gather(-1, result.target[:, None])[:, 0])
+    assert result.relevance[0, -1].abs() > 1e-6 * result.relevance.abs().max()  # the later token is seen
+
+
 def test_bad_inputs_are_clear_errors():
     entry = BY_NAME["paligemma"]
     model = entry.build()
