@@ -1583,11 +1583,17 @@ class Llava(VisionLanguage):
             out["attention_mask"][-1, -pad:] = False
         return out
 
+    def walk(self, model, inputs, positions, target, contrast, mode):
+        """(fields, score, z) of the explicit float64 reference at `positions` (the family's walker)."""
+        return llava_reference(model, inputs["input_ids"], inputs["attention_mask"].bool(), inputs["pixel_values"],
+                               positions, target, contrast, mode)
+
     def reference(self, model, inputs, result, case, request):
+        """The walker's fields; zero relevance after the explained token (causal) and at padding."""
         ids, mask = inputs["input_ids"], inputs["attention_mask"].bool()
         positions = padded_index(mask, request.get("position", -1))
-        fields, score, z = llava_reference(model, ids, mask, inputs["pixel_values"], positions,
-                                           request.get("target", result.target), request.get("contrast"), case.mode)
+        fields, score, z = self.walk(model, inputs, positions, request.get("target", result.target),
+                                     request.get("contrast"), case.mode)
         rows = torch.arange(len(ids))
         hidden = (torch.arange(ids.shape[1])[None] > positions[:, None]) | ~mask  # causal, and padding
         position_ids = (mask.long().cumsum(-1) - 1).clamp(min=0)
@@ -1670,18 +1676,9 @@ class LlavaNext(Llava):
             out["attention_mask"][-1, -pad:] = False
         return out
 
-    def reference(self, model, inputs, result, case, request):
-        ids, mask = inputs["input_ids"], inputs["attention_mask"].bool()
-        positions = padded_index(mask, request.get("position", -1))
-        fields, score, z = llava_next_reference(model, ids, mask, inputs["pixel_values"], inputs["image_sizes"],
-                                                positions, request.get("target", result.target),
-                                                request.get("contrast"), case.mode)
-        rows = torch.arange(len(ids))
-        hidden = (torch.arange(ids.shape[1])[None] > positions[:, None]) | ~mask  # causal, and padding
-        position_ids = (mask.long().cumsum(-1) - 1).clamp(min=0)
-        return Reference({k: fields[k] for k in self.fields}, score, z,
-                         lambda: self.outputs(model, dict(inputs, position_ids=position_ids))[rows, positions],
-                         zeros={"relevance": hidden, "text_relevance": hidden | (ids == 90)}, position=positions)
+    def walk(self, model, inputs, positions, target, contrast, mode):
+        return llava_next_reference(model, inputs["input_ids"], inputs["attention_mask"].bool(),
+                                    inputs["pixel_values"], inputs["image_sizes"], positions, target, contrast, mode)
 
     def leaf(self, model, inputs):
         """The merged sequence (word embeddings, the packed image features at the image tokens)."""
@@ -1755,18 +1752,9 @@ class Idefics3(Llava):
             out["attention_mask"][-1, -pad:] = False
         return out
 
-    def reference(self, model, inputs, result, case, request):
-        ids, mask = inputs["input_ids"], inputs["attention_mask"].bool()
-        positions = padded_index(mask, request.get("position", -1))
-        fields, score, z = idefics3_reference(model, ids, mask, inputs["pixel_values"], positions,
-                                              request.get("target", result.target), request.get("contrast"),
-                                              case.mode, inputs["pixel_attention_mask"])
-        rows = torch.arange(len(ids))
-        hidden = (torch.arange(ids.shape[1])[None] > positions[:, None]) | ~mask  # causal, and padding
-        position_ids = (mask.long().cumsum(-1) - 1).clamp(min=0)
-        return Reference({k: fields[k] for k in self.fields}, score, z,
-                         lambda: self.outputs(model, dict(inputs, position_ids=position_ids))[rows, positions],
-                         zeros={"relevance": hidden, "text_relevance": hidden | (ids == 90)}, position=positions)
+    def walk(self, model, inputs, positions, target, contrast, mode):
+        return idefics3_reference(model, inputs["input_ids"], inputs["attention_mask"].bool(), inputs["pixel_values"],
+                                  positions, target, contrast, mode, inputs["pixel_attention_mask"])
 
     def leaf(self, model, inputs):
         """The merged sequence (word embeddings, the connector's image features at the image tokens)."""

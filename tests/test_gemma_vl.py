@@ -108,13 +108,19 @@ def check_against_reference(model, inputs, result, tol=1e-5):
     return max(errs)
 
 
-def test_paligemma_processor_outputs_explain_as_the_reference():
+def paligemma_processor_and_config():
+    """A PaliGemmaProcessor (word-level tokenizer, 28-pixel SigLIP images of 4 tokens) and a matching config."""
     tokenizer = word_tokenizer()
     images = transformers.SiglipImageProcessorPil(size={"height": 28, "width": 28})
     images.image_seq_length = 4
     processor = transformers.PaliGemmaProcessor(image_processor=images, tokenizer=tokenizer)
     config = paligemma_config(text={"vocab_size": len(tokenizer)})
     config.image_token_id = processor.image_token_id
+    return processor, config
+
+
+def test_paligemma_processor_outputs_explain_as_the_reference():
+    processor, config = paligemma_processor_and_config()
     # float64: every map to float64 rounding (the zoo's and the Gemma 3 processor test's cases run float32)
     model = randomize_gemma_vl(transformers.PaliGemmaForConditionalGeneration(config)).double()
     inputs = processor(images=[random_image(40, 52)], text=["w1 w2 w3"], return_tensors="pt")
@@ -241,12 +247,7 @@ def test_explain_image_generates_with_paligemma(tmp_path, capsys):
 
     from lrp_triton import cli
 
-    tokenizer = word_tokenizer()
-    images = transformers.SiglipImageProcessorPil(size={"height": 28, "width": 28})
-    images.image_seq_length = 4
-    processor = transformers.PaliGemmaProcessor(image_processor=images, tokenizer=tokenizer)
-    config = paligemma_config(text={"vocab_size": len(tokenizer)})
-    config.image_token_id = processor.image_token_id
+    processor, config = paligemma_processor_and_config()
     model = randomize_gemma_vl(transformers.PaliGemmaForConditionalGeneration(config))
     model.save_pretrained(tmp_path)
     processor.save_pretrained(tmp_path)
