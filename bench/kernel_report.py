@@ -1,7 +1,8 @@
 #!/usr/bin/env python
 """Static kernel report: every Triton kernel of lrp_triton compiled for sm_90a on a machine without a GPU.
 
-    python bench/kernel_report.py [--quick] [--all-configs] [--jobs N] [--out DIR] [--cache DIR | --no-cache]
+    python bench/kernel_report.py [--quick] [--all-configs] [--only TEXT] [--jobs N] [--out DIR]
+                                  [--cache DIR | --no-cache]
 
 Each launcher (attention forward / backward, RMSNorm, LayerNorm, activation, GLU) runs on small CPU
 tensors with Triton's launch path replaced by a recorder (`Autotuner.run`, `JITFunction.run`), so the
@@ -12,7 +13,7 @@ which applies the launch specialisations (ints equal to 1 -> constexpr, 16-divis
 GPUTarget("cuda", 90, 32) (sm_90a). Figures come from the compile: ptxas -v (registers, spills,
 stack), the kernel metadata (shared memory Triton requests), the PTX (wgmma / mma.sync) and the SASS
 (cuobjdump -sass: loops by backward branches, instructions per class per iteration). Nothing is run.
-Written: <out>/kernel_report_static_sm90a[_quick].json and .md.
+Written: <out>/kernel_report_static_sm90a[_quick][_subset].json and .md.
 """
 
 from __future__ import annotations
@@ -77,6 +78,10 @@ def cases(quick):
                      sinks=True),
                 dict(family="attention", dtype="bf16", D=192, Dv=128, causal=True, mode="attnlrp", B=2, H=16, Hkv=16,
                      N=512)]
+        # PaliGemma's bidirectional prefix (256 image + prompt tokens of 512): per-row causal extents (HAS_EXTENT),
+        # and the complete 0 / -inf mask as an additive bias (non-causal), the fallback for masks of other forms
+        out += [dict(family="attention", dtype="bf16", D=128, causal=True, mode="attnlrp", B=2, H=16, Hkv=16, N=512,
+                     prefix=256, mask=m) for m in ("extent", "bias")]
     norms = [("rms", 4096, 0.0), ("layer", 768, None)] if quick else \
         [("rms", 4096, 0.0), ("rms", 2304, 1.0), ("rms", 8192, 0.0), ("layer", 768, None), ("layer", 8192, None)]
     out += [dict(family=f"{k}_norm", dtype="bf16", hidden=h, offset=o, rows=64) for k, h, o in norms]
@@ -103,6 +108,11 @@ def drive(case):
         dv = case.get("Dv", d)  # the value head dim
         q, k, v = r(b, h, n, d), r(b, hkv, n, d), r(b, hkv, n, dv)
         kw = dict(causal=case["causal"], scale=d ** -0.5)
+        if "prefix" in case:  # query i sees the keys j <= max(i, prefix - 1)
+            ext = torch.arange(n).clamp(min=case["prefix"] - 1).expand(b, n).to(torch.int32)
+            visible = torch.arange(n)[None] <= ext[0][:, None]
+            kw = dict(kw, causal_extent=ext) if case["mask"] == "extent" else \
+                dict(kw, causal=False, bias=torch.zeros(b, 1, n, n, dtype=dt).masked_fill(~visible, float("-inf")))
         attention.attention_forward(q, k, v, **kw, **({"sinks": r(h, dtype=torch.float32)} if case.get("sinks") else {}))
         attention.attention_backward(r(b, h, n, dv), q, k, v, r(b, h, n, dv), r(b, h, n, dtype=torch.float32),
                                      mode=case["mode"], **kw)
@@ -433,7 +443,8 @@ def case_label(case):
     if f == "attention":
         return f"D{case['D']}" + (f"/Dv{case['Dv']}" if "Dv" in case else "") + \
             f" {'causal' if case['causal'] else 'full'}" + \
-            (f" GQA {case['H']}/{case['Hkv']}" if case["H"] != case["Hkv"] else "") + (" sinks" if case.get("sinks") else "")
+            (f" GQA {case['H']}/{case['Hkv']}" if case["H"] != case["Hkv"] else "") + (" sinks" if case.get("sinks") else "") + \
+            (f" prefix {case['prefix']} as {case['mask']}" if "prefix" in case else "")
     if f.endswith("norm"):
         return f"hidden {case['hidden']}" + (" gemma" if case.get("offset") else "")
     return f"{case['act']} numel {case['numel']}"
@@ -620,6 +631,8 @@ def main(argv=None):
                                                    "lrp_triton", "kernel_report"))
     p.add_argument("--no-cache", action="store_true")
     p.add_argument("--all-configs", action="store_true", help="every autotune config, not only those sm_90 keeps")
+    p.add_argument("--only", action="append", default=[], metavar="TEXT", help="only the cases whose label holds "
+                   "TEXT (repeatable; e.g. 'prefix'); written as <stem>_subset")
     a = p.parse_args(argv)
     t0 = time.time()
     warnings.filterwarnings("ignore", message=".*TRITON_DEFAULT_FP_FUSION.*")
@@ -628,7 +641,7 @@ def main(argv=None):
     cache = None if a.no_cache else Path(a.cache)
     cache and cache.mkdir(parents=True, exist_ok=True)
     rows, jobs, mixed = [], {}, set()
-    for case in cases(a.quick):
+    for case in (c for c in cases(a.quick) if not a.only or any(t in case_label(c) for t in a.only)):
         for kname, binds in launches_cached(case):
             for ci, (cfg, fn, args, kwargs, traffic) in enumerate(binds[:1] if a.quick else binds):
                 *_, spec, key = bind(fn, args, kwargs)
@@ -684,12 +697,12 @@ def main(argv=None):
         summary=summarise(rows), rows=rows)
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
-    stem = STEM + ("_quick" if a.quick else "")
+    stem = STEM + ("_quick" if a.quick else "") + ("_subset" if a.only else "")
     head = json.dumps({k: v for k, v in report.items() if k != "rows"}, indent=1)[:-2]  # one row per line:
     (out / f"{stem}.json").write_text(head + ',\n "rows": [\n' + ",\n".join(json.dumps(r) for r in rows) + "\n ]\n}\n")
     (out / f"{stem}.md").write_text(markdown(report))
     print(f"wrote {out / stem}.json and .md in {report['wall_s']} s; summary: {report['summary']}")
-    if report["uncovered_autotuned_kernels"]:
+    if report["uncovered_autotuned_kernels"] and not a.only:
         print("kernels no case reaches:", report["uncovered_autotuned_kernels"], file=sys.stderr)
         return 1
     return 0
