@@ -122,7 +122,8 @@ def _check_args(args) -> None:
 # ------------------------------------------------------------------------------------------------
 # Device, model, prompt, tokens
 # ------------------------------------------------------------------------------------------------
-def _device(name: str | None):
+def parse_device(name: str | None):
+    """The torch.device of --device `name` (None: CUDA when present, else the CPU), or a CLIError."""
     import torch
 
     if name is None:
@@ -144,7 +145,7 @@ def _device(name: str | None):
     return device
 
 
-class _Source(NamedTuple):
+class ModelSource(NamedTuple):
     """Where --model loads from: `path` goes to from_pretrained, `shown` to messages; `offline` is why
     the hub cannot be reached (then only the local Hugging Face cache is read), None otherwise."""
 
@@ -165,13 +166,13 @@ class _Source(NamedTuple):
             raise CLIError(f"--model {self.shown}: could not load its {what} ({reason}); {fix}") from None
 
 
-def _model_source(name: str | None) -> _Source:
+def model_source(name: str | None) -> ModelSource:
     """Where --model loads from; checks local directories, and whether the hub answers for model ids."""
     from lrp_triton.demo import DEMO_DIR, DEMO_NAME
     from lrp_triton.hub import hub_unreachable
 
     if name is None:
-        return _Source(str(DEMO_DIR), DEMO_NAME)
+        return ModelSource(str(DEMO_DIR), DEMO_NAME)
     path = Path(name).expanduser()
     looks_local = (path.is_absolute() or name.startswith((".", "~")) or name.endswith(("/", os.sep))
                    or name.count("/") > 1 or path.exists())
@@ -182,11 +183,11 @@ def _model_source(name: str | None) -> _Source:
         if not (path / "config.json").is_file():
             raise CLIError(f"--model {name}: the directory has no config.json, so it is not a HuggingFace model; "
                            "save one there with model.save_pretrained(dir) and tokenizer.save_pretrained(dir)")
-        return _Source(str(path), name)
-    return _Source(name, name, hub_unreachable())
+        return ModelSource(str(path), name)
+    return ModelSource(name, name, hub_unreachable())
 
 
-def _load_config(source: _Source):
+def _load_config(source: ModelSource):
     """The model's config and its family's adapter (a causal LM's, or a CLIError)."""
     import transformers
 
@@ -202,7 +203,7 @@ def _load_config(source: _Source):
     return config, adapter
 
 
-def _load_tokenizer(source: _Source):
+def _load_tokenizer(source: ModelSource):
     import transformers
 
     return source.load(transformers.AutoTokenizer.from_pretrained, "tokenizer",
@@ -321,10 +322,10 @@ def explain(args) -> int:
     from lrp_triton.cli_placement import device_map_kwargs, dtype_for, placed
 
     placement = device_map_kwargs(args)  # {} or from_pretrained's device_map=... (accelerate)
-    source = _model_source(args.model)
+    source = model_source(args.model)
     shown = source.shown
     is_demo = args.model is None
-    device = _device(args.device)
+    device = parse_device(args.device)
     dtype = dtype_for(args.dtype, device)
     prompt = _prompt(args, is_demo)
 

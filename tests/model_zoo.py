@@ -543,6 +543,17 @@ class Entry:
         raise NotImplementedError
 
 
+def chosen_request(case, inputs, *, position, vocab):
+    """attribute's keywords of a `chosen` case: one position, a random target per row (and a contrast)."""
+    if not case.chosen:
+        return {}
+    b = inputs["input_ids"].shape[0]
+    kw = dict(position=position, target=torch.randint(0, vocab, (b,)))
+    if case.contrast:
+        kw["contrast"] = torch.randint(0, vocab, (b,))
+    return kw
+
+
 class Decoder(Entry):
     kind = "causal_lm"
     padding_sides = ("left", "right")
@@ -584,13 +595,7 @@ class Decoder(Entry):
         return {"input_ids": ids, "attention_mask": mask}
 
     def explain(self, case, inputs):
-        if not case.chosen:
-            return {}
-        b = inputs["input_ids"].shape[0]
-        kw = dict(position=-3, target=torch.randint(0, 101, (b,)))
-        if case.contrast:
-            kw["contrast"] = torch.randint(0, 101, (b,))
-        return kw
+        return chosen_request(case, inputs, position=-3, vocab=101)
 
     def reference(self, model, inputs, result, case, request):
         ids = inputs["input_ids"]
@@ -1396,13 +1401,7 @@ class VisionLanguage(Entry):
         return out
 
     def explain(self, case, inputs):
-        if not case.chosen:
-            return {}
-        b = inputs["input_ids"].shape[0]
-        kw = dict(position=-2, target=torch.randint(0, 97, (b,)))
-        if case.contrast:
-            kw["contrast"] = torch.randint(0, 97, (b,))
-        return kw
+        return chosen_request(case, inputs, position=-2, vocab=97)
 
     def reference(self, model, inputs, result, case, request):
         ids, mask = inputs["input_ids"], inputs["attention_mask"].bool()

@@ -37,6 +37,12 @@ from lrp_triton.ops.disentangled_attention import lrp_disentangled_attention
 from lrp_triton.options import LatentTaps, LRPOptions
 
 
+def split_heads(x: torch.Tensor, heads: int) -> torch.Tensor:
+    """[B, N, H * D] -> [B, H, N, D] (DeBERTa v1 and v2 lay their projections out per head)."""
+    b, n, _ = x.shape
+    return x.view(b, n, heads, -1).transpose(1, 2)
+
+
 class LRPDisentangledSelfAttention(nn.Module):
     """Drop-in for deberta-v2's DisentangledSelfAttention (module docstring)."""
 
@@ -67,9 +73,7 @@ class LRPDisentangledSelfAttention(nn.Module):
         return cls(module, mode=options.mode, taps=options.taps)
 
     def heads(self, x: torch.Tensor) -> torch.Tensor:
-        """[B, N, H * D] -> [B, H, N, D]."""
-        b, n, _ = x.shape
-        return x.view(b, n, self.num_attention_heads, -1).transpose(1, 2)
+        return split_heads(x, self.num_attention_heads)
 
     def relative_indices(self, n: int, device) -> tuple[torch.Tensor, torch.Tensor]:
         """(c2p, p2c) long [2N - 1]: the relative-embedding row of each offset t = j - i (at t + N - 1).

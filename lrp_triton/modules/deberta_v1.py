@@ -20,7 +20,7 @@ import math
 import torch
 from torch import nn
 
-from lrp_triton.modules.deberta import attend, check_call
+from lrp_triton.modules.deberta import attend, check_call, split_heads
 from lrp_triton.options import LatentTaps, LRPOptions
 
 
@@ -51,9 +51,7 @@ class LRPDebertaSelfAttention(nn.Module):
         return cls(module, mode=options.mode, taps=options.taps)
 
     def heads(self, x: torch.Tensor) -> torch.Tensor:
-        """[B, N, H * D'] -> [B, H, N, D']."""
-        b, n, _ = x.shape
-        return x.view(b, n, self.num_attention_heads, -1).transpose(1, 2)
+        return split_heads(x, self.num_attention_heads)
 
     def forward(self, hidden_states, attention_mask, output_attentions=False, query_states=None, relative_pos=None,
                 rel_embeddings=None):
